@@ -1,0 +1,27 @@
+"""sami-rt: SAMI training (train/), export (export/) and the runtime package ``sami_rt``.
+
+Only ``sami_rt`` is installed; ``train/`` and ``export/`` run from a source checkout.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("sami_rt/__init__.py").read_text()).group(1)
+
+setup(
+    name="sami-rt",
+    version=version,
+    description="SAMI (score-based autoencoder for multiscale inference): training, export and a light runtime",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sami_rt", "sami_rt.*"]),
+    install_requires=["numpy>=1.24"],
+    extras_require={
+        # torch stays a range here; constraints.txt pins the CPU build used by CI and the README.
+        "train": ["torch>=2.1", "tqdm>=4.60", "scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9.0"],
+        "dev": ["pytest>=7.0"],
+    },
+)

@@ -1,0 +1,48 @@
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def tiny_config(**kw):
+    """A disks model small enough to train a few steps in a second on 2 CPU cores."""
+    from train.config import get_config
+
+    base = dict(image_size=16, disk_radius=3.0, T=50, unet_channels=8, unet_mult=(1, 2), enc_channels=(8, 8),
+                enc_hidden=16, batch=8, steps=6, warmup=2, log_every=2, ckpt_every=3, sample_every=0,
+                eval_at_end=False, eval_n=64, n_train=64)
+    base.update(kw)
+    return get_config("disks").replace(**base)
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed():
+    """Fresh random inputs in every test; the seed is printed so that a failure can be replayed."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"random seed: {seed}")
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+    yield seed
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)

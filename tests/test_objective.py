@@ -1,0 +1,124 @@
+"""The SAMI objective against its twins: finite differences, a linear-Gaussian closed form."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from train.nets import ConvEncoder, HalfUNetEncoder
+from train.objective import guidance, kl_std_normal, kl_weight, log_q, sami_loss, sample_t
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ConvEncoder(1, 16, 3, (4, 8), hidden=16, bias=False),
+    lambda: HalfUNetEncoder(3, 16, 5, ch=8, mult=(1, 2), res_blocks=1, attention=(8,)),
+])
+@pytest.mark.parametrize("masked", [False, True])
+def test_guidance_equals_finite_differences_of_log_q(make, masked):
+    enc = make().double()
+    x = torch.randn(2, 1 if isinstance(enc, ConvEncoder) else 3, 16, 16, dtype=torch.float64)
+    D = enc(x)[0].shape[1]
+    z = torch.randn(2, D, dtype=torch.float64)
+    mask = (torch.rand(2, D) > 0.5).double() if masked else None
+    g = guidance(enc, x, z, mask)
+    h = 1e-6
+    for _ in range(6):  # random coordinates
+        b, c, i, j = (torch.randint(n, ()).item() for n in x.shape)
+        xp, xm = x.clone(), x.clone()
+        xp[b, c, i, j] += h
+        xm[b, c, i, j] -= h
+        fd = (log_q(z, *enc(xp), mask)[b] - log_q(z, *enc(xm), mask)[b]) / (2 * h)
+        assert abs(fd.item() - g[b, c, i, j].item()) <= 1e-6 * max(1.0, abs(fd.item()))
+
+
+def test_masked_guidance_ignores_unselected_dimensions():
+    enc = ConvEncoder(1, 16, 4, (4, 8), hidden=0).double()
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    z = torch.randn(3, 4, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 0, 1, 0]] * 3, dtype=torch.float64)
+    z2 = z.clone()
+    z2[:, 1] += 5.0  # change only masked-out dimensions
+    z2[:, 3] -= 3.0
+    torch.testing.assert_close(guidance(enc, x, z, mask), guidance(enc, x, z2, mask))
+    assert not torch.allclose(guidance(enc, x, z), guidance(enc, x, z2))
+
+
+class LinearEncoder(torch.nn.Module):
+    """mu = a * x (per pixel, D = pixels), var = v (constant)."""
+
+    def __init__(self, a, v):
+        super().__init__()
+        self.a, self.v = a, v
+
+    def forward(self, x):
+        mu = self.a * x.flatten(1)
+        return mu, torch.full_like(mu, self.v)
+
+
+class ExactGaussianDenoiser(torch.nn.Module):
+    """E[eps | x_t] for x_0 ~ N(0, s^2 I): sqrt(1 - abar) x_t / (abar s^2 + 1 - abar)."""
+
+    def __init__(self, abar, s2):
+        super().__init__()
+        self.abar, self.s2 = abar, s2
+
+    def forward(self, x_t, t):
+        a = self.abar[t].reshape(-1, 1, 1, 1).to(x_t.dtype)
+        return (1 - a).sqrt() * x_t / (a * self.s2 + 1 - a)
+
+
+def test_loss_matches_the_linear_gaussian_closed_form():
+    """x0 ~ N(0, s2), z = a x0 + sqrt(v) n, exact denoiser: E[loss] per pixel has a closed form."""
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    s2, a_enc, v, abar_t, beta = 0.7, 1.3, 0.4, 0.35, 0.05
+    abar = torch.tensor([abar_t], dtype=torch.float64)
+    model = SimpleNamespace(encoder=LinearEncoder(a_enc, v), denoiser=ExactGaussianDenoiser(abar, s2))
+    cfg = SimpleNamespace(T=1, t_power=1.0, latent_dim=4, guidance_scale=1.0, loss_weight="none")
+    B = 200_000
+    x0 = math.sqrt(s2) * torch.randn(B, 1, 2, 2, generator=g, dtype=torch.float64)
+    loss, stats = sami_loss(model, x0, abar, cfg, beta, g)
+    # e = eps - eps*(x_t) + sigma * a (z - a x_t) / v, linear in (x0, eps, n) per pixel
+    al, sg = math.sqrt(abar_t), math.sqrt(1 - abar_t)
+    k = sg / (abar_t * s2 + 1 - abar_t)  # eps* = k x_t
+    c_x0 = -k * al + sg * a_enc * (a_enc - a_enc * al) / v
+    c_eps = 1 - k * sg - sg * a_enc * a_enc * sg / v
+    c_n = sg * a_enc * math.sqrt(v) / v
+    rec = 4 * (c_x0**2 * s2 + c_eps**2 + c_n**2)
+    kl = 4 * 0.5 * (v + a_enc**2 * s2 - 1 - math.log(v))
+    assert stats["rec"] == pytest.approx(rec, rel=0.01)
+    assert stats["kl"] == pytest.approx(kl, rel=0.01)
+    assert loss.item() == pytest.approx(rec + beta * kl, rel=0.01)
+
+
+def test_loss_double_backward_reaches_the_encoder():
+    cfg = tiny_config()
+    from train.nets import SAMI
+
+    model = SAMI(cfg)
+    abar = torch.linspace(0.99, 0.05, cfg.T, dtype=torch.float64)
+    x0 = torch.rand(4, 1, 16, 16) * 2 - 1
+    loss, _ = sami_loss(model, x0, abar, cfg.replace(kl_weight=0.0), beta=0.0, generator=torch.Generator().manual_seed(3))
+    loss.backward()
+    # with beta = 0 the encoder learns only through the guidance term, i.e. through the double backward
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_kl_of_standard_normal_is_zero_and_positive_elsewhere():
+    mu, var = torch.zeros(2, 3), torch.ones(2, 3)
+    assert torch.allclose(kl_std_normal(mu, var), torch.zeros(2))
+    assert (kl_std_normal(torch.randn(2, 3), torch.rand(2, 3) + 0.1) > 0).all()
+
+
+def test_kl_weight_anneals_exponentially_to_its_final_value():
+    w = [kl_weight(s, 1000, 1e-3, 1e-4, 0.5) for s in (0, 250, 500, 900)]
+    assert w[0] == pytest.approx(1e-7) and w[1] == pytest.approx(1e-5) and w[2] == w[3] == pytest.approx(1e-3)
+
+
+def test_timestep_bias_towards_high_noise():
+    g = torch.Generator().manual_seed(0)
+    u = sample_t(100_000, 400, 1.0, g).double()
+    b = sample_t(100_000, 400, 3.0, g).double()
+    assert u.min() == 0 and u.max() == 399 and abs(u.mean().item() - 199.5) < 3
+    assert abs(b.mean().item() - 0.75 * 400) < 3  # density ~ t^2: mean 3/4 T

@@ -1,0 +1,1 @@
+"""Training package of sami-rt (PyTorch): data, networks, the SAMI objective, the loop, evaluation."""

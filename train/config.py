@@ -1,0 +1,195 @@
+"""Configuration as data: frozen dataclasses, named presets, command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = "disks"  # disks | fashion-mnist | folder | celeba
+    data_path: str = ""  # folder / CelebA root / Fashion-MNIST directory ('' = Debian package)
+    image_size: int = 32
+    channels: int = 1
+    n_train: int = 2000  # disks: number of training images (0 = a fresh image for every draw)
+    data_seed: int = 0
+    disk_radius: float = 4.0
+    disk_foreground: float = 0.5
+    # noise schedule
+    schedule: str = "linear"  # linear | cosine
+    T: int = 400
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    # denoiser (UNet)
+    unet_channels: int = 32
+    unet_mult: tuple[int, ...] = (1, 2, 2)
+    unet_res_blocks: int = 1
+    unet_attention: tuple[int, ...] = ()  # resolutions with self-attention, e.g. (16,)
+    unet_dropout: float = 0.0
+    # encoder
+    encoder: str = "convnet"  # convnet | half-unet
+    latent_dim: int = 3
+    enc_channels: tuple[int, ...] = (32, 64)  # convnet: channels of its stride-2 layers
+    enc_hidden: int = 0  # convnet: width of a hidden MLP layer before the heads (0 = linear heads)
+    enc_bias: bool = False
+    enc_mult: tuple[int, ...] = (1, 2, 2)  # half-unet
+    enc_unet_channels: int = 64  # half-unet
+    enc_res_blocks: int = 1  # half-unet
+    enc_attention: tuple[int, ...] = ()  # half-unet
+    # objective
+    kl_weight: float = 1e-3  # final beta
+    kl_anneal_start: float = 1e-4  # beta starts at kl_anneal_start * kl_weight ...
+    kl_anneal_frac: float = 0.5  # ... and grows exponentially to kl_weight over this fraction of training
+    t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
+    loss_weight: str = "none"  # lambda_t: none | snr-trunc (min(1, SNR_t)^-... see objective.py)
+    guidance_scale: float = 1.0  # s in eps_hat; 1 is the exact ELBO
+    # optimisation
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 2e-3
+    enc_lr: float = 0.0  # 0 = same as lr
+    warmup: int = 200
+    lr_decay: str = "none"  # none | cosine
+    grad_clip: float = 1.0  # 0 = off
+    ema: float = 0.999
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 50
+    sample_every: int = 1000
+    ckpt_every: int = 500
+    eval_at_end: bool = True
+    eval_n: int = 1000  # held-out images for evaluation
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+
+    def replace(self, **kw: Any) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}")
+        kw = {}
+        for k, v in d.items():
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)
+
+
+PRESETS: dict[str, Config] = {
+    # The paper's disks model (Table A.5): ConvNet encoder with ReLU and no biases, UNet without attention.
+    "disks": Config(),
+    # The same family, sized for 2 CPU cores within an hour (see benchmarks/RESULTS.md for the recipe search).
+    "disks-small": Config(
+        unet_channels=24,
+        unet_mult=(1, 2, 2),
+        enc_channels=(32, 64),
+        enc_hidden=128,
+        n_train=0,
+        steps=6000,
+        batch=64,
+        lr=2e-3,
+        kl_weight=1e-3,
+        t_power=1.0,
+    ),
+    "fashion-mnist": Config(
+        dataset="fashion-mnist",
+        latent_dim=16,
+        T=1000,
+        unet_channels=32,
+        enc_channels=(32, 64),
+        enc_hidden=256,
+        steps=20000,
+        batch=128,
+        lr=1e-3,
+        kl_weight=1e-3,
+    ),
+    # Paper, Table A.5: half-UNet encoder with two MLP heads, latent dim 256, cosine schedule, T=1000.
+    "celeba64": Config(
+        dataset="celeba",
+        image_size=64,
+        channels=3,
+        schedule="cosine",
+        T=1000,
+        unet_channels=128,
+        unet_mult=(1, 2, 2, 2),
+        unet_res_blocks=2,
+        unet_dropout=0.1,
+        encoder="half-unet",
+        latent_dim=256,
+        enc_unet_channels=64,
+        enc_mult=(1, 2, 2, 2),
+        enc_res_blocks=2,
+        enc_bias=True,
+        kl_weight=1e-3,
+        steps=200000,
+        batch=64,
+        lr=1e-4,
+        grad_clip=1.0,
+        ema=0.9999,
+        sample_every=5000,
+        ckpt_every=5000,
+    ),
+}
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            text = text.strip().strip("()[]")
+            return tuple(int(p) for p in text.replace(",", " ").split())
+        return text
+    except ValueError:
+        kind = type(current).__name__
+        raise ValueError(f"--{key.replace('_', '-')} expects a {kind}, got {text!r}") from None
+
+
+def apply_overrides(cfg: Config, args: list[str]) -> Config:
+    """Apply ``--key value`` / ``--key=value`` pairs (dashes or underscores) to a configuration."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    updates: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"expected an option --key value, got {arg!r}")
+        key, eq, val = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(f"option {arg} needs a value")
+            val = args[i + 1]
+            i += 1
+        i += 1
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ValueError(f"unknown configuration key --{key.replace('_', '-')}")
+        updates[key] = _parse_value(val, getattr(cfg, key), key)
+    return cfg.replace(**updates)
+
+
+def get_config(name: str, overrides: list[str] | None = None) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown configuration {name!r}; expected one of {sorted(PRESETS)}")
+    return apply_overrides(PRESETS[name], overrides or [])

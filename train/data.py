@@ -1,0 +1,246 @@
+"""Data sets: the procedural disks, Fashion-MNIST (Debian package files), image folders and CelebA.
+
+Every data set yields images as float32 tensors [N, C, H, W] scaled to [-1, 1]; the disks also return
+their generative factors. Minibatches are drawn i.i.d. from a ``torch.Generator`` that the training loop
+owns and checkpoints, so a resumed run draws exactly the batches the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DISK_FACTORS = ("x", "y", "background")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class DataError(ValueError):
+    """A data set that cannot be read, named with what was expected."""
+
+
+# ----------------------------------------------------------------------------------------------- disks
+def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Factors [n, 3] (centre x, centre y in pixels; background in [0, 1]), each uniform.
+
+    The centre is drawn so that the whole disk lies inside the image.
+    """
+    u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
+    lo, hi = radius, size - radius
+    f = torch.empty_like(u)
+    f[:, :2] = lo + (hi - lo) * u[:, :2]
+    f[:, 2] = u[:, 2]
+    return f
+
+
+def render_disks(factors: torch.Tensor, size: int = 32, radius: float = 4.0, foreground: float = 0.5) -> torch.Tensor:
+    """Anti-aliased disks [n, 1, size, size] in [-1, 1] from factors [n, 3] (x, y, background).
+
+    A pixel's disk coverage is clamp(radius + 0.5 - distance, 0, 1), distance measured from the pixel
+    centre, so the edge is a one-pixel linear ramp and the coverage-weighted centroid is the centre.
+    """
+    f = factors.to(torch.float64)
+    c = torch.arange(size, dtype=torch.float64) + 0.5
+    dx = c[None, None, :] - f[:, 0, None, None]  # (n, 1, W)
+    dy = c[None, :, None] - f[:, 1, None, None]  # (n, H, 1)
+    cover = (radius + 0.5 - torch.sqrt(dx**2 + dy**2)).clamp(0.0, 1.0)  # (n, H, W)
+    bg = f[:, 2, None, None]
+    img = bg * (1 - cover) + foreground * cover
+    return (img * 2 - 1).to(torch.float32)[:, None]
+
+
+def make_disks(n: int, seed: int, size: int = 32, radius: float = 4.0, foreground: float = 0.5):
+    """Deterministic disks data set: (images [n,1,H,W] in [-1,1], factors [n,3] float64)."""
+    g = torch.Generator().manual_seed(int(seed))
+    f = sample_disk_factors(n, size, radius, g)
+    return render_disks(f, size, radius, foreground), f
+
+
+# ------------------------------------------------------------------------------------- Fashion-MNIST
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0:2] != b"\x00\x00":
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
+    return arr.reshape(dims)
+
+
+def find_fashion_mnist(root: str = "") -> Path:
+    candidates = [Path(root)] if root else [Path(d) for d in FASHION_MNIST_DIRS]
+    for d in candidates:
+        if d.is_dir() and list(d.glob("train-images-idx3-ubyte*")):
+            return d
+    where = root or " or ".join(FASHION_MNIST_DIRS)
+    raise DataError(
+        f"Fashion-MNIST files (train-images-idx3-ubyte.gz) not found in {where}; "
+        "install the Debian package 'dataset-fashion-mnist' or pass --data-path DIR"
+    )
+
+
+def load_fashion_mnist(root: str = "", split: str = "train", pad_to: int = 32):
+    """Fashion-MNIST images [N,1,pad_to,pad_to] in [-1,1] (28x28 padded with black) and labels [N]."""
+    d = find_fashion_mnist(root)
+    prefix = "train" if split == "train" else "t10k"
+    img_file = next(iter(sorted(d.glob(f"{prefix}-images-idx3-ubyte*"))), None)
+    lab_file = next(iter(sorted(d.glob(f"{prefix}-labels-idx1-ubyte*"))), None)
+    if img_file is None or lab_file is None:
+        raise DataError(f"Fashion-MNIST split {split!r} not found in {d}")
+    imgs = _read_idx(img_file).astype(np.float32) / 127.5 - 1.0
+    labels = _read_idx(lab_file).astype(np.int64)
+    p = (pad_to - imgs.shape[-1]) // 2
+    if p < 0:
+        raise DataError(f"cannot pad 28x28 Fashion-MNIST images to {pad_to}")
+    imgs = np.pad(imgs, ((0, 0), (p, pad_to - 28 - p), (p, pad_to - 28 - p)), constant_values=-1.0)
+    return torch.from_numpy(imgs[:, None].copy()), torch.from_numpy(labels.copy())
+
+
+# ------------------------------------------------------------------------------ image folder, CelebA
+def load_image(path: str | os.PathLike, size: int, channels: int, crop: int = 0) -> torch.Tensor:
+    """One image as [C, size, size] in [-1, 1]: centre-cropped to a square (or ``crop`` pixels), resized."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            w, h = im.size
+            s = min(w, h, crop) if crop else min(w, h)
+            left, top = (w - s) // 2, (h - s) // 2
+            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)
+            arr = np.asarray(im, dtype=np.float32)
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return torch.from_numpy(arr / 127.5 - 1.0)
+
+
+class ImageFolder:
+    """All images under a directory (recursively), loaded lazily, centre-cropped and resized."""
+
+    def __init__(self, root: str, size: int, channels: int, crop: int = 0):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"image folder {root} does not exist or is not a directory")
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+        if not self.files:
+            raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) found under {root}")
+        self.size, self.channels, self.crop = size, channels, crop
+        self.factors = None
+        self.factor_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_image(self.files[i], self.size, self.channels, self.crop)
+
+
+class CelebA(ImageFolder):
+    """CelebA aligned images (``img_align_celeba/``) with the 40 binary attributes of ``list_attr_celeba.txt``.
+
+    ``split`` follows ``list_eval_partition.txt`` when present (0 train, 1 valid, 2 test); attributes are
+    returned as 0/1 factors.
+    """
+
+    def __init__(self, root: str, size: int = 64, split: str = "train", crop: int = 140):
+        root_p = Path(root)
+        attr_file = root_p / "list_attr_celeba.txt"
+        img_dir = root_p / "img_align_celeba"
+        if not attr_file.is_file():
+            raise DataError(f"CelebA attribute file {attr_file} not found")
+        if not img_dir.is_dir():
+            raise DataError(f"CelebA image directory {img_dir} not found")
+        lines = attr_file.read_text().splitlines()
+        try:
+            n = int(lines[0].strip())
+            names = tuple(lines[1].split())
+            rows = [ln.split() for ln in lines[2 : 2 + n]]
+        except (ValueError, IndexError):
+            raise DataError(f"{attr_file} is not a CelebA attribute file (count, names, rows)") from None
+        if len(rows) != n or any(len(r) != len(names) + 1 for r in rows):
+            raise DataError(f"{attr_file}: expected {n} rows of a file name and {len(names)} attributes")
+        part = {}
+        part_file = root_p / "list_eval_partition.txt"
+        if part_file.is_file():
+            for ln in part_file.read_text().splitlines():
+                if ln.strip():
+                    fname, p = ln.split()
+                    part[fname] = int(p)
+        want = {"train": 0, "valid": 1, "test": 2, "all": None}[split]
+        keep = [r for r in rows if want is None or part.get(r[0], 0) == want]
+        self.root, self.size, self.channels, self.crop = root_p, size, 3, crop
+        self.files = [img_dir / r[0] for r in keep]
+        missing = [f for f in self.files if not f.is_file()]
+        if missing:
+            raise DataError(f"CelebA image {missing[0]} listed in {attr_file} is missing ({len(missing)} in all)")
+        self.factors = torch.tensor([[int(v) > 0 for v in r[1:]] for r in keep], dtype=torch.float64)
+        self.factor_names = names
+
+
+# ------------------------------------------------------------------------------------ batch sources
+class BatchSource:
+    """Draws i.i.d. minibatches with a caller-owned generator (checkpointable, identical on resume)."""
+
+    def __init__(self, cfg, split: str = "train"):
+        self.cfg = cfg
+        self.images: torch.Tensor | None = None
+        self.lazy: ImageFolder | None = None
+        self.fresh = False
+        if cfg.dataset == "disks":
+            if cfg.n_train == 0 and split == "train":
+                self.fresh = True
+            else:
+                seed = cfg.data_seed if split == "train" else cfg.data_seed + 1_000_003
+                n = cfg.n_train if split == "train" else cfg.eval_n
+                self.images, _ = make_disks(n, seed, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
+        elif cfg.dataset == "fashion-mnist":
+            self.images, _ = load_fashion_mnist(cfg.data_path, split, cfg.image_size)
+        elif cfg.dataset == "folder":
+            self.lazy = ImageFolder(cfg.data_path, cfg.image_size, cfg.channels)
+        elif cfg.dataset == "celeba":
+            self.lazy = CelebA(cfg.data_path, cfg.image_size, split)
+        else:
+            raise DataError(f"unknown dataset {cfg.dataset!r}; expected disks, fashion-mnist, folder or celeba")
+
+    def __len__(self) -> int:
+        if self.fresh:
+            return 0
+        return len(self.images) if self.images is not None else len(self.lazy)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        if self.fresh:
+            f = sample_disk_factors(n, cfg.image_size, cfg.disk_radius, generator)
+            return render_disks(f, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
+        idx = torch.randint(len(self), (n,), generator=generator)
+        if self.images is not None:
+            return self.images[idx]
+        return torch.stack([self.lazy[int(i)] for i in idx])
+
+
+def eval_set(cfg, n: int, seed_offset: int = 1_000_003):
+    """Held-out images and factors (None when the data set has none) for evaluation."""
+    if cfg.dataset == "disks":
+        return make_disks(n, cfg.data_seed + seed_offset, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
+    if cfg.dataset == "fashion-mnist":
+        x, _ = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
+        return x[:n], None
+    ds = CelebA(cfg.data_path, cfg.image_size, "test") if cfg.dataset == "celeba" else ImageFolder(
+        cfg.data_path, cfg.image_size, cfg.channels
+    )
+    n = min(n, len(ds))
+    x = torch.stack([ds[i] for i in range(n)])
+    return x, (ds.factors[:n] if ds.factors is not None else None)

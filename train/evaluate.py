@@ -1,0 +1,183 @@
+"""Evaluate a run: ``python train/evaluate.py RUN_DIR [--ckpt FILE] [--raw]``.
+
+Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and prints a summary:
+- factor prediction from posterior means of held-out images (k-NN and linear R^2), MIG, DCI,
+  Modularity, SAP (data sets with ground-truth factors);
+- the paper's variability (mean squared distance of samples from their own mean, per pixel) of the
+  test set and of samples guided by one image, and the MSE from guide to guided and to unconditional
+  samples;
+- the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from train.config import Config  # noqa: E402
+from train.data import DISK_FACTORS, eval_set  # noqa: E402
+from train.io import atomic_path, write_json, write_text  # noqa: E402
+from train.metrics import all_metrics  # noqa: E402
+from train.nets import SAMI  # noqa: E402
+from train.sampling import sample  # noqa: E402
+
+FIT_SEED_OFFSET = 2_000_029  # the set the regressors are fitted on (held-out data uses the default offset)
+
+
+def load_model(run_dir: Path, ckpt: Path | None = None, ema: bool = True):
+    from train.loop import CHECKPOINT, load_checkpoint
+
+    ck = load_checkpoint(ckpt or run_dir / CHECKPOINT)
+    cfg = Config.from_dict(ck["config"])
+    model = SAMI(cfg)
+    model.load_state_dict(ck["ema" if ema else "model"])
+    return model.eval().requires_grad_(False), cfg, ck["abar"].numpy(), int(ck["step"])
+
+
+@torch.no_grad()
+def encode(model, x: torch.Tensor, batch: int = 500):
+    mus, vars_ = [], []
+    for lo in range(0, len(x), batch):
+        mu, var = model.encoder(x[lo : lo + batch])
+        mus.append(mu)
+        vars_.append(var)
+    return torch.cat(mus).numpy().astype(np.float64), torch.cat(vars_).numpy().astype(np.float64)
+
+
+def variability(x: torch.Tensor) -> float:
+    """Mean squared distance of images from their own mean, per pixel."""
+    return float(((x - x.mean(0, keepdim=True)) ** 2).mean())
+
+
+def generation_figures(model, cfg, abar, x_test, n_guides=8, per_guide=16, steps=100, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    guides = x_test[:n_guides]
+    mu, var = model.encoder(guides)
+    shape = (n_guides * per_guide, cfg.channels, cfg.image_size, cfg.image_size)
+    z_post = (mu[:, None] + var.sqrt()[:, None] * torch.randn(n_guides, per_guide, cfg.latent_dim, generator=g))
+    z_mean = mu[:, None].expand(n_guides, per_guide, cfg.latent_dim)
+    out = {"test_variability": variability(x_test)}
+    rep = guides[:, None].expand(n_guides, per_guide, *guides.shape[1:])
+    for name, z in (("cond", z_post), ("cond_mean", z_mean), ("uncond", None)):
+        zz = None if z is None else z.reshape(-1, cfg.latent_dim)
+        s = sample(model, abar, shape, z=zz, steps=min(steps, cfg.T), generator=g).reshape(n_guides, per_guide, *shape[1:])
+        out[f"{name}_variability"] = float(np.mean([variability(s[i]) for i in range(n_guides)]))
+        out[f"{name}_mse_to_guide"] = float(((s - rep) ** 2).mean())
+    tv = out["test_variability"]
+    out["cond_variability_ratio"] = out["cond_variability"] / tv
+    out["cond_mean_variability_ratio"] = out["cond_mean_variability"] / tv
+    out["mse_ratio_cond_uncond"] = out["cond_mse_to_guide"] / out["uncond_mse_to_guide"]
+    return out
+
+
+@torch.no_grad()
+def posterior_variance_curve(model, abar, x, levels: int = 20, seed: int = 0):
+    """Mean posterior variance per latent dimension of q(z | x_t) at ``levels`` noise levels."""
+    T = len(abar)
+    ts = np.unique(np.round(np.linspace(0, T - 1, levels)).astype(int))
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for t in ts:
+        a = float(abar[t])
+        x_t = a**0.5 * x + (1 - a) ** 0.5 * torch.randn(x.shape, generator=g)
+        _, var = model.encoder(x_t)
+        rows.append([int(t), a, *var.mean(0).tolist()])
+    return np.array(rows)
+
+
+def write_curve(run_dir: Path, curve: np.ndarray) -> None:
+    D = curve.shape[1] - 2
+    header = "t,abar," + ",".join(f"var_{d}" for d in range(D))
+    lines = [header] + [",".join([str(int(r[0])), f"{r[1]:.6g}"] + [f"{v:.6g}" for v in r[2:]]) for r in curve]
+    write_text(run_dir / "posterior_variance.csv", "\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for d in range(min(D, 16)):
+        ax.plot(curve[:, 0], curve[:, 2 + d], label=f"z{d}" if D <= 8 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("noise level t")
+    ax.set_ylabel("mean posterior variance")
+    ax.set_title("q(z | x_t): variance per latent dimension")
+    if D <= 8:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(run_dir / "posterior_variance.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 2000, steps: int = 100,
+                 ema: bool = True, generate: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
+    n_test = n_test or cfg.eval_n
+    x_test, f_test = eval_set(cfg, n_test)
+    res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test)}
+    mu, var = encode(model, x_test)
+    res["posterior"] = {"mean_std": mu.std(0).tolist(), "var_mean": var.mean(0).tolist()}
+    if f_test is not None:
+        x_fit, f_fit = eval_set(cfg, n_fit, FIT_SEED_OFFSET)
+        mu_fit, _ = encode(model, x_fit)
+        names = DISK_FACTORS if cfg.dataset == "disks" else tuple(f"f{j}" for j in range(f_test.shape[1]))
+        res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
+        corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
+        res["factors"]["correlation"] = corr.tolist()
+    if generate:
+        res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps)
+    curve = posterior_variance_curve(model, abar, x_test[:256])
+    write_curve(run_dir, curve)
+    res["summary"] = summarise(res)
+    write_json(run_dir / ("eval.json" if ema else "eval_raw.json"), res)
+    return res
+
+
+def summarise(res: dict) -> dict:
+    s = {"step": res["step"]}
+    if "factors" in res:
+        f = res["factors"]
+        s["knn_r2"] = {k: round(v, 3) for k, v in f["knn_r2"].items()}
+        s["linear_r2"] = {k: round(v, 3) for k, v in f["linear_r2"].items()}
+        s.update(mig=round(f["mig"], 3), dci_d=round(f["dci"]["disentanglement"], 3),
+                 dci_c=round(f["dci"]["completeness"], 3), modularity=round(f["modularity"], 3),
+                 sap=round(f["sap"], 3))
+    if "generation" in res:
+        g = res["generation"]
+        s.update(cond_variability_ratio=round(g["cond_variability_ratio"], 3),
+                 cond_mean_variability_ratio=round(g["cond_mean_variability_ratio"], 3),
+                 mse_cond=round(g["cond_mse_to_guide"], 4), mse_uncond=round(g["uncond_mse_to_guide"], 4))
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--ckpt", type=Path, help="checkpoint file (default RUN_DIR/checkpoint.pt)")
+    ap.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA")
+    ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
+    ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
+    ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
+    args = ap.parse_args(argv)
+    if not (args.run_dir / "config.json").is_file():
+        ap.error(f"{args.run_dir} is not a run directory (no config.json)")
+    torch.manual_seed(0)
+    res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
+                       generate=not args.no_generate)
+    print(json.dumps(res["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

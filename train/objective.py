@@ -1,0 +1,97 @@
+"""The SAMI objective (paper Eq. 10) and its pieces: exact guidance, guided noise estimate, KL, schedules.
+
+    g(x_t, z)      = grad_{x_t} log q_phi(z | x_t)                          (exact, autograd)
+    eps_hat        = eps_theta(x_t, t) - s * sqrt(1 - abar_t) * g(x_t, z)
+    loss           = E[ lambda_t * ||eps - eps_hat||^2 ] + beta * KL(q_phi(z | x_0) || N(0, I))
+
+with z ~ q_phi(z | x_0) by reparameterisation. Training differentiates g with respect to phi, so the
+guidance is computed with create_graph=True (double backward through the encoder).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_q(z: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(z; mu, diag var) per sample [B], summed over the latent dimensions that ``mask`` selects."""
+    ll = -0.5 * ((z - mu) ** 2 / var + torch.log(var) + LOG_2PI)  # (B, D)
+    if mask is not None:
+        ll = ll * mask
+    return ll.sum(dim=1)
+
+
+def guidance(encoder, x_t: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
+             create_graph: bool = False) -> torch.Tensor:
+    """g = grad_{x_t} log q_phi(z | x_t) [B, C, H, W], exact; differentiable in phi when create_graph."""
+    with torch.enable_grad():
+        x = x_t if x_t.requires_grad else x_t.detach().requires_grad_(True)
+        mu, var = encoder(x)
+        (g,) = torch.autograd.grad(log_q(z, mu, var, mask).sum(), x, create_graph=create_graph)
+    return g
+
+
+def guided_eps(denoiser, encoder, x_t, t, z, sqrt_1m_abar_t, scale=1.0, mask=None, create_graph=False):
+    """eps_hat(x_t, t, z) = eps_theta(x_t, t) - s * sqrt(1 - abar_t) * g(x_t, z)."""
+    eps = denoiser(x_t, t)
+    g = guidance(encoder, x_t, z, mask, create_graph)
+    s = torch.as_tensor(scale, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+    return eps - s * sqrt_1m_abar_t.reshape(-1, 1, 1, 1) * g
+
+
+def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag var) || N(0, I)) per sample [B]."""
+    return 0.5 * (var + mu**2 - 1.0 - torch.log(var)).sum(dim=1)
+
+
+def kl_weight(step: int, total: int, final: float, start_ratio: float, frac: float) -> float:
+    """beta annealed exponentially from start_ratio * final to final over the first ``frac`` of training."""
+    if frac <= 0 or start_ratio >= 1:
+        return final
+    p = min(1.0, step / max(1.0, frac * total))
+    return final * start_ratio ** (1.0 - p)
+
+
+def sample_t(n: int, T: int, power: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """t = floor(T * u^(1/power)): uniform for power 1, density ~ t^(power-1) (towards high noise) above 1."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return (T * u ** (1.0 / power)).floor().clamp(0, T - 1).to(torch.int64)
+
+
+def loss_weight(kind: str, abar_t: torch.Tensor) -> torch.Tensor:
+    """lambda_t: 'none' (1, the 'simple' loss) or 'snr-trunc' (min(1, SNR_t), de-emphasising low noise)."""
+    if kind == "none":
+        return torch.ones_like(abar_t)
+    if kind == "snr-trunc":
+        return torch.clamp(abar_t / (1 - abar_t), max=1.0)
+    raise ValueError(f"unknown loss weight {kind!r}; expected none or snr-trunc")
+
+
+def sami_loss(model, x0: torch.Tensor, abar: torch.Tensor, cfg, beta: float, generator: torch.Generator):
+    """One minibatch of the SAMI objective. Returns (loss, stats) with stats for logging.
+
+    ``abar`` is the float64 table [T] on the model's device; ``generator`` (CPU) draws t, eps and the
+    reparameterisation noise so that a resumed run is identical to an uninterrupted one.
+    """
+    B, dev = x0.shape[0], x0.device
+    t = sample_t(B, cfg.T, cfg.t_power, generator).to(dev)
+    eps = torch.randn(x0.shape, generator=generator).to(dev)
+    n_z = torch.randn((B, cfg.latent_dim), generator=generator).to(dev)
+    a = abar[t].to(x0.dtype)
+    x_t = a.sqrt().reshape(-1, 1, 1, 1) * x0 + (1 - a).sqrt().reshape(-1, 1, 1, 1) * eps
+
+    mu0, var0 = model.encoder(x0)
+    z = mu0 + var0.sqrt() * n_z
+    eps_hat = guided_eps(model.denoiser, model.encoder, x_t, t, z, (1 - a).sqrt(), cfg.guidance_scale,
+                         create_graph=True)
+    lam = loss_weight(cfg.loss_weight, a)
+    rec = (lam * ((eps - eps_hat) ** 2).flatten(1).sum(1)).mean()
+    kl = kl_std_normal(mu0, var0).mean()
+    loss = rec + beta * kl
+    stats = {"loss": loss.item(), "rec": rec.item(), "kl": kl.item(), "beta": beta,
+             "var0": var0.mean().item()}
+    return loss, stats

@@ -1,0 +1,63 @@
+"""Train a SAMI model: ``python train/run.py --config NAME [--key value ...] [--out RUN_DIR]``.
+
+Every field of train/config.py's Config can be overridden (``--kl-weight 1e-3``, ``--unet-mult 1,2,2``).
+``--resume RUN_DIR`` continues a run exactly where its last checkpoint left it (overrides such as
+``--steps`` still apply). Several processes: ``torchrun --nproc_per_node N train/run.py ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from train.config import PRESETS, Config, apply_overrides, get_config  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(PRESETS), help="named configuration (required unless --resume)")
+    ap.add_argument("--out", type=Path, help="run directory (default runs/CONFIG-TIMESTAMP)")
+    ap.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    args, rest = ap.parse_known_args(argv)
+    try:
+        if args.resume:
+            cfg_file = args.resume / "config.json"
+            if not cfg_file.is_file():
+                ap.error(f"{cfg_file} not found: --resume needs a run directory written by train/run.py")
+            cfg = apply_overrides(Config.from_dict(json.loads(cfg_file.read_text())), rest)
+            run_dir = args.resume
+        else:
+            if not args.config:
+                ap.error("--config NAME is required (or --resume RUN_DIR)")
+            cfg = get_config(args.config, rest)
+            run_dir = args.out or Path("runs") / f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
+    except ValueError as e:
+        ap.error(str(e))
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+
+    from train.loop import Trainer
+
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
+    if trainer.dist.main:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    trainer.run()
+    trainer.dist.close()
+    if trainer.step >= cfg.steps and trainer.dist.main and cfg.eval_at_end and not args.no_eval:
+        from train.evaluate import evaluate_run
+
+        res = evaluate_run(run_dir)
+        print(json.dumps(res.get("summary", {}), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Guided DDPM / DDIM sampling in PyTorch, for sample grids and evaluation during training.
+
+The coefficients come from ``sami_rt.schedule.step_coefficients`` (the same float64 arrays the runtime
+uses); the update is x_s = c_x * x_t + c_eps * eps_hat + sigma * noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sami_rt.schedule import respace, step_coefficients
+from train.objective import guided_eps
+
+
+@torch.no_grad()
+def sample(model, abar: np.ndarray, shape, z=None, steps: int = 100, eta: float = 1.0, scale: float = 1.0,
+           mask=None, generator: torch.Generator | None = None, batch: int = 256) -> torch.Tensor:
+    """Draw images [N, C, H, W]; ``z`` [N, D] guides (None: unconditional, eps_theta alone)."""
+    N = shape[0]
+    outs = []
+    for lo in range(0, N, batch):
+        n = min(batch, N - lo)
+        outs.append(_sample_batch(model, abar, (n, *shape[1:]), None if z is None else z[lo : lo + n], steps, eta,
+                                  scale, None if mask is None else mask[lo : lo + n], generator))
+    return torch.cat(outs)
+
+
+def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator):
+    dev = next(model.parameters()).device
+    T = len(abar)
+    co = step_coefficients(abar, respace(T, steps), eta)
+    x = torch.randn(shape, generator=generator).to(dev)
+    for i, t in enumerate(co["t"]):
+        tt = torch.full((shape[0],), int(t), dtype=torch.int64, device=dev)
+        if z is None:
+            eps = model.denoiser(x, tt)
+        else:
+            s1m = torch.full((shape[0],), float(co["sqrt_1m_abar"][i]), device=dev)
+            eps = guided_eps(model.denoiser, model.encoder, x, tt, z.to(dev), s1m, scale, mask)
+        x = float(co["c_x"][i]) * x + float(co["c_eps"][i]) * eps
+        if co["sigma"][i] > 0:
+            x = x + float(co["sigma"][i]) * torch.randn(shape, generator=generator).to(dev)
+    return x.clamp(-1, 1)
+
+
+def save_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
+    """Write images [N, C, H, W] in [-1, 1] as one PNG grid (atomically)."""
+    from train.io import atomic_path
+    from PIL import Image
+
+    x = ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    N, C, H, W = x.shape
+    ncol = min(nrow, N)
+    nr = -(-N // ncol)
+    grid = np.zeros((C, nr * (H + 2) + 2, ncol * (W + 2) + 2), dtype=np.uint8)
+    for i in range(N):
+        r, c = divmod(i, ncol)
+        grid[:, 2 + r * (H + 2) : 2 + r * (H + 2) + H, 2 + c * (W + 2) : 2 + c * (W + 2) + W] = x[i]
+    img = Image.fromarray(grid[0] if C == 1 else grid.transpose(1, 2, 0))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
