@@ -36,6 +36,7 @@ class Config:
     enc_channels: tuple[int, ...] = (32, 64)  # convnet: channels of its stride-2 layers
     enc_hidden: int = 0  # convnet: width of a hidden MLP layer before the heads (0 = linear heads)
     enc_bias: bool = False
+    enc_var_init: float = 0.0  # initial posterior variance (0 = PyTorch's default initialisation, ~0.5)
     enc_mult: tuple[int, ...] = (1, 2, 2)  # half-unet
     enc_unet_channels: int = 64  # half-unet
     enc_res_blocks: int = 1  # half-unet
@@ -45,7 +46,7 @@ class Config:
     kl_anneal_start: float = 1e-4  # beta starts at kl_anneal_start * kl_weight ...
     kl_anneal_frac: float = 0.5  # ... and grows exponentially to kl_weight over this fraction of training
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
-    loss_weight: str = "none"  # lambda_t: none | snr-trunc (min(1, SNR_t)^-... see objective.py)
+    loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
     guidance_scale: float = 1.0  # s in eps_hat; 1 is the exact ELBO
     # optimisation
     steps: int = 6000

@@ -157,10 +157,24 @@ def _var(h: torch.Tensor) -> torch.Tensor:
     return F.softplus(h) ** 2 + VAR_FLOOR
 
 
+def init_variance_head(layer: nn.Linear, var_init: float) -> None:
+    """Start every posterior variance near ``var_init`` (0 leaves PyTorch's default initialisation).
+
+    With the default initialisation the posterior variance starts near 0.5 while the means barely vary
+    between images, so z ~ q(z | x_0) is almost pure noise and the guidance carries no signal; a small
+    initial variance makes z informative from the first step.
+    """
+    if var_init <= 0:
+        return
+    with torch.no_grad():
+        layer.weight.mul_(0.1)
+        layer.bias.fill_(math.log(math.expm1(math.sqrt(var_init))))
+
+
 class ConvEncoder(nn.Module):
     """The paper's disks encoder: stride-2 convolutions with ReLU, then linear (or one-hidden-layer) heads."""
 
-    def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False):
+    def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False, var_init=0.0):
         super().__init__()
         layers, c = [], channels
         for cout in conv:
@@ -172,6 +186,7 @@ class ConvEncoder(nn.Module):
         n = hidden or n
         self.mu = nn.Linear(n, latent_dim, bias=bias)
         self.var = nn.Linear(n, latent_dim, bias=True)  # the variance head keeps a bias: var(0) must not be fixed
+        init_variance_head(self.var, var_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hidden(self.features(x))
@@ -182,13 +197,14 @@ class HalfUNetEncoder(nn.Module):
     """UNet down and mid blocks (no time input), global average pooling, two MLP heads (mean, variance)."""
 
     def __init__(self, channels=3, size=64, latent_dim=256, ch=64, mult=(1, 2, 2, 2), res_blocks=1,
-                 attention=(), bias=True):
+                 attention=(), bias=True, var_init=0.0):
         super().__init__()
         self.down = DownPath(channels, ch, mult, res_blocks, attention, size, 0, 0.0, bias)
         c = self.down.out_channels
         self.norm = _norm(c)
         self.mu = nn.Sequential(nn.Linear(c, 2 * c, bias=bias), nn.SiLU(), nn.Linear(2 * c, latent_dim, bias=bias))
         self.var = nn.Sequential(nn.Linear(c, 2 * c, bias=bias), nn.SiLU(), nn.Linear(2 * c, latent_dim))
+        init_variance_head(self.var[-1], var_init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, _ = self.down(x)
@@ -203,10 +219,11 @@ def build_denoiser(cfg) -> UNet:
 
 def build_encoder(cfg) -> nn.Module:
     if cfg.encoder == "convnet":
-        return ConvEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_channels, cfg.enc_hidden, cfg.enc_bias)
+        return ConvEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_channels, cfg.enc_hidden, cfg.enc_bias,
+                           cfg.enc_var_init)
     if cfg.encoder == "half-unet":
         return HalfUNetEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_unet_channels, cfg.enc_mult,
-                               cfg.enc_res_blocks, cfg.enc_attention, cfg.enc_bias)
+                               cfg.enc_res_blocks, cfg.enc_attention, cfg.enc_bias, cfg.enc_var_init)
     raise ValueError(f"unknown encoder {cfg.encoder!r}; expected convnet or half-unet")
 
 

@@ -62,13 +62,25 @@ def sample_t(n: int, T: int, power: float, generator: torch.Generator | None = N
     return (T * u ** (1.0 / power)).floor().clamp(0, T - 1).to(torch.int64)
 
 
+LOSS_WEIGHTS = ("none", "snr-trunc", "inv-snr-trunc")
+
+
 def loss_weight(kind: str, abar_t: torch.Tensor) -> torch.Tensor:
-    """lambda_t: 'none' (1, the 'simple' loss) or 'snr-trunc' (min(1, SNR_t), de-emphasising low noise)."""
+    """lambda_t, with SNR_t = abar_t / (1 - abar_t):
+
+    - 'none': 1 (the 'simple' eps loss);
+    - 'snr-trunc': min(1, SNR_t), de-emphasises the noisiest levels;
+    - 'inv-snr-trunc': max(1, 1 / SNR_t), the x_0-space error where it exceeds the eps-space one: emphasises
+      the noisiest levels, where the denoiser alone is most uncertain and the latent carries the most.
+    """
+    snr = abar_t / (1 - abar_t)
     if kind == "none":
         return torch.ones_like(abar_t)
     if kind == "snr-trunc":
-        return torch.clamp(abar_t / (1 - abar_t), max=1.0)
-    raise ValueError(f"unknown loss weight {kind!r}; expected none or snr-trunc")
+        return torch.clamp(snr, max=1.0)
+    if kind == "inv-snr-trunc":
+        return torch.clamp(1 / snr, min=1.0)
+    raise ValueError(f"unknown loss weight {kind!r}; expected one of {LOSS_WEIGHTS}")
 
 
 def sami_loss(model, x0: torch.Tensor, abar: torch.Tensor, cfg, beta: float, generator: torch.Generator):

@@ -1,0 +1,1 @@
+"""Export of trained SAMI models to ONNX graphs (and TensorRT engines) in a versioned model bundle."""

@@ -1,0 +1,182 @@
+"""Checkpoint -> model bundle: export the four graphs, validate them in onnxruntime, write the manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph, GuidedEpsGraph
+from sami_rt.bundle import GRAPH_IO, io_spec, new_manifest, read_bundle, sha256_file, write_manifest
+from train.config import Config
+from train.nets import SAMI
+from train.objective import guidance, guided_eps
+
+GRAPHS = tuple(GRAPH_IO)
+TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at export time
+VALIDATION_BATCHES = (1, 3, 17)
+
+
+class ExportError(RuntimeError):
+    """An export that failed, naming the graph and the reason."""
+
+
+def load_model(source: str | Path, ema: bool = True):
+    """(model, config, abar, checkpoint path) from a run directory or a checkpoint file."""
+    from train.loop import CHECKPOINT, load_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise ExportError(f"no checkpoint at {path} (pass a run directory of train/run.py or its checkpoint.pt)")
+    ck = load_checkpoint(path)
+    cfg = Config.from_dict(ck["config"])
+    model = SAMI(cfg)
+    model.load_state_dict(ck["ema" if ema else "model"])
+    return model.eval().requires_grad_(False), cfg, ck["abar"].to(torch.float64), path
+
+
+def random_inputs(name: str, B: int, cfg: Config, g: torch.Generator) -> dict[str, torch.Tensor]:
+    C, S, D = cfg.channels, cfg.image_size, cfg.latent_dim
+    x = torch.rand(B, C, S, S, generator=g) * 2 - 1 if name == "encoder" else torch.randn(B, C, S, S, generator=g)
+    full = {"x": x, "x_t": x, "t": torch.randint(cfg.T, (B,), generator=g),
+            "z": torch.randn(B, D, generator=g), "mask": (torch.rand(B, D, generator=g) > 0.3).float(),
+            "scale": torch.rand(B, generator=g) * 1.5 + 0.5}
+    return {n: full[n] for n, _ in GRAPH_IO[name][0]}
+
+
+def reference(name: str, model: SAMI, abar: torch.Tensor, inp: dict) -> list[torch.Tensor]:
+    """The PyTorch twin of each graph (autograd for the guidance)."""
+    if name == "encoder":
+        return list(model.encoder(inp["x"]))
+    if name == "denoiser":
+        return [model.denoiser(inp["x_t"], inp["t"])]
+    if name == "guidance":
+        return [guidance(model.encoder, inp["x_t"], inp["z"], inp["mask"])]
+    s1m = torch.sqrt(1 - abar[inp["t"]]).float()
+    return [guided_eps(model.denoiser, model.encoder, inp["x_t"], inp["t"], inp["z"], s1m, inp["scale"], inp["mask"])]
+
+
+def build_graph_module(name: str, model: SAMI, abar: torch.Tensor, example: torch.Tensor,
+                       cache: dict) -> torch.nn.Module:
+    if name == "encoder":
+        return EncoderGraph(model.encoder)
+    if name == "denoiser":
+        return DenoiserGraph(model.denoiser)
+    if "guidance" not in cache:
+        cache["guidance"] = GuidanceGraph(model.encoder, example)
+    if name == "guidance":
+        return cache["guidance"]
+    return GuidedEpsGraph(model.denoiser, cache["guidance"], abar)
+
+
+def export_onnx(module: torch.nn.Module, name: str, example: dict, path: Path, opset: int) -> None:
+    ins, outs = GRAPH_IO[name]
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    args = tuple(example[n] for n, _ in ins)
+    torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, external_data=False,
+                      input_names=[n for n, _ in ins], output_names=[n for n, _ in outs],
+                      dynamic_shapes=tuple({0: batch} for _ in ins), verbose=False)
+
+
+def run_onnx(path: Path, inp: dict) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {k: v.numpy() for k, v in inp.items()})
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+def validate_graph(name: str, path: Path, model: SAMI, abar: torch.Tensor, cfg: Config, seed: int,
+                   batches=VALIDATION_BATCHES) -> dict[str, float]:
+    """Relative error against PyTorch on fresh random inputs at several batch sizes; raises beyond TOLERANCE."""
+    g = torch.Generator().manual_seed(seed)
+    errors = {}
+    for B in batches:
+        inp = random_inputs(name, B, cfg, g)
+        want = reference(name, model, abar, inp)
+        got = run_onnx(path, inp)
+        if len(got) != len(want) or any(a.shape != tuple(b.shape) for a, b in zip(got, want)):
+            raise ExportError(f"graph {name}: onnxruntime returned shapes {[a.shape for a in got]}, "
+                              f"PyTorch {[tuple(b.shape) for b in want]} at batch {B}")
+        err = max(relative_error(a, b.detach().numpy()) for a, b in zip(got, want))
+        if not np.isfinite(err) or err > TOLERANCE:
+            raise ExportError(f"graph {name}: relative error {err:.3g} against PyTorch at batch {B} "
+                              f"exceeds {TOLERANCE:g}")
+        errors[str(B)] = err
+    return errors
+
+
+def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
+                  log: Callable[[str], None] = print) -> Path:
+    """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
+    model, cfg, abar, ckpt = load_model(source, ema)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        seed = int.from_bytes(np.random.default_rng().bytes(4), "little")
+        example_x = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
+        manifest = new_manifest(cfg.channels, cfg.image_size, cfg.image_size, cfg.latent_dim, abar.numpy(),
+                                {"kind": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
+                                 "beta_end": cfg.beta_end})
+        cache: dict = {}
+        validation = {}
+        for name in GRAPHS:
+            t0 = time.time()
+            module = build_graph_module(name, model, abar, example_x, cache)
+            example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
+            path = tmp / f"{name}.onnx"
+            try:
+                export_onnx(module, name, example, path, opset)
+            except Exception as e:  # the exporter's errors are long; keep the first line and the graph name
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f"graph {name}: ONNX export failed: {first}") from e
+            if validate:
+                validation[name] = validate_graph(name, path, model, abar, cfg, seed)
+            manifest["graphs"][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
+                                        cfg.image_size, cfg.latent_dim), "opset": opset, "precision": "float32",
+                                        "sha256": sha256_file(path)}
+            err = f", max relative error {max(validation[name].values()):.2g}" if validate else ""
+            log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
+        run_dir = ckpt.parent
+        ev = run_dir / "eval.json"
+        manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
+        manifest["evaluation"] = json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {}
+        manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation},
+                              "torch": torch.__version__, "onnx_opset": opset,
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_manifest(tmp, manifest)
+        read_bundle(tmp)  # the reader accepts what the writer wrote
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Move ``new`` to ``dest``; an existing ``dest`` is removed only after the new one is in place."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        new.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(dest)

@@ -1,0 +1,166 @@
+"""The four contract graphs as torch modules ready for ``torch.onnx.export``.
+
+The guidance g = grad_{x_t} log q(z | x_t) cannot be exported as ``torch.autograd.grad`` inside
+``forward``: neither ONNX exporter accepts it. Instead the log-likelihood is written functionally (the
+encoder's parameters passed in through ``torch.func.functional_call``), ``torch.func.grad`` of it is
+traced by ``make_fx`` into plain ATen operations (symbolic shapes, so the batch axis stays dynamic), and
+the traced graph is wrapped in a module that holds the parameters as buffers. Three decompositions of our
+own keep the traced backward within operators the ONNX exporter knows:
+
+- ``convolution_backward`` -> a transposed convolution with the same weights (the input gradient of a
+  convolution), its ``output_padding`` recovering the input size that the strided forward rounded away;
+- ``silu_backward`` -> sigmoid arithmetic, without the in-place temporaries of the stock version;
+- ``empty_permuted`` -> zeros (only ever a buffer that is overwritten).
+
+GroupNorm is swapped for an equivalent module of elementary operations before tracing, so that its
+backward is elementary too.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from torch._decomp import core_aten_decompositions
+from torch.func import functional_call, grad
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from train.objective import log_q
+
+aten = torch.ops.aten
+
+
+def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                          output_padding, groups, output_mask):
+    """Input gradient of a convolution as a transposed convolution (weights are constants here)."""
+    if transposed:
+        raise NotImplementedError("the guidance export supports ordinary (not transposed) convolutions")
+    grad_input = None
+    if output_mask[0]:
+        pad = []
+        for i in range(weight.dim() - 2):
+            full = ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                    + dilation[i] * (weight.shape[2 + i] - 1) + 1)
+            pad.append(input.shape[2 + i] - full)
+        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, pad, groups)
+    return grad_input, None, None
+
+
+def _silu_backward(grad_output, x):
+    s = torch.sigmoid(x)
+    return grad_output * s * (1 + x * (1 - s))
+
+
+def _empty_permuted(size, physical_layout, dtype=None, layout=None, device=None, pin_memory=None):
+    return torch.zeros(size, dtype=dtype, device=device)
+
+
+def decomposition_table() -> dict:
+    table = dict(core_aten_decompositions())
+    table[aten.convolution_backward.default] = _convolution_backward
+    table[aten.silu_backward.default] = _silu_backward
+    table[aten.empty_permuted.default] = _empty_permuted
+    return table
+
+
+class PlainGroupNorm(nn.Module):
+    """nn.GroupNorm written with elementary operations (same parameters, same results)."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.groups, self.eps = gn.num_groups, gn.eps
+        self.weight, self.bias = gn.weight, gn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        h = x.reshape(B, self.groups, -1)  # (B, G, C/G * H * W)
+        m = h.mean(-1, keepdim=True)
+        v = ((h - m) ** 2).mean(-1, keepdim=True)
+        h = ((h - m) / torch.sqrt(v + self.eps)).reshape(x.shape)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return h * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+def export_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy in eval mode with GroupNorm replaced by PlainGroupNorm."""
+    m = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.GroupNorm):
+                setattr(parent, name, PlainGroupNorm(child))
+            else:
+                swap(child)
+
+    swap(m)
+    return m
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = export_copy(encoder)
+
+    def forward(self, x):
+        mu, var = self.encoder(x)
+        return mu, var
+
+
+class DenoiserGraph(nn.Module):
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.denoiser = export_copy(denoiser)
+
+    def forward(self, x_t, t):
+        return self.denoiser(x_t, t)
+
+
+class GuidanceGraph(nn.Module):
+    """g(x_t, z, mask) = grad_{x_t} sum_d mask_d log N(z_d; mu_d(x_t), var_d(x_t)), traced to plain ops."""
+
+    def __init__(self, encoder: nn.Module, example_x: torch.Tensor):
+        super().__init__()
+        enc = export_copy(encoder)
+        params = {k: v.detach() for k, v in enc.named_parameters()}
+        buffers = {k: v.detach() for k, v in enc.named_buffers()}
+        self._pnames, self._bnames = list(params), list(buffers)
+        for i, v in enumerate(params.values()):
+            self.register_buffer(f"p{i}", v.clone())
+        for i, v in enumerate(buffers.values()):
+            self.register_buffer(f"b{i}", v.clone())
+
+        def log_lik(x, z, mask, p, b):
+            mu, var = functional_call(enc, (p, b), (x,))
+            return log_q(z, mu, var, mask).sum()
+
+        def g(x, z, mask, p, b):
+            return grad(log_lik)(x, z, mask, p, b)
+
+        B = max(2, example_x.shape[0])
+        x = example_x[:1].expand(B, *example_x.shape[1:]).contiguous()
+        D = enc(x[:1])[0].shape[1]
+        z, mask = torch.zeros(B, D), torch.ones(B, D)
+        self.traced = make_fx(g, tracing_mode="symbolic", decomposition_table=decomposition_table())(
+            x, z, mask, params, buffers)
+
+    def forward(self, x_t, z, mask):
+        p = {k: getattr(self, f"p{i}") for i, k in enumerate(self._pnames)}
+        b = {k: getattr(self, f"b{i}") for i, k in enumerate(self._bnames)}
+        return self.traced(x_t, z, mask, p, b)
+
+
+class GuidedEpsGraph(nn.Module):
+    """eps_hat = eps_theta(x_t, t) - scale * sqrt(1 - abar_t) * g(x_t, z, mask): one call per sampling step."""
+
+    def __init__(self, denoiser: nn.Module, guidance: GuidanceGraph, abar: torch.Tensor):
+        super().__init__()
+        self.denoiser = export_copy(denoiser)
+        self.guidance = guidance
+        self.register_buffer("sqrt_1m_abar", torch.sqrt(1 - abar.to(torch.float64)).to(torch.float32))
+
+    def forward(self, x_t, t, z, mask, scale):
+        eps = self.denoiser(x_t, t)
+        g = self.guidance(x_t, z, mask)
+        c = (scale * self.sqrt_1m_abar[t]).reshape(-1, 1, 1, 1)
+        return eps - c * g
