@@ -1,0 +1,136 @@
+"""Export: every graph against its PyTorch twin in onnxruntime, both encoder families, the bundle reader."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from export.core import ExportError, export_bundle, load_model, reference, run_onnx  # noqa: E402
+from sami_rt.bundle import FORMAT_VERSION, MANIFEST, BundleError, read_bundle  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
+from train.loop import Trainer  # noqa: E402
+
+FAMILIES = {
+    "convnet-unet": dict(),
+    "halfunet-attention": dict(encoder="half-unet", enc_unet_channels=8, enc_mult=(1, 2), enc_res_blocks=1,
+                               enc_attention=(8,), enc_bias=True, unet_attention=(8,), latent_dim=4),
+}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    out = {}
+    for name, kw in FAMILIES.items():
+        d = tmp_path_factory.mktemp(name)
+        Trainer(tiny_config(steps=2, **kw), d / "run").run()
+        export_bundle(d / "run", d / "bundle", log=lambda s: None)
+        out[name] = d
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("graph", ["encoder", "denoiser", "guidance", "guided_eps"])
+def test_graph_matches_pytorch_on_fresh_inputs_at_any_batch(bundles, family, graph):
+    d = bundles[family]
+    model, cfg, abar, _ = load_model(d / "run")
+    b = read_bundle(d / "bundle")
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    C, S, D = cfg.channels, cfg.image_size, cfg.latent_dim
+    for B in (1, 3, 17):
+        inp = {"x": torch.rand(B, C, S, S, generator=g) * 2 - 1, "x_t": torch.randn(B, C, S, S, generator=g),
+               "t": torch.randint(cfg.T, (B,), generator=g), "z": 3 * torch.randn(B, D, generator=g),
+               "mask": (torch.rand(B, D, generator=g) > 0.5).float(), "scale": torch.rand(B, generator=g) * 2}
+        names = [s["name"] for s in b.graphs[graph].inputs]
+        inp = {k: inp[k] for k in names}
+        want = reference(graph, model, abar, inp)  # guidance: torch.autograd.grad of the masked log-likelihood
+        got = run_onnx(b.graphs[graph].path, inp)
+        for w, o in zip(want, got):
+            w = w.detach().numpy()
+            assert o.shape == w.shape
+            assert np.abs(o - w).max() <= 1e-4 * np.abs(w).max(), (graph, B)
+
+
+def test_round_trip_checkpoint_to_bundle_reader(bundles):
+    d = bundles["convnet-unet"]
+    ck = torch.load(d / "run" / "checkpoint.pt", weights_only=True)
+    b = read_bundle(d / "bundle")
+    assert b.image_shape == (1, 16, 16) and b.latent_dim == 3 and b.T == 50
+    np.testing.assert_array_equal(b.abar, ck["abar"].numpy())
+    assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"}
+    from train.config import Config
+
+    assert Config.from_dict(b.manifest["training"]["config"]) == Config.from_dict(ck["config"])
+    errs = b.manifest["export"]["validation"]["relative_error"]
+    assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
+
+
+def _copy(bundles, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(bundles["convnet-unet"] / "bundle", dst)
+    return dst, json.loads((dst / MANIFEST).read_text())
+
+
+def _write(dst, m):
+    (dst / MANIFEST).write_text(json.dumps(m))
+
+
+def test_reader_refuses_an_unknown_version(bundles, tmp_path):
+    dst, m = _copy(bundles, tmp_path)
+    m["format_version"] = FORMAT_VERSION + 1
+    _write(dst, m)
+    with pytest.raises(BundleError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
+        read_bundle(dst)
+
+
+def test_reader_refuses_a_missing_graph_file(bundles, tmp_path):
+    dst, _ = _copy(bundles, tmp_path)
+    (dst / "guidance.onnx").unlink()
+    with pytest.raises(BundleError, match="graph 'guidance': file guidance.onnx is missing"):
+        read_bundle(dst)
+
+
+def test_reader_refuses_a_checksum_mismatch(bundles, tmp_path):
+    dst, _ = _copy(bundles, tmp_path)
+    with open(dst / "encoder.onnx", "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="checksum mismatch for encoder.onnx"):
+        read_bundle(dst)
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx"])
+def test_reader_refuses_a_file_outside_the_bundle(bundles, tmp_path, name):
+    dst, m = _copy(bundles, tmp_path)
+    (tmp_path / "outside.onnx").write_bytes((dst / "encoder.onnx").read_bytes())
+    m["graphs"]["encoder"]["file"] = name
+    _write(dst, m)
+    with pytest.raises(BundleError, match="points outside the bundle directory"):
+        read_bundle(dst)
+
+
+def test_reader_refuses_malformed_manifests(bundles, tmp_path):
+    dst, m = _copy(bundles, tmp_path)
+    (dst / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        read_bundle(dst)
+    (dst / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        read_bundle(dst)
+    m2 = dict(m, graphs=dict(m["graphs"]))
+    m2["graphs"]["denoiser"] = dict(m["graphs"]["denoiser"], outputs=[{"name": "noise", "shape": ["batch", 1, 16, 16]}])
+    _write(dst, m2)
+    with pytest.raises(BundleError, match="differ from the contract"):
+        read_bundle(dst)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(ExportError, match="no checkpoint at"):
+        export_bundle(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
