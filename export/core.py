@@ -20,6 +20,11 @@ from train.objective import guidance, guided_eps
 
 GRAPHS = tuple(GRAPH_IO)
 TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at export time
+# float16 graphs against the float32 graphs: float16 keeps 11 significant bits (unit roundoff 4.9e-4);
+# through the ~20 layers of a UNet (and the encoder's backward for the guidance) the roundoff of the
+# activations adds up to a few 1e-3 of the output's range, so 2e-2 leaves room without hiding real errors
+# (a wrong graph is off by O(1)).
+FP16_TOLERANCE = 2e-2
 VALIDATION_BATCHES = (1, 3, 17)
 
 
@@ -64,17 +69,18 @@ def reference(name: str, model: SAMI, abar: torch.Tensor, inp: dict) -> list[tor
     return [guided_eps(model.denoiser, model.encoder, inp["x_t"], inp["t"], inp["z"], s1m, inp["scale"], inp["mask"])]
 
 
-def build_graph_module(name: str, model: SAMI, abar: torch.Tensor, example: torch.Tensor,
-                       cache: dict) -> torch.nn.Module:
+def build_graph_module(name: str, model: SAMI, abar: torch.Tensor, example: torch.Tensor, cache: dict,
+                       precision: str = "float32") -> torch.nn.Module:
     if name == "encoder":
-        return EncoderGraph(model.encoder)
+        return EncoderGraph(model.encoder, precision)
     if name == "denoiser":
-        return DenoiserGraph(model.denoiser)
-    if "guidance" not in cache:
-        cache["guidance"] = GuidanceGraph(model.encoder, example)
+        return DenoiserGraph(model.denoiser, precision)
+    key = ("guidance", precision)
+    if key not in cache:
+        cache[key] = GuidanceGraph(model.encoder, example, precision)
     if name == "guidance":
-        return cache["guidance"]
-    return GuidedEpsGraph(model.denoiser, cache["guidance"], abar)
+        return cache[key]
+    return GuidedEpsGraph(model.denoiser, cache[key], abar, precision)
 
 
 def export_onnx(module: torch.nn.Module, name: str, example: dict, path: Path, opset: int) -> None:
@@ -119,8 +125,24 @@ def validate_graph(name: str, path: Path, model: SAMI, abar: torch.Tensor, cfg: 
     return errors
 
 
+def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
+                  batches=VALIDATION_BATCHES) -> dict[str, float]:
+    """Relative error of a float16 graph against the float32 graph on the same fresh random inputs."""
+    g = torch.Generator().manual_seed(seed + 1)
+    errors = {}
+    for B in batches:
+        inp = random_inputs(name, B, cfg, g)
+        got, want = run_onnx(path16, inp), run_onnx(path32, inp)
+        err = max(relative_error(a, b) for a, b in zip(got, want))
+        if not np.isfinite(err) or err > FP16_TOLERANCE:
+            raise ExportError(f"graph {name} (float16): relative error {err:.3g} against the float32 graph at "
+                              f"batch {B} exceeds {FP16_TOLERANCE:g}")
+        errors[str(B)] = err
+    return errors
+
+
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
-                  log: Callable[[str], None] = print) -> Path:
+                  fp16: bool = False, log: Callable[[str], None] = print) -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
     model, cfg, abar, ckpt = load_model(source, ema)
     out = Path(out)
@@ -151,11 +173,32 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                                         "sha256": sha256_file(path)}
             err = f", max relative error {max(validation[name].values()):.2g}" if validate else ""
             log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
+        validation16 = {}
+        if fp16:
+            manifest["graphs_fp16"] = {}
+            for name in GRAPHS:
+                t0 = time.time()
+                module = build_graph_module(name, model, abar, example_x, cache, "float16")
+                example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
+                path = tmp / f"{name}.fp16.onnx"
+                try:
+                    export_onnx(module, name, example, path, opset)
+                except Exception as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise ExportError(f"graph {name} (float16): ONNX export failed: {first}") from e
+                if validate:
+                    validation16[name] = validate_fp16(name, path, tmp / f"{name}.onnx", cfg, seed)
+                manifest["graphs_fp16"][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
+                                                 cfg.image_size, cfg.latent_dim), "opset": opset,
+                                                 "precision": "float16", "sha256": sha256_file(path)}
+                err = f", max relative error to float32 {max(validation16[name].values()):.2g}" if validate else ""
+                log(f"  {name} (float16): {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
         run_dir = ckpt.parent
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
         manifest["evaluation"] = json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {}
-        manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation},
+        manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
+                                             "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
                               "torch": torch.__version__, "onnx_opset": opset,
                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_manifest(tmp, manifest)

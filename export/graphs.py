@@ -14,6 +14,11 @@ own keep the traced backward within operators the ONNX exporter knows:
 
 GroupNorm is swapped for an equivalent module of elementary operations before tracing, so that its
 backward is elementary too.
+
+Half precision (``precision="float16"``): the denoiser and the encoder's trunk run in float16; the encoder's
+mean and variance heads, the log-likelihood and so the division by the variance stay in float32, and
+every graph keeps float32 inputs and outputs. An encoder's ``trunk_modules()`` says what may run in
+float16: the half-UNet's down path (smooth SiLU activations), none of the ReLU ConvNet (see nets.py).
 """
 
 from __future__ import annotations
@@ -97,10 +102,48 @@ def export_copy(module: nn.Module) -> nn.Module:
     return m
 
 
-class EncoderGraph(nn.Module):
+class MixedPrecisionEncoder(nn.Module):
+    """The encoder's trunk in float16, its mean and variance heads (and so the guidance's 1/var) in float32."""
+
     def __init__(self, encoder: nn.Module):
         super().__init__()
-        self.encoder = export_copy(encoder)
+        self.enc = encoder
+        self.half_trunk = bool(encoder.trunk_modules())  # False: the whole encoder stays float32
+        for m in encoder.trunk_modules():
+            m.half()
+
+    def forward(self, x: torch.Tensor):
+        if not self.half_trunk:
+            return self.enc(x)
+        h = self.enc.trunk(x.half()).float()
+        return self.enc.heads(h)
+
+
+class HalfPrecisionDenoiser(nn.Module):
+    """The denoiser in float16 with float32 input and output."""
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.net = denoiser.half()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x_t.half(), t).float()
+
+
+def prepare_encoder(encoder: nn.Module, precision: str) -> nn.Module:
+    enc = export_copy(encoder)
+    return MixedPrecisionEncoder(enc) if precision == "float16" else enc
+
+
+def prepare_denoiser(denoiser: nn.Module, precision: str) -> nn.Module:
+    den = export_copy(denoiser)
+    return HalfPrecisionDenoiser(den) if precision == "float16" else den
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, encoder: nn.Module, precision: str = "float32"):
+        super().__init__()
+        self.encoder = prepare_encoder(encoder, precision)
 
     def forward(self, x):
         mu, var = self.encoder(x)
@@ -108,9 +151,9 @@ class EncoderGraph(nn.Module):
 
 
 class DenoiserGraph(nn.Module):
-    def __init__(self, denoiser: nn.Module):
+    def __init__(self, denoiser: nn.Module, precision: str = "float32"):
         super().__init__()
-        self.denoiser = export_copy(denoiser)
+        self.denoiser = prepare_denoiser(denoiser, precision)
 
     def forward(self, x_t, t):
         return self.denoiser(x_t, t)
@@ -119,9 +162,9 @@ class DenoiserGraph(nn.Module):
 class GuidanceGraph(nn.Module):
     """g(x_t, z, mask) = grad_{x_t} sum_d mask_d log N(z_d; mu_d(x_t), var_d(x_t)), traced to plain ops."""
 
-    def __init__(self, encoder: nn.Module, example_x: torch.Tensor):
+    def __init__(self, encoder: nn.Module, example_x: torch.Tensor, precision: str = "float32"):
         super().__init__()
-        enc = export_copy(encoder)
+        enc = prepare_encoder(encoder, precision)
         params = {k: v.detach() for k, v in enc.named_parameters()}
         buffers = {k: v.detach() for k, v in enc.named_buffers()}
         self._pnames, self._bnames = list(params), list(buffers)
@@ -153,9 +196,9 @@ class GuidanceGraph(nn.Module):
 class GuidedEpsGraph(nn.Module):
     """eps_hat = eps_theta(x_t, t) - scale * sqrt(1 - abar_t) * g(x_t, z, mask): one call per sampling step."""
 
-    def __init__(self, denoiser: nn.Module, guidance: GuidanceGraph, abar: torch.Tensor):
+    def __init__(self, denoiser: nn.Module, guidance: GuidanceGraph, abar: torch.Tensor, precision: str = "float32"):
         super().__init__()
-        self.denoiser = export_copy(denoiser)
+        self.denoiser = prepare_denoiser(denoiser, precision)
         self.guidance = guidance
         self.register_buffer("sqrt_1m_abar", torch.sqrt(1 - abar.to(torch.float64)).to(torch.float32))
 

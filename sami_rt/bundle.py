@@ -81,6 +81,7 @@ class Bundle:
     abar: np.ndarray
     parameterisation: str
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
+    graphs_fp16: dict[str, GraphInfo] = field(default_factory=dict)
 
     @property
     def T(self) -> int:
@@ -144,9 +145,16 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     param = m.get("parameterisation", "eps")
     if param not in PARAMETERISATIONS:
         raise BundleError(f"{where}: parameterisation {param!r} is not one of {PARAMETERISATIONS}")
+    graphs = _read_graphs(root, m, "graphs", C, H, W, D, verify)
+    graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}
+    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16)
+
+
+def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, verify: bool) -> dict:
+    where = str(root / MANIFEST)
     graphs = {}
-    for name, g in _require(m, "graphs", dict, where).items():
-        gw = f"{where} graph {name!r}"
+    for name, g in _require(m, key, dict, where).items():
+        gw = f"{where} graph {name!r}" if key == "graphs" else f"{where} {key} graph {name!r}"
         if name not in GRAPH_IO:
             raise BundleError(f"{gw} is not one of the contract graphs {sorted(GRAPH_IO)}")
         if not isinstance(g, dict):
@@ -165,7 +173,7 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
                 raise BundleError(f"{gw}: {side} {got!r:.200} differ from the contract {want[side]!r:.200}")
         graphs[name] = GraphInfo(name, path, g["inputs"], g["outputs"], int(g.get("opset", 0)),
                                  str(g.get("precision", "float32")), digest)
-    return Bundle(root, m, C, H, W, D, abar, param, graphs)
+    return graphs
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

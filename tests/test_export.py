@@ -28,7 +28,7 @@ def bundles(tmp_path_factory):
     for name, kw in FAMILIES.items():
         d = tmp_path_factory.mktemp(name)
         Trainer(tiny_config(steps=2, **kw), d / "run").run()
-        export_bundle(d / "run", d / "bundle", log=lambda s: None)
+        export_bundle(d / "run", d / "bundle", fp16=True, log=lambda s: None)
         out[name] = d
     return out
 
@@ -53,6 +53,24 @@ def test_graph_matches_pytorch_on_fresh_inputs_at_any_batch(bundles, family, gra
             w = w.detach().numpy()
             assert o.shape == w.shape
             assert np.abs(o - w).max() <= 1e-4 * np.abs(w).max(), (graph, B)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_fp16_graphs_match_the_float32_graphs(bundles, family):
+    from export.core import FP16_TOLERANCE
+
+    b = read_bundle(bundles[family] / "bundle")
+    _, cfg, _, _ = load_model(bundles[family] / "run")
+    assert set(b.graphs_fp16) == set(b.graphs) and all(g.precision == "float16" for g in b.graphs_fp16.values())
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    for name in b.graphs:
+        inp = {"x": torch.rand(5, 1, 16, 16, generator=g) * 2 - 1, "x_t": torch.randn(5, 1, 16, 16, generator=g),
+               "t": torch.randint(cfg.T, (5,), generator=g), "z": torch.randn(5, cfg.latent_dim, generator=g),
+               "mask": torch.ones(5, cfg.latent_dim), "scale": torch.ones(5)}
+        inp = {s["name"]: inp[s["name"]] for s in b.graphs[name].inputs}
+        for lo, hi in zip(run_onnx(b.graphs_fp16[name].path, inp), run_onnx(b.graphs[name].path, inp)):
+            assert lo.dtype == np.float32  # float32 inputs and outputs around a float16 body
+            assert np.abs(lo - hi).max() <= FP16_TOLERANCE * np.abs(hi).max(), name
 
 
 def test_round_trip_checkpoint_to_bundle_reader(bundles):
