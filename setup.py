@@ -23,6 +23,7 @@ setup(
         # torch stays a range here; constraints.txt pins the CPU build used by CI and the README.
         "train": ["torch>=2.1", "tqdm>=4.60", "scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9.0"],
         "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "trt": ["tensorrt>=10"],
         "dev": ["pytest>=7.0"],
     },
 )

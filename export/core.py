@@ -142,8 +142,15 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 
 
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
-                  fp16: bool = False, log: Callable[[str], None] = print) -> Path:
+                  fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print) -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
+    if tensorrt:
+        from export.tensorrt import TensorRTUnavailable, check_available
+
+        try:
+            check_available()  # before any work: say at once when engines cannot be built here
+        except TensorRTUnavailable as e:
+            raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +200,17 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                                                  "precision": "float16", "sha256": sha256_file(path)}
                 err = f", max relative error to float32 {max(validation16[name].values()):.2g}" if validate else ""
                 log(f"  {name} (float16): {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
+        if tensorrt:
+            from export.tensorrt import build_engine
+
+            for key, suffix in (("graphs", ""), ("graphs_fp16", ".fp16")):
+                for name, g in manifest.get(key, {}).items():
+                    t0 = time.time()
+                    entry = build_engine(tmp / g["file"], tmp / f"{name}{suffix}.plan", g["inputs"],
+                                         fp16=bool(suffix))
+                    manifest["engines"][f"{name}{suffix}"] = entry
+                    log(f"  {name}{suffix}.plan: TensorRT {entry['tensorrt']} on {entry['gpu']}, "
+                        f"{time.time() - t0:.1f} s")
         run_dir = ckpt.parent
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}

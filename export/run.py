@@ -27,13 +27,11 @@ def main(argv=None) -> int:
                          "validated against the float32 graphs")
     ap.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
     args = ap.parse_args(argv)
-    if args.tensorrt:
-        ap.error("--tensorrt engines are not implemented yet; the ONNX graphs run on TensorRT's execution provider")
     from export.core import ExportError, export_bundle
 
     try:
         print(f"exporting {args.source} -> {args.out}")
-        export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16)
+        export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

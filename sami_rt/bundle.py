@@ -69,6 +69,17 @@ class GraphInfo:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """A TensorRT plan: usable only with the same TensorRT version on the same GPU model."""
+
+    name: str
+    path: Path
+    tensorrt: str
+    gpu: str
+    precision: str
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A validated bundle: paths resolved inside ``root``, checksums verified."""
 
@@ -82,6 +93,7 @@ class Bundle:
     parameterisation: str
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     graphs_fp16: dict[str, GraphInfo] = field(default_factory=dict)
+    engines: dict[str, EngineInfo] = field(default_factory=dict)
 
     @property
     def T(self) -> int:
@@ -147,7 +159,19 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"{where}: parameterisation {param!r} is not one of {PARAMETERISATIONS}")
     graphs = _read_graphs(root, m, "graphs", C, H, W, D, verify)
     graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}
-    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16)
+    engines = {}
+    for key, e in (m.get("engines") or {}).items():
+        ew = f"{where} engine {key!r}"
+        if not isinstance(e, dict):
+            raise BundleError(f"{ew} should be a JSON object")
+        path = _inside(root, _require(e, "file", str, ew), ew)
+        if not path.is_file():
+            raise BundleError(f"{ew}: file {e['file']} is missing from {root}")
+        if verify and sha256_file(path) != _require(e, "sha256", str, ew):
+            raise BundleError(f"{ew}: checksum mismatch for {e['file']} (the file changed after export)")
+        engines[key] = EngineInfo(key, path, str(e.get("tensorrt", "")), str(e.get("gpu", "")),
+                                  str(e.get("precision", "float32")))
+    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines)
 
 
 def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, verify: bool) -> dict:

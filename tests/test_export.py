@@ -152,3 +152,50 @@ def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(ExportError, match="no checkpoint at"):
         export_bundle(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_tensorrt_without_a_gpu_is_one_sentence(bundles, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the gpu-marked test builds real engines")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "export" / "run.py"), str(bundles["convnet-unet"] / "run"),
+                        "-o", str(tmp_path / "b"), "--tensorrt"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "needs an NVIDIA GPU with CUDA" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.gpu
+def test_tensorrt_engines_match_onnxruntime(bundles, tmp_path):
+    trt = pytest.importorskip("tensorrt")
+    export_bundle(bundles["convnet-unet"] / "run", tmp_path / "b", fp16=True, tensorrt=True, log=lambda s: None)
+    b = read_bundle(tmp_path / "b")
+    assert {"encoder", "guided_eps", "guided_eps.fp16"} <= set(b.engines)
+    _, cfg, _, _ = load_model(bundles["convnet-unet"] / "run")
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    for key in ("guided_eps", "guided_eps.fp16"):
+        info = b.engines[key]
+        assert info.tensorrt == trt.__version__ and info.gpu == torch.cuda.get_device_name(0)
+        engine = runtime.deserialize_cuda_engine(info.path.read_bytes())
+        ctx = engine.create_execution_context()
+        B = 5
+        inp = {"x_t": torch.randn(B, 1, 16, 16, generator=g), "t": torch.randint(cfg.T, (B,), generator=g),
+               "z": torch.randn(B, cfg.latent_dim, generator=g), "mask": torch.ones(B, cfg.latent_dim),
+               "scale": torch.ones(B)}
+        dev = {k: v.cuda().contiguous() for k, v in inp.items()}
+        out = torch.empty(B, 1, 16, 16, device="cuda")
+        for k, v in dev.items():
+            ctx.set_input_shape(k, tuple(v.shape))
+            ctx.set_tensor_address(k, v.data_ptr())
+        ctx.set_tensor_address("eps_hat", out.data_ptr())
+        stream = torch.cuda.Stream()
+        assert ctx.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        want = run_onnx(b.graphs["guided_eps"].path, inp)[0]
+        tol = 2e-2 if key.endswith("fp16") else 1e-3
+        assert np.abs(out.cpu().numpy() - want).max() <= tol * np.abs(want).max()

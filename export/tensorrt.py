@@ -1,0 +1,71 @@
+"""TensorRT engines (``*.plan``) from the bundle's ONNX graphs, one optimisation profile over the batch axis.
+
+Engines are specific to a TensorRT version and a GPU: the manifest tags each with both, and a runtime that
+finds a mismatch rebuilds or falls back (and says so). Needs an NVIDIA GPU, CUDA and the ``tensorrt`` wheel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT engines cannot be built here (no GPU, no CUDA, or no tensorrt package)."""
+
+
+def gpu_name() -> str:
+    """Name of CUDA device 0, or raise TensorRTUnavailable with the reason in one sentence."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - export always has torch
+        raise TensorRTUnavailable("TensorRT engines need PyTorch with CUDA to find the GPU") from None
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("--tensorrt needs an NVIDIA GPU with CUDA, and none is visible on this machine; "
+                                  "the ONNX graphs in the bundle still run everywhere")
+    return torch.cuda.get_device_name(0)
+
+
+def check_available() -> tuple[str, str]:
+    """(TensorRT version, GPU name), or raise TensorRTUnavailable."""
+    gpu = gpu_name()
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable("--tensorrt needs the 'tensorrt' package (pip install -e '.[trt]')") from None
+    return trt.__version__, gpu
+
+
+def build_engine(onnx_path: Path, plan_path: Path, inputs: list[dict], batch=(1, 16, 256), fp16: bool = False,
+                 workspace_mb: int = 2048) -> dict:
+    """Build and write a serialized engine; returns the manifest entry (file, versions, profile, sha256)."""
+    import tensorrt as trt
+
+    from sami_rt.bundle import sha256_file
+
+    version, gpu = check_available()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch (the only mode since TensorRT 10)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    lo, opt, hi = batch
+    for spec in inputs:
+        rest = [int(d) for d in spec["shape"][1:]]
+        profile.set_shape(spec["name"], [lo, *rest], [opt, *rest], [hi, *rest])
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path.name}")
+    tmp = plan_path.with_suffix(".tmp")
+    tmp.write_bytes(bytes(plan))
+    tmp.replace(plan_path)
+    return {"file": plan_path.name, "onnx": Path(onnx_path).name, "tensorrt": version, "gpu": gpu,
+            "precision": "float16" if fp16 else "float32", "batch_profile": list(batch),
+            "sha256": sha256_file(plan_path)}
