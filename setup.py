@@ -8,7 +8,26 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+try:
+    from pybind11.setup_helpers import Pybind11Extension, build_ext
+except ImportError:  # pybind11 comes from pyproject.toml's build requirements; without it: numpy loop only
+    Pybind11Extension = build_ext = None
+
 version = re.search(r'__version__ = "([^"]+)"', Path("sami_rt/__init__.py").read_text()).group(1)
+
+ext_modules, cmdclass = [], {}
+if Pybind11Extension is not None:
+    ext_modules = [
+        Pybind11Extension(
+            "sami_rt._sampler",
+            ["cpp_ext/sampler.cpp"],
+            include_dirs=["cpp_ext"],
+            cxx_std=17,
+            # no fused multiply-add contraction: the update must round exactly like the numpy twin
+            extra_compile_args=["-O3", "-ffp-contract=off"],
+        )
+    ]
+    cmdclass = {"build_ext": build_ext}
 
 setup(
     name="sami-rt",
@@ -18,6 +37,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sami_rt", "sami_rt.*"]),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     install_requires=["numpy>=1.24"],
     extras_require={
         # torch stays a range here; constraints.txt pins the CPU build used by CI and the README.

@@ -1,0 +1,110 @@
+// sami_rt._sampler: the DDPM / DDIM sampling loop of sami-rt in C++.
+//
+//   from sami_rt import _sampler
+//   steps_done = _sampler.sample_loop(backend, x, c_x, c_eps, sigma, seed, indices, progress, cancel)
+//
+// `backend(x, i)` returns eps_hat for the current x at step i (one call per step: the backend owns the
+// model, its device buffers and the timestep table). The loop updates x in place,
+//   x <- float(c_x[i] * x + c_eps[i] * eps_hat + sigma[i] * noise(seed, indices[b], i, j)),
+// in double precision per element, noise from Philox keyed by (seed, sample index, step), with the GIL
+// released for its own arithmetic. `progress(done, total)` is called after each step; `cancel()` returning
+// true stops the loop before the next step. sami_rt/sampler.py holds the numpy twin of this loop.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "philox.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// One update over the whole batch; returns the number of non-finite results.
+int64_t update(float* x, const float* eps, int64_t batch, int64_t per_sample, double cx, double ce, double sigma,
+               uint64_t seed, const int64_t* indices, uint32_t step) {
+  int64_t bad = 0;
+  float noise[4];
+  for (int64_t b = 0; b < batch; ++b) {
+    float* xb = x + b * per_sample;
+    const float* eb = eps + b * per_sample;
+    const uint32_t index = static_cast<uint32_t>(indices[b]);
+    for (int64_t j = 0; j < per_sample; ++j) {
+      double v = cx * static_cast<double>(xb[j]) + ce * static_cast<double>(eb[j]);
+      if (sigma > 0.0) {
+        if ((j & 3) == 0) sami::normal_block(seed, index, step, static_cast<uint32_t>(j >> 2), noise);
+        v += sigma * static_cast<double>(noise[j & 3]);
+      }
+      const float f = static_cast<float>(v);
+      bad += !std::isfinite(f);
+      xb[j] = f;
+    }
+  }
+  return bad;
+}
+
+int64_t sample_loop(py::object backend, FloatArray x, DoubleArray c_x, DoubleArray c_eps, DoubleArray sigma,
+                    uint64_t seed, IndexArray indices, py::object progress, py::object cancel) {
+  if (x.ndim() < 1) throw std::invalid_argument("x must have a batch axis");
+  const int64_t steps = c_x.size();
+  if (c_eps.size() != steps || sigma.size() != steps)
+    throw std::invalid_argument("c_x, c_eps and sigma must have one entry per step");
+  const int64_t batch = x.shape(0);
+  if (indices.size() != batch) throw std::invalid_argument("indices must have one entry per sample");
+  const int64_t per_sample = batch ? x.size() / batch : 0;
+  float* xp = x.mutable_data();
+  const double *cx = c_x.data(), *ce = c_eps.data(), *sg = sigma.data();
+  const int64_t* idx = indices.data();
+  for (int64_t i = 0; i < steps; ++i) {
+    if (!cancel.is_none() && cancel().cast<bool>()) return i;
+    py::object out = backend(x, i);
+    auto eps = FloatArray::ensure(out);
+    if (!eps || eps.size() != x.size())
+      throw std::runtime_error("backend returned eps_hat of size " + std::to_string(eps ? eps.size() : -1) +
+                               " at step " + std::to_string(i) + ", expected " + std::to_string(x.size()) +
+                               " float32 values");
+    int64_t bad;
+    {
+      py::gil_scoped_release release;
+      bad = update(xp, eps.data(), batch, per_sample, cx[i], ce[i], sg[i], seed, idx, static_cast<uint32_t>(i));
+    }
+    if (bad) {
+      throw std::runtime_error("sampling step " + std::to_string(i) + " produced " + std::to_string(bad) +
+                               " non-finite values");
+    }
+    if (!progress.is_none()) progress(i + 1, steps);
+  }
+  return steps;
+}
+
+py::array_t<float> normals(uint64_t seed, uint32_t index, uint32_t step, int64_t n) {
+  py::array_t<float> out(n);
+  float* p = out.mutable_data();
+  float block[4];
+  for (int64_t j = 0; j < n; ++j) {
+    if ((j & 3) == 0) sami::normal_block(seed, index, step, static_cast<uint32_t>(j >> 2), block);
+    p[j] = block[j & 3];
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_sampler, m) {
+  m.doc() = "The DDPM/DDIM sampling loop of sami-rt (one backend call per step, Philox noise).";
+  m.attr("__version__") = "1";
+  m.def("sample_loop", &sample_loop, py::arg("backend"), py::arg("x").noconvert(), py::arg("c_x"), py::arg("c_eps"),
+        py::arg("sigma"), py::arg("seed"), py::arg("indices"), py::arg("progress") = py::none(),
+        py::arg("cancel") = py::none(),
+        "Run the loop in place on x (float32, C-contiguous). backend(x, i) -> eps_hat; returns the number of "
+        "steps done (fewer when cancel() returned True).");
+  m.def("normals", &normals, py::arg("seed"), py::arg("index"), py::arg("step"), py::arg("n"),
+        "n standard normals of one sample at one step (the twin of sami_rt.rng.normals).");
+}

@@ -1,0 +1,82 @@
+"""The sampling loop: the C++ extension ``sami_rt._sampler`` and its numpy twin.
+
+A loop receives a callable ``backend(x, i) -> eps_hat`` (one call per step; it knows the model, the loop
+does not), the per-step coefficients of ``sami_rt.schedule.step_coefficients`` and a seed. It updates x in
+place: ``x <- float32(c_x[i] x + c_eps[i] eps_hat + sigma[i] noise)`` computed in float64, the noise of
+sample b at step i drawn from Philox keyed by (seed, indices[b], i) (``sami_rt.rng``), so a sample's image
+depends on its seed and index, not on the batch it was drawn in or on the loop that drew it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from sami_rt.rng import INIT_STEP, batch_normals
+
+try:
+    from sami_rt import _sampler
+except ImportError:  # extension not built: the numpy loop does the work
+    _sampler = None
+
+Backend = Callable[[np.ndarray, int], np.ndarray]
+
+
+class Cancelled(Exception):
+    """Sampling stopped by the cancel callback."""
+
+
+class SamplingError(RuntimeError):
+    """A sampling step produced NaN or infinity."""
+
+
+def initial_noise(seed: int, indices, shape) -> np.ndarray:
+    """x_T [B, *shape] (float32, C-contiguous), sample b keyed by (seed, indices[b])."""
+    return np.ascontiguousarray(batch_normals(seed, indices, INIT_STEP, shape))
+
+
+def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed: int, indices,
+               progress=None, cancel=None) -> int:
+    """The numpy twin of the C++ loop (same arithmetic, same noise). Returns the number of steps done."""
+    indices = np.asarray(indices, dtype=np.int64)
+    for i in range(len(c_x)):
+        if cancel is not None and cancel():
+            return i
+        eps = np.asarray(backend(x, i), dtype=np.float32).reshape(x.shape)
+        v = float(c_x[i]) * x.astype(np.float64) + float(c_eps[i]) * eps.astype(np.float64)
+        if sigma[i] > 0:
+            v += float(sigma[i]) * batch_normals(seed, indices, i, x.shape[1:]).astype(np.float64)
+        x[...] = v.astype(np.float32)
+        bad = int((~np.isfinite(x)).sum())
+        if bad:
+            raise RuntimeError(f"sampling step {i} produced {bad} non-finite values")
+        if progress is not None:
+            progress(i + 1, len(c_x))
+    return len(c_x)
+
+
+def has_extension() -> bool:
+    return _sampler is not None
+
+
+def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, progress=None, cancel=None,
+             use_cpp: bool | None = None) -> np.ndarray:
+    """Run the loop on x in place (C++ when built, unless use_cpp=False); raises Cancelled or SamplingError."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
+        raise ValueError("x must be a writeable, C-contiguous float32 array")
+    cpp = has_extension() if use_cpp is None else use_cpp
+    if cpp and _sampler is None:
+        raise RuntimeError("the C++ sampler extension sami_rt._sampler is not built; reinstall sami-rt with a "
+                           "C++ compiler, or use the numpy loop")
+    args = (backend, x, np.asarray(coeffs["c_x"], np.float64), np.asarray(coeffs["c_eps"], np.float64),
+            np.asarray(coeffs["sigma"], np.float64), int(seed), np.asarray(indices, dtype=np.int64))
+    try:
+        done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel)
+    except RuntimeError as e:
+        if "non-finite" in str(e):
+            raise SamplingError(str(e)) from None
+        raise
+    if done < len(coeffs["c_x"]):
+        raise Cancelled(f"sampling cancelled after {done} of {len(coeffs['c_x'])} steps")
+    return x
