@@ -39,11 +39,14 @@ setup(
     packages=find_packages(include=["sami_rt", "sami_rt.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    install_requires=["numpy>=1.24"],
+    install_requires=["numpy>=1.24", "onnxruntime>=1.18", "opencv-python-headless>=4.8", "click>=8.0"],
+    package_data={"sami_rt": ["models/*/*"]},
+    entry_points={"console_scripts": ["sami-rt=sami_rt.cli:main"]},
     extras_require={
         # torch stays a range here; constraints.txt pins the CPU build used by CI and the README.
         "train": ["torch>=2.1", "tqdm>=4.60", "scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9.0"],
-        "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "export": ["onnx>=1.16", "onnxscript>=0.3"],
+        "plot": ["matplotlib>=3.6"],
         "trt": ["tensorrt>=10"],
         "dev": ["pytest>=7.0"],
     },

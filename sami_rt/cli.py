@@ -1,0 +1,311 @@
+"""The ``sami-rt`` command line: parse, call sami_rt.Runtime, write files, print a short summary."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from sami_rt.backends import DEVICES, BackendError
+from sami_rt.bundle import BundleError
+from sami_rt.images import ImageError
+from sami_rt.runtime import SAMPLERS, InputError
+from sami_rt.sampler import SamplingError
+from sami_rt.video import VideoError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+USER_ERRORS = (InputError, ImageError, VideoError, BundleError, BackendError, SamplingError)
+
+
+def friendly(fn):
+    """Turn the runtime's own errors into one-line CLI errors (exit code 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def model_options(fn):
+    fn = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                      help="Backend threads (0 = its default).")(fn)
+    fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                      help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
+    fn = click.option("--model", type=click.Path(path_type=Path), default=None,
+                      help="Model bundle directory (default: the disks model shipped in the package).")(fn)
+    return fn
+
+
+def sampling_options(fn):
+    fn = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+                      help="Samples per backend call.")(fn)
+    fn = click.option("--scale", type=float, default=1.0, show_default=True, help="Guidance scale s.")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
+    fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
+    fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddim", show_default=True)(fn)
+    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 50 for ddim, T for ddpm).")(fn)
+    return fn
+
+
+def open_runtime(model, device, threads):
+    from sami_rt.runtime import Runtime
+
+    rt = Runtime(model, device, threads)
+    click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
+    return rt
+
+
+def run_with_progress(label, fn, **kw):
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        state = {"last": 0}
+
+        def progress(done, total):
+            bar.length = max(total, 1)
+            bar.update(done - state["last"])
+            state["last"] = done
+
+        return fn(progress=progress, **kw)
+
+
+def write_grid(path: Path, samples, guide_x=None, ncol=8):
+    from sami_rt.images import from_model, grid, write_png
+
+    imgs = samples.images
+    if guide_x is not None:
+        imgs = np.concatenate([from_model(guide_x), imgs])
+    write_png(path, grid(imgs, ncol))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sami-rt")
+def main():
+    """Guided generation and encoding with SAMI models (score-based autoencoders).
+
+    \b
+    Examples:
+      sami-rt generate --guide examples/guide.png -n 16 -o samples.png
+      sami-rt encode examples/moving_disk.mp4 --plot trajectory.png
+      sami-rt info
+    """
+
+
+@main.command()
+@click.option("--guide", type=click.Path(path_type=Path), help="Guide image: samples share its latent attributes.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of samples.")
+@click.option("--axes", "axes", default=None,
+              help="Guide only these latent dimensions, e.g. 0,2 (the others are left free).")
+@click.option("--guide-mean", is_flag=True, help="Use the guide's posterior mean instead of a sample per output.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
+              help="PNG grid to write (the latents go to the same name with .npz).")
+@sampling_options
+@model_options
+@friendly
+def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+    """Draw samples, guided by an image's latent or unconditional.
+
+    \b
+    Examples:
+      sami-rt generate --guide examples/guide.png -n 16 -o samples.png
+      sami-rt generate --guide examples/guide.png --axes 0,1 --steps 100
+      sami-rt generate -n 64 --sampler ddpm            # unconditional
+    """
+    rt = open_runtime(model, device, threads)
+    mask = None
+    if axes:
+        try:
+            mask = [int(a) for a in axes.replace(" ", "").split(",") if a]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated dimensions, got {axes!r}", param_hint="--axes")
+    s = run_with_progress("sampling", rt.generate, guide=str(guide) if guide else None, n=n, steps=steps,
+                          sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, guide_mean=guide_mean,
+                          batch=batch)
+    for note in s.notes:
+        click.echo(f"note: {note}", err=True)
+    guide_x = rt.load_images(str(guide)) if guide else None
+    write_grid(out, s, guide_x)
+    from sami_rt.io import write_npz
+
+    npz = out.with_suffix(".npz")
+    write_npz(npz, x=s.x, z=s.z if s.z is not None else np.zeros((0,)), seed=s.seed, steps=s.steps)
+    first = " (first tile: the guide)" if guide else ""
+    click.echo(f"{n} samples, {s.steps} {sampler} steps, {s.seconds:.2f} s -> {out}{first}, latents -> {npz}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="NPZ to write (default: PATH's name with .npz, in the current directory).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video: every n-th frame.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Video: PNG of the latent trajectory and its curvature (needs matplotlib).")
+@model_options
+@friendly
+def encode(path, out, every, plot, model, device, threads):
+    """Encode an image, a folder of images or a video into posterior means and variances.
+
+    \b
+    For a video, also the curvature (angle between successive steps) of the latent and the pixel
+    trajectories: a straighter latent trajectory means a simpler representation of the motion.
+    \b
+    Examples:
+      sami-rt encode examples/guide.png
+      sami-rt encode examples/moving_disk.mp4 --plot curvature.png
+    """
+    from sami_rt.io import write_npz
+
+    rt = open_runtime(model, device, threads)
+    out = out or Path(path.stem + ".npz")
+    if path.suffix.lower() in VIDEO_EXTS:
+        v = run_with_progress("encoding", rt.encode_video, path=path, every=every)
+        write_npz(out, frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
+                  pixel_curvature=v.pixel_curvature)
+        click.echo(f"{len(v.frames)} frames -> {out}")
+        if v.stopped_at is not None:
+            click.echo(f"note: decoding stopped at frame {v.stopped_at}; the frames before it were encoded", err=True)
+        lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
+        click.echo(f"{'trajectory':<12}{'mean curvature (deg)':>22}{'median':>10}")
+        for name, vals, mean in (("latent", v.latent_curvature, lat), ("pixel", v.pixel_curvature, pix)):
+            fin = vals[np.isfinite(vals)]
+            if mean is None:
+                click.echo(f"{name:<12}{'undefined (fewer than 3 frames)':>32}")
+            else:
+                click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}")
+        if plot:
+            plot_video(v, plot)
+            click.echo(f"plot -> {plot}")
+    else:
+        mu, var = rt.encode(str(path))
+        write_npz(out, mu=mu, var=var)
+        click.echo(f"{len(mu)} image(s) -> {out}")
+        for i in range(min(len(mu), 8)):
+            click.echo(f"  mu {np.array2string(mu[i], precision=3)}  var {np.array2string(var[i], precision=4)}")
+
+
+def plot_video(v, path: Path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException("--plot needs matplotlib (pip install matplotlib)") from None
+    from sami_rt.io import atomic_write_bytes
+    import io
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    d = v.mu.shape[1]
+    for k in range(min(d, 8)):
+        a.plot(v.frames, v.mu[:, k], label=f"z{k}")
+    a.set_xlabel("frame")
+    a.set_title("posterior means")
+    a.legend(fontsize=7)
+    b.plot(v.frames[1:-1], v.latent_curvature, label="latent")
+    b.plot(v.frames[1:-1][: len(v.pixel_curvature)], v.pixel_curvature, label="pixel")
+    b.set_xlabel("frame")
+    b.set_ylabel("curvature (deg)")
+    b.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@main.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("-n", "n", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("interpolation.png"), show_default=True)
+@sampling_options
+@model_options
+@friendly
+def interpolate(a, b, n, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+    """Decode n points on the line between two images' posterior means.
+
+    \b
+    Example:
+      sami-rt interpolate left.png right.png -n 8 -o line.png
+    """
+    rt = open_runtime(model, device, threads)
+    s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
+    write_grid(out, s, ncol=n)
+    click.echo(f"{n} images -> {out}")
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--axis", type=int, required=True, help="Latent dimension to move.")
+@click.option("--values", default="-2,-1,0,1,2", show_default=True, help="Comma-separated values for that dimension.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("traversal.png"), show_default=True)
+@sampling_options
+@model_options
+@friendly
+def traverse(image, axis, values, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+    """Decode an image's latent with one dimension swept over values.
+
+    \b
+    Example:
+      sami-rt traverse examples/guide.png --axis 0 --values=-2,-1,0,1,2
+    """
+    try:
+        vals = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {values!r}", param_hint="--values")
+    rt = open_runtime(model, device, threads)
+    s = rt.traverse(str(image), axis, vals, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
+    write_grid(out, s, ncol=len(vals))
+    click.echo(f"{len(vals)} images -> {out}")
+
+
+@main.command()
+@click.argument("images", type=click.Path(path_type=Path))
+@model_options
+@friendly
+def axes(images, model, device, threads):
+    """Rank latent dimensions by posterior variance over an image or a folder (small = rigid, informative).
+
+    \b
+    Example:
+      sami-rt axes examples/
+    """
+    rt = open_runtime(model, device, threads)
+    click.echo(f"{'dim':>4}{'mean posterior variance':>26}")
+    for d, v in rt.axes(str(images)):
+        click.echo(f"{d:>4}{v:>26.4g}")
+
+
+@main.command()
+@model_options
+@friendly
+def info(model, device, threads):
+    """Show the model bundle, the backend and the versions in use."""
+    import onnxruntime
+
+    from sami_rt import __version__
+    from sami_rt.sampler import has_extension
+
+    rt = open_runtime(model, device, threads)
+    b = rt.bundle
+    m = b.manifest
+    click.echo(f"sami-rt {__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
+    click.echo(f"C++ sampler loop: {'built' if has_extension() else 'not built (numpy loop)'}")
+    click.echo(f"bundle: {b.root} (format {m['format_version']})")
+    click.echo(f"image: {b.channels}x{b.height}x{b.width}, latent dim {b.latent_dim}, "
+               f"{m['schedule'].get('kind', '?')} schedule, T={b.T}")
+    click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
+                                                          if b.graphs_fp16 else ""))
+    click.echo(f"backend: {rt.backend.name}")
+    ev = m.get("evaluation") or {}
+    if ev:
+        click.echo("evaluation at export: " + ", ".join(f"{k}={v}" for k, v in ev.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""``sami_rt.Runtime``: guided generation and encoding with a model bundle, without torch."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sami_rt.backends import open_backend
+from sami_rt.bundle import Bundle, read_bundle
+from sami_rt.images import IMAGE_EXTS, read_image
+from sami_rt.sampler import initial_noise, run_loop
+from sami_rt.schedule import respace, step_coefficients
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "disks-small"
+SAMPLERS = ("ddpm", "ddim")
+
+
+class InputError(ValueError):
+    """An argument or input the runtime cannot use, in one sentence."""
+
+
+@dataclass
+class Samples:
+    """Generated images: ``x`` in model space [N, C, H, W], ``z`` the latents that guided them (or None)."""
+
+    x: np.ndarray
+    z: np.ndarray | None
+    seed: int
+    steps: int
+    sampler: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images(self) -> np.ndarray:
+        from sami_rt.images import from_model
+
+        return from_model(self.x)
+
+
+class Runtime:
+    """A loaded model bundle and a backend to run it.
+
+    Args:
+        model: bundle directory; ``None`` loads the default disks model shipped inside the package.
+        device: ``auto`` (fastest present: TensorRT, CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
+        threads: intra-op threads for the backend (0 = its default).
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", threads: int = 0):
+        self.bundle: Bundle = read_bundle(model if model is not None else DEFAULT_MODEL)
+        self.backend = open_backend(self.bundle, device, threads)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.bundle.latent_dim
+
+    def __repr__(self) -> str:
+        b = self.bundle
+        return f"Runtime({b.root}, image {b.image_shape}, latent {b.latent_dim}, T={b.T}, {self.backend.name})"
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def load_images(self, images, notes: list | None = None) -> np.ndarray:
+        """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> model input."""
+        b = self.bundle
+        if isinstance(images, (str, os.PathLike)):
+            p = Path(images)
+            if p.is_dir():
+                files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+                if not files:
+                    raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
+                images = files
+            else:
+                images = [p]
+        if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.ndim == 4:
+            x = np.ascontiguousarray(images, dtype=np.float32)
+            if x.shape[1:] != b.image_shape:
+                raise InputError(f"a float image batch must have shape [B, {', '.join(map(str, b.image_shape))}] "
+                                 f"in [-1, 1], got {list(x.shape)}")
+            if not np.all(np.isfinite(x)):
+                raise InputError("the image batch holds NaN or infinite values")
+            return x
+        if isinstance(images, np.ndarray):
+            images = [images] if images.ndim in (2, 3) else list(images)
+        out = []
+        for im in images:
+            if isinstance(im, (str, os.PathLike)):
+                out.append(read_image(im, b.channels, (b.height, b.width), notes))
+            else:
+                from sami_rt.images import to_model
+
+                out.append(to_model(np.asarray(im), b.channels, (b.height, b.width), notes))
+        return np.stack(out)
+
+    # ----------------------------------------------------------------------------------------- encode
+    def encode(self, images, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior means and variances [N, D] of q(z | x) for images (see load_images for the forms)."""
+        x = self.load_images(images)
+        mus, vars_ = [], []
+        for lo in range(0, len(x), batch):
+            mu, var = self.backend.encode(x[lo : lo + batch])
+            mus.append(mu)
+            vars_.append(var)
+        return np.concatenate(mus), np.concatenate(vars_)
+
+    def axes(self, images) -> list[tuple[int, float]]:
+        """Latent dimensions ranked from most to least certain: (dimension, mean posterior variance)."""
+        _, var = self.encode(images)
+        v = var.mean(0)
+        return [(int(d), float(v[d])) for d in np.argsort(v)]
+
+    # --------------------------------------------------------------------------------------- generate
+    def generate(self, guide=None, z: np.ndarray | None = None, n: int = 1, steps: int | None = None,
+                 sampler: str = "ddpm", eta: float | None = None, seed: int = 0, scale: float = 1.0,
+                 mask: Sequence[int] | np.ndarray | None = None, guide_mean: bool = False, batch: int = 64,
+                 progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+                 use_cpp: bool | None = None) -> Samples:
+        """Draw ``n`` images.
+
+        Args:
+            guide: an image (path or array): every output shares its latent; z is a posterior sample per
+                output (or the posterior mean with ``guide_mean``).
+            z: explicit latents [n, D] (or [D]); neither guide nor z: unconditional samples.
+            steps: sampling steps (default: all T for ddpm, 50 for ddim), respaced evenly over the T levels.
+            sampler: ``ddpm`` (ancestral, eta = 1) or ``ddim`` (eta = 0 unless given).
+            seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
+            scale: guidance scale s in eps_hat = eps - s sqrt(1 - abar_t) g.
+            mask: latent dimensions to guide (indices, or a 0/1 vector of length D); others are left free.
+        """
+        b = self.bundle
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"n must be a positive number of samples, got {n!r}")
+        steps = steps if steps is not None else (b.T if sampler == "ddpm" else min(50, b.T))
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
+            raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
+        eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
+        if not np.isfinite(eta) or eta < 0:
+            raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
+        if not np.isfinite(scale):
+            raise InputError(f"scale must be a finite number, got {scale!r}")
+        t0 = time.perf_counter()
+        notes: list[str] = []
+        zz = self._latents(guide, z, n, seed, guide_mean, notes)
+        m = self._mask(mask)
+        co = step_coefficients(b.abar, respace(b.T, int(steps)), eta)
+        ts = co["t"]
+        out = np.empty((n, *b.image_shape), dtype=np.float32)
+        done = 0
+        for lo in range(0, n, batch):
+            hi = min(n, lo + batch)
+            B = hi - lo
+            idx = np.arange(lo, hi, dtype=np.int64)
+            x = initial_noise(seed, idx, b.image_shape)
+            t_buf = np.empty(B, dtype=np.int64)
+            if zz is None:
+                def backend(x_t, i, t_buf=t_buf):
+                    t_buf.fill(ts[i])
+                    return self.backend.denoise(x_t, t_buf)
+            else:
+                zb = np.ascontiguousarray(zz[lo:hi])
+                mb = np.ascontiguousarray(np.broadcast_to(m, (B, b.latent_dim)))
+                sb = np.full(B, scale, dtype=np.float32)
+
+                def backend(x_t, i, t_buf=t_buf, zb=zb, mb=mb, sb=sb):
+                    t_buf.fill(ts[i])
+                    return self.backend.guided_eps(x_t, t_buf, zb, mb, sb)
+
+            def prog(i, total, lo=lo):
+                if progress is not None:
+                    progress(done + i, len(ts) * -(-n // batch))
+
+            run_loop(backend, x, co, seed, idx, prog, cancel, use_cpp)
+            out[lo:hi] = np.clip(x, -1.0, 1.0)
+            done += len(ts)
+        return Samples(out, zz, seed, int(steps), sampler, time.perf_counter() - t0, notes)
+
+    def _latents(self, guide, z, n, seed, guide_mean, notes):
+        D = self.bundle.latent_dim
+        if guide is not None and z is not None:
+            raise InputError("give either a guide image or latents z, not both")
+        if z is not None:
+            z = np.asarray(z, dtype=np.float32)
+            if z.ndim == 1:
+                z = np.broadcast_to(z, (n, D))
+            if z.shape != (n, D):
+                raise InputError(f"z must have shape [{n}, {D}] (or [{D}]), got {list(z.shape)}")
+            if not np.all(np.isfinite(z)):
+                raise InputError("z holds NaN or infinite values")
+            return np.ascontiguousarray(z)
+        if guide is None:
+            return None
+        x = self.load_images(guide, notes)
+        if len(x) != 1:
+            raise InputError(f"the guide must be one image, got {len(x)}")
+        mu, var = self.backend.encode(x)
+        if guide_mean:
+            return np.repeat(mu, n, axis=0).astype(np.float32)
+        noise = np.random.default_rng([seed, 0x5A3]).standard_normal((n, D))
+        return (mu + np.sqrt(var) * noise).astype(np.float32)
+
+    def _mask(self, mask) -> np.ndarray:
+        D = self.bundle.latent_dim
+        if mask is None:
+            return np.ones((1, D), dtype=np.float32)
+        m = np.asarray(mask)
+        if m.dtype == bool or (m.ndim == 1 and len(m) == D and set(np.unique(m).tolist()) <= {0, 1} and m.dtype != np.int64):
+            vec = m.astype(np.float32)
+        else:
+            idx = m.astype(np.int64).reshape(-1)
+            if len(idx) == 0 or idx.min() < 0 or idx.max() >= D:
+                raise InputError(f"mask dimensions must be in 0..{D - 1}, got {idx.tolist()}")
+            vec = np.zeros(D, dtype=np.float32)
+            vec[idx] = 1.0
+        if vec.shape != (D,):
+            raise InputError(f"a 0/1 mask must have {D} entries, got {vec.shape[0]}")
+        return vec[None]
+
+    # ---------------------------------------------------------------------------------- latent tools
+    def interpolate(self, a, b, n: int = 8, **kw) -> Samples:
+        """Decode n points on the line between the posterior means of images a and b."""
+        mu, _ = self.encode([a, b] if not isinstance(a, np.ndarray) else np.stack([a, b]))
+        w = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
+        return self.generate(z=(1 - w) * mu[0] + w * mu[1], n=n, **kw)
+
+    def traverse(self, image, axis: int, values: Sequence[float], **kw) -> Samples:
+        """Decode the image's posterior mean with dimension ``axis`` set to each of ``values``."""
+        D = self.bundle.latent_dim
+        if not 0 <= axis < D:
+            raise InputError(f"axis must be in 0..{D - 1}, got {axis}")
+        mu, _ = self.encode(image)
+        z = np.repeat(mu[:1], len(values), axis=0)
+        z[:, axis] = np.asarray(values, dtype=np.float32)
+        return self.generate(z=z, n=len(values), **kw)
+
+    def encode_video(self, path, every: int = 1, batch: int = 64, progress=None):
+        from sami_rt.video import encode_video
+
+        return encode_video(self, path, every, batch, progress)
