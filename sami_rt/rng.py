@@ -18,7 +18,7 @@ INIT_STEP = 0xFFFFFFFF  # the "step" of the initial noise x_T
 
 def philox4x32(c0, c1, c2, c3, k0: int, k1: int):
     """Philox4x32-10 on uint64 arrays holding 32-bit values; returns four uint64 arrays of 32-bit words."""
-    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & MASK32 for c in (c0, c1, c2, c3))
+    c0, c1, c2, c3 = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) & MASK32 for c in (c0, c1, c2, c3)))
     for r in range(10):
         if r:
             k0, k1 = (k0 + W0) & 0xFFFFFFFF, (k1 + W1) & 0xFFFFFFFF
@@ -29,19 +29,25 @@ def philox4x32(c0, c1, c2, c3, k0: int, k1: int):
     return c0, c1, c2, c3
 
 
-def normals(seed: int, index: int, step: int, n: int) -> np.ndarray:
-    """``n`` standard normals (float32) for one sample at one step."""
-    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
-    x0, x1, x2, x3 = philox4x32(blocks, np.uint64(step), np.uint64(index), np.uint64(0),
+def _normals(seed: int, indices: np.ndarray, step: int, n: int) -> np.ndarray:
+    """[len(indices), n] standard normals (float32); row b keyed by (seed, indices[b], step)."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)[None, :]  # (1, n/4)
+    idx = (np.asarray(indices, dtype=np.int64).astype(np.uint64) & MASK32)[:, None]  # (B, 1)
+    x0, x1, x2, x3 = philox4x32(blocks, np.uint64(step), idx, np.uint64(0),
                                 seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
     u = [(w.astype(np.float64) + 0.5) / 4294967296.0 for w in (x0, x1, x2, x3)]
     r01, r23 = np.sqrt(-2.0 * np.log(u[0])), np.sqrt(-2.0 * np.log(u[2]))
     th01, th23 = 2.0 * np.pi * u[1], 2.0 * np.pi * u[3]
-    out = np.stack([r01 * np.cos(th01), r01 * np.sin(th01), r23 * np.cos(th23), r23 * np.sin(th23)], axis=1)
-    return out.reshape(-1)[:n].astype(np.float32)
+    out = np.stack([r01 * np.cos(th01), r01 * np.sin(th01), r23 * np.cos(th23), r23 * np.sin(th23)], axis=2)
+    return out.reshape(out.shape[0], -1)[:, :n].astype(np.float32)
+
+
+def normals(seed: int, index: int, step: int, n: int) -> np.ndarray:
+    """``n`` standard normals (float32) for one sample at one step."""
+    return _normals(seed, np.array([index]), step, n)[0]
 
 
 def batch_normals(seed: int, indices, step: int, shape) -> np.ndarray:
     """Normals of shape [len(indices), *shape], row b keyed by sample index indices[b]."""
     n = int(np.prod(shape))
-    return np.stack([normals(seed, int(i), step, n) for i in indices]).reshape(len(indices), *shape)
+    return _normals(seed, np.asarray(indices), step, n).reshape(len(indices), *shape)

@@ -1,0 +1,140 @@
+"""The sampling loop: C++ against numpy, batch invariance, and the exact score of a Gaussian."""
+
+import numpy as np
+import pytest
+
+from sami_rt import rng
+from sami_rt.sampler import Cancelled, SamplingError, has_extension, initial_noise, run_loop
+from sami_rt.schedule import make_abar, respace, step_coefficients
+
+needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt._sampler is not built")
+
+
+def test_philox_known_answers():
+    # Random123's known-answer vectors for Philox4x32-10
+    assert [int(v) for v in rng.philox4x32(0, 0, 0, 0, 0, 0)] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    ones = 0xFFFFFFFF
+    assert [int(v) for v in rng.philox4x32(ones, ones, ones, ones, ones, ones)] == [
+        0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+
+
+def test_noise_is_standard_normal_and_keyed():
+    seed = int(np.random.default_rng().integers(2**40))
+    x = rng.normals(seed, 3, 7, 200_000)
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+    assert not np.array_equal(rng.normals(seed, 3, 7, 8), rng.normals(seed, 4, 7, 8))
+    assert not np.array_equal(rng.normals(seed, 3, 7, 8), rng.normals(seed, 3, 8, 8))
+    np.testing.assert_array_equal(rng.normals(seed, 3, 7, 8), rng.normals(seed, 3, 7, 20)[:8])
+
+
+@needs_cpp
+def test_cpp_noise_equals_numpy_noise():
+    from sami_rt import _sampler
+
+    r = np.random.default_rng()
+    for _ in range(5):
+        seed, idx, step = int(r.integers(2**63)), int(r.integers(2**32)), int(r.integers(2**32))
+        np.testing.assert_array_equal(_sampler.normals(seed, idx, step, 1003), rng.normals(seed, idx, step, 1003))
+
+
+def _nonlinear_backend(dim, r):
+    W = (r.standard_normal((dim, dim)) * 0.3 / np.sqrt(dim)).astype(np.float32)
+
+    def backend(x, i):
+        flat = x.reshape(len(x), -1)
+        return np.tanh(flat @ W + 0.01 * i).reshape(x.shape).astype(np.float32)
+
+    return backend
+
+
+@needs_cpp
+@pytest.mark.parametrize("eta,steps", [(1.0, 100), (0.0, 25), (0.3, 40)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_cpp_loop_equals_numpy_loop(eta, steps, batch):
+    r = np.random.default_rng()
+    seed = int(r.integers(2**32))
+    backend = _nonlinear_backend(2 * 5 * 5, r)
+    co = step_coefficients(make_abar("linear", 100), respace(100, steps), eta)
+    idx = r.integers(0, 1000, size=batch)
+    a = initial_noise(seed, idx, (2, 5, 5))
+    b = a.copy()
+    run_loop(backend, a, co, seed, idx, use_cpp=True)
+    run_loop(backend, b, co, seed, idx, use_cpp=False)
+    assert np.abs(a - b).max() <= 1e-5
+    assert np.abs(a).max() > 0.1  # a real result, not a collapsed one
+
+
+@pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
+def test_a_sample_does_not_depend_on_its_batch(use_cpp):
+    r = np.random.default_rng()
+    seed = int(r.integers(2**32))
+    co = step_coefficients(make_abar("cosine", 60), respace(60, 30), 1.0)
+
+    def backend(x, i):  # acts on each sample separately, as a network does
+        return (0.5 * x + 0.1 * np.sin(x)).astype(np.float32)
+
+    idx = np.arange(6)
+    whole = initial_noise(seed, idx, (3, 4))
+    run_loop(backend, whole, co, seed, idx, use_cpp=use_cpp)
+    for part in (idx[:2], idx[2:5], idx[5:]):
+        x = initial_noise(seed, part, (3, 4))
+        run_loop(backend, x, co, seed, part, use_cpp=use_cpp)
+        np.testing.assert_array_equal(x, whole[part])
+
+
+@pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
+@pytest.mark.parametrize("eta,steps", [(1.0, 400), (1.0, 100), (0.0, 50), (0.5, 200)])
+def test_exact_gaussian_score_reaches_the_data_distribution(use_cpp, eta, steps):
+    """Data x0 ~ N(m, s^2) per pixel: eps*(x_t) = sqrt(1 - a) (x_t - sqrt(a) m) / (a s^2 + 1 - a) is exact.
+
+    Every step is then linear in x, so the output's mean and variance follow exactly from the coefficients:
+    the samples must match that propagation to within sampling error, and the propagation must land near
+    N(m, s^2) (up to the discretisation error of the chosen steps).
+    """
+    r = np.random.default_rng()
+    m, s = float(r.uniform(-0.5, 0.5)), float(r.uniform(0.2, 0.6))
+    abar = make_abar("cosine", 400)  # abar_T ~ 0: x_T ~ N(0, I) is the right start
+    co = step_coefficients(abar, respace(400, steps), eta)
+    k = [np.sqrt(1 - abar[t]) / (abar[t] * s * s + 1 - abar[t]) for t in co["t"]]
+
+    def backend(x, i):
+        a = abar[co["t"][i]]
+        return (k[i] * (x - np.sqrt(a) * m)).astype(np.float32)
+
+    mean, var = 0.0, 1.0  # exact moments of x through the same steps
+    for i, t in enumerate(co["t"]):
+        g = co["c_x"][i] + co["c_eps"][i] * k[i]
+        mean = g * mean - co["c_eps"][i] * k[i] * np.sqrt(abar[t]) * m
+        var = g * g * var + co["sigma"][i] ** 2
+    seed = int(r.integers(2**32))
+    idx = np.arange(4000)
+    x = initial_noise(seed, idx, (8,))
+    run_loop(backend, x, co, seed, idx, use_cpp=use_cpp)
+    N = x.size
+    assert abs(x.mean() - mean) < 5 * np.sqrt(var / N)
+    assert abs(x.var() - var) < 5 * var * np.sqrt(2 / N)
+    assert abs(mean - m) < 0.01 and abs(np.sqrt(var) / s - 1) < 0.08
+
+
+def test_progress_cancel_and_non_finite_steps():
+    co = step_coefficients(make_abar("linear", 20), respace(20, 10), 1.0)
+    seen = []
+    x = initial_noise(1, [0, 1], (4,))
+    run_loop(lambda x, i: x * 0.1, x, co, 1, [0, 1], progress=lambda d, t: seen.append((d, t)), use_cpp=None)
+    assert seen == [(i, 10) for i in range(1, 11)]
+    calls = []
+    with pytest.raises(Cancelled, match="after 3 of 10 steps"):
+        run_loop(lambda x, i: calls.append(i) or x * 0.1, initial_noise(1, [0], (4,)), co, 1, [0],
+                 cancel=lambda: len(calls) >= 3)
+    for use_cpp in [False] + ([True] if has_extension() else []):
+        def bad(x, i):
+            return np.full_like(x, np.nan) if i == 4 else x * 0.1
+
+        with pytest.raises(SamplingError, match="sampling step 4 produced 8 non-finite values"):
+            run_loop(bad, initial_noise(1, [0, 1], (4,)), co, 1, [0, 1], use_cpp=use_cpp)
+
+
+def test_loop_refuses_arrays_it_cannot_update_in_place():
+    co = step_coefficients(make_abar("linear", 10), respace(10, 5), 0.0)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        run_loop(lambda x, i: x, np.zeros((2, 3), dtype=np.float64), co, 0, [0, 1])
