@@ -1,7 +1,17 @@
 """sami-rt: the runtime of SAMI (score-based autoencoder for multiscale inference).
 
-This package never imports torch. Its numerical core (noise schedules) is shared with
-the training code in ``train/`` so that training, export and runtime cannot disagree.
+``from sami_rt import Runtime`` loads a model bundle and runs guided generation and encoding with
+onnxruntime and a C++ sampling loop. This package never imports torch. Its numerical core (noise
+schedules, the bundle format) is shared with ``train/`` and ``export/`` so that they cannot disagree.
 """
 
 __version__ = "0.1.0"
+__all__ = ["Runtime", "__version__"]
+
+
+def __getattr__(name):  # lazy: ``import sami_rt.schedule`` must not pull in onnxruntime or OpenCV
+    if name == "Runtime":
+        from sami_rt.runtime import Runtime
+
+        return Runtime
+    raise AttributeError(f"module 'sami_rt' has no attribute {name!r}")
