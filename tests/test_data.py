@@ -87,8 +87,11 @@ def test_image_folder_crops_resizes_and_scales(tmp_path):
     assert len(ds) == 2
     assert ds[0].shape == (3, 16, 16) and ds[0].min() >= -1 and ds[0].max() <= 1
     assert torch.allclose(ds[1], torch.ones(3, 16, 16))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
-        ImageFolder(str(tmp_path / "a" / "none"), 16, 3) if (tmp_path / "a" / "none").mkdir() is None else None
+        ImageFolder(str(tmp_path / "empty"), 16, 3)
+    with pytest.raises(DataError, match="does not exist or is not a directory"):
+        ImageFolder(str(tmp_path / "missing"), 16, 3)
 
 
 def test_celeba_reader_with_attributes_and_partition(tmp_path):
