@@ -162,44 +162,33 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                                 {"kind": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
                                  "beta_end": cfg.beta_end})
         cache: dict = {}
-        validation = {}
-        for name in GRAPHS:
-            t0 = time.time()
-            module = build_graph_module(name, model, abar, example_x, cache)
-            example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
-            path = tmp / f"{name}.onnx"
-            try:
-                export_onnx(module, name, example, path, opset)
-            except Exception as e:  # the exporter's errors are long; keep the first line and the graph name
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ExportError(f"graph {name}: ONNX export failed: {first}") from e
-            if validate:
-                validation[name] = validate_graph(name, path, model, abar, cfg, seed)
-            manifest["graphs"][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
-                                        cfg.image_size, cfg.latent_dim), "opset": opset, "precision": "float32",
-                                        "sha256": sha256_file(path)}
-            err = f", max relative error {max(validation[name].values()):.2g}" if validate else ""
-            log(f"  {name}: {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
-        validation16 = {}
-        if fp16:
-            manifest["graphs_fp16"] = {}
+        validation, validation16 = {}, {}
+        precisions = ("float32", "float16") if fp16 else ("float32",)
+        for precision in precisions:
+            key, suffix = ("graphs", "") if precision == "float32" else ("graphs_fp16", ".fp16")
+            manifest[key] = {}
             for name in GRAPHS:
+                label = name if precision == "float32" else f"{name} (float16)"
                 t0 = time.time()
-                module = build_graph_module(name, model, abar, example_x, cache, "float16")
+                module = build_graph_module(name, model, abar, example_x, cache, precision)
                 example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
-                path = tmp / f"{name}.fp16.onnx"
+                path = tmp / f"{name}{suffix}.onnx"
                 try:
                     export_onnx(module, name, example, path, opset)
-                except Exception as e:
+                except Exception as e:  # the exporter's errors are long: keep the graph and the first line
                     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise ExportError(f"graph {name} (float16): ONNX export failed: {first}") from e
-                if validate:
+                    raise ExportError(f"graph {label}: ONNX export failed: {first}") from e
+                err = ""
+                if validate and precision == "float32":
+                    validation[name] = validate_graph(name, path, model, abar, cfg, seed)
+                    err = f", max relative error {max(validation[name].values()):.2g}"
+                elif validate:
                     validation16[name] = validate_fp16(name, path, tmp / f"{name}.onnx", cfg, seed)
-                manifest["graphs_fp16"][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
-                                                 cfg.image_size, cfg.latent_dim), "opset": opset,
-                                                 "precision": "float16", "sha256": sha256_file(path)}
-                err = f", max relative error to float32 {max(validation16[name].values()):.2g}" if validate else ""
-                log(f"  {name} (float16): {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
+                    err = f", max relative error to float32 {max(validation16[name].values()):.2g}"
+                manifest[key][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
+                                       cfg.image_size, cfg.latent_dim), "opset": opset, "precision": precision,
+                                       "sha256": sha256_file(path)}
+                log(f"  {label}: {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
         if tensorrt:
             from export.tensorrt import build_engine
 
