@@ -1,0 +1,177 @@
+"""The runtime on the default model that ships in the package: API, CLI, video, and no torch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
+from sami_rt.sampler import has_extension
+from sami_rt.video import angles
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return Runtime(device="cpu")
+
+
+def test_default_model_is_a_valid_bundle(rt):
+    assert rt.bundle.root == DEFAULT_MODEL and rt.bundle.image_shape == (1, 32, 32) and rt.latent_dim == 3
+    assert "CPUExecutionProvider" in rt.backend.name
+
+
+@pytest.mark.skipif(not has_extension(), reason="the C++ extension is not built")
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 40), ("ddim", 25)])
+def test_cpp_and_numpy_loops_agree_on_the_real_model(rt, sampler, steps):
+    seed = int(np.random.default_rng().integers(2**31))
+    a = rt.generate(guide=str(EXAMPLES / "guide.png"), n=5, steps=steps, sampler=sampler, seed=seed, use_cpp=True)
+    b = rt.generate(guide=str(EXAMPLES / "guide.png"), n=5, steps=steps, sampler=sampler, seed=seed, use_cpp=False)
+    assert np.abs(a.x - b.x).max() <= 1e-5 and np.array_equal(a.z, b.z)
+
+
+def test_a_sample_does_not_depend_on_its_batch(rt):
+    seed = int(np.random.default_rng().integers(2**31))
+    z = np.random.default_rng(seed).standard_normal((5, 3)).astype(np.float32)
+    whole = rt.generate(z=z, n=5, steps=20, sampler="ddpm", seed=seed, batch=5).x
+    split = rt.generate(z=z, n=5, steps=20, sampler="ddpm", seed=seed, batch=2).x
+    assert np.abs(whole - split).max() <= 1e-5
+
+
+def test_an_empty_mask_is_unconditional_generation(rt):
+    seed = int(np.random.default_rng().integers(2**31))
+    free = rt.generate(guide=str(EXAMPLES / "guide.png"), n=3, steps=15, seed=seed, mask=np.zeros(3, np.float32))
+    uncond = rt.generate(n=3, steps=15, seed=seed)
+    assert np.abs(free.x - uncond.x).max() <= 1e-4
+    guided = rt.generate(guide=str(EXAMPLES / "guide.png"), n=3, steps=15, seed=seed)
+    assert np.abs(guided.x - uncond.x).max() > 1e-2  # and guidance does change the samples
+
+
+def test_encode_accepts_paths_pixels_and_model_arrays(rt):
+    import cv2
+
+    mu_p, var_p = rt.encode(str(EXAMPLES / "guide.png"))
+    pix = cv2.imread(str(EXAMPLES / "guide.png"), cv2.IMREAD_UNCHANGED)
+    mu_u, _ = rt.encode(pix)
+    mu_f, _ = rt.encode(pix[None, None].astype(np.float32) / 127.5 - 1)
+    assert mu_p.shape == (1, 3) and (var_p > 0).all()
+    np.testing.assert_allclose(mu_u, mu_p, atol=1e-6)
+    np.testing.assert_allclose(mu_f, mu_p, atol=1e-6)
+    big = cv2.resize(pix, (96, 96), interpolation=cv2.INTER_NEAREST)  # resized back on the way in
+    notes = []
+    rt.load_images(big, notes)
+    assert notes == ["image: 96x96 centre-cropped and resized to 32x32"]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(steps=0), "steps must be between 1 and the model's T=400, got 0"),
+    (dict(steps=401), "steps must be between 1 and the model's T=400"),
+    (dict(n=0), "n must be a positive number of samples"),
+    (dict(sampler="euler"), "unknown sampler 'euler'"),
+    (dict(scale=float("nan")), "scale must be a finite number"),
+    (dict(mask=[3]), "mask dimensions must be in 0..2"),
+    (dict(z=np.ones((2, 4))), r"z must have shape \[1, 3\]"),
+])
+def test_generate_refuses_bad_arguments_in_one_sentence(rt, kw, msg):
+    with pytest.raises(InputError, match=msg):
+        rt.generate(**kw)
+
+
+def test_curvature_of_known_trajectories():
+    t = np.linspace(0, 1, 10)[:, None]
+    line = np.c_[t, 2 * t, -t]
+    assert np.allclose(angles(line), 0, atol=1e-6)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]], float)
+    assert np.allclose(angles(square), 90)
+    zigzag = np.array([[0, 0], [1, 0], [0, 0]], float)
+    assert np.allclose(angles(zigzag), 180)
+
+
+def test_encode_video_streams_every_frame(rt):
+    truth = json.loads((EXAMPLES / "moving_disk.json").read_text())
+    v = rt.encode_video(EXAMPLES / "moving_disk.mp4", every=1, batch=7)
+    assert len(v.frames) == truth["frames"] and v.mu.shape == (truth["frames"], 3) and v.stopped_at is None
+    assert len(v.latent_curvature) == len(v.pixel_curvature) == truth["frames"] - 2
+    v2 = rt.encode_video(EXAMPLES / "moving_disk.mp4", every=5, batch=64)
+    np.testing.assert_array_equal(v2.frames, np.arange(0, truth["frames"], 5))
+    np.testing.assert_allclose(v2.mu, v.mu[::5], atol=1e-5)
+
+
+def test_runtime_never_imports_torch():
+    code = (
+        "import sys\n"
+        "import sami_rt, sami_rt.cli\n"
+        "from sami_rt.runtime import Runtime\n"
+        "rt = Runtime(device='cpu')\n"
+        f"rt.generate(guide={str(EXAMPLES / 'guide.png')!r}, n=2, steps=5)\n"
+        f"rt.encode_video({str(EXAMPLES / 'moving_disk.mp4')!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def _env():
+    """The checkout first on the path, so that the subprocess imports this sami_rt (installed or not)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "sami_rt.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env=_env())
+
+
+def test_cli_generate_writes_a_grid_and_latents(tmp_path):
+    r = _cli("generate", "--guide", str(EXAMPLES / "guide.png"), "-n", "4", "--steps", "10", "-o", "g.png",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import cv2
+
+    grid = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED)
+    assert grid.shape == (2 + 34, 2 + 5 * 34)  # the guide and four samples, 32x32 with 2-pixel gaps
+    z = np.load(tmp_path / "g.npz")
+    assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, 3)
+    assert "4 samples, 10 ddim steps" in r.stdout
+
+
+def test_cli_encode_video_prints_the_curvature_table(tmp_path):
+    r = _cli("encode", str(EXAMPLES / "moving_disk.mp4"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "latent" in r.stdout and "pixel" in r.stdout and (tmp_path / "moving_disk.npz").is_file()
+    r = _cli("encode", str(EXAMPLES / "guide.png"), "-o", "one.npz", cwd=tmp_path)
+    assert r.returncode == 0 and np.load(tmp_path / "one.npz")["mu"].shape == (1, 3)
+
+
+def test_cli_info_and_the_latent_tools(tmp_path):
+    r = _cli("info", cwd=tmp_path)
+    assert r.returncode == 0 and "latent dim 3" in r.stdout and "C++ sampler loop" in r.stdout
+    g = str(EXAMPLES / "guide.png")
+    assert _cli("interpolate", g, str(EXAMPLES / "guide_light.png"), "-n", "3", "--steps", "5", cwd=tmp_path).returncode == 0
+    assert _cli("traverse", g, "--axis", "1", "--values=-1,0,1", "--steps", "5", cwd=tmp_path).returncode == 0
+    r = _cli("axes", str(EXAMPLES), cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 4
+    for f in ("interpolation.png", "traversal.png"):
+        assert (tmp_path / f).is_file()
+
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["generate", "--steps", "0", "-n", "1"], 1, "steps must be between 1 and the model's T=400, got 0"),
+    (["generate", "--sampler", "euler"], 2, "Invalid value for '--sampler'"),
+    (["generate", "--device", "npu"], 2, "Invalid value for '--device'"),
+    (["generate", "--guide", "missing.png"], 1, "image missing.png does not exist"),
+    (["encode", "nothing.mp4"], 1, "video nothing.mp4 does not exist"),
+    (["traverse", "x.png", "--axis", "7"], 1, "axis must be in 0..2, got 7"),
+    (["info", "--model", "nowhere"], 1, "model bundle nowhere is not a directory"),
+])
+def test_cli_errors_are_one_line_with_an_exit_code(tmp_path, args, code, msg):
+    if args[0] == "traverse":
+        (tmp_path / "x.png").write_bytes((EXAMPLES / "guide.png").read_bytes())
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == code and msg in r.stderr and "Traceback" not in r.stderr
