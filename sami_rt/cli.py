@@ -49,8 +49,9 @@ def sampling_options(fn):
     fn = click.option("--scale", type=float, default=1.0, show_default=True, help="Guidance scale s.")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
     fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
-    fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddim", show_default=True)(fn)
-    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 50 for ddim, T for ddpm).")(fn)
+    fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
+                      help="ddpm (ancestral) or ddim (deterministic unless --eta).")(fn)
+    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 100 for ddpm, 50 for ddim).")(fn)
     return fn
 
 

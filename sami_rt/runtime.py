@@ -126,7 +126,8 @@ class Runtime:
             guide: an image (path or array): every output shares its latent; z is a posterior sample per
                 output (or the posterior mean with ``guide_mean``).
             z: explicit latents [n, D] (or [D]); neither guide nor z: unconditional samples.
-            steps: sampling steps (default: all T for ddpm, 50 for ddim), respaced evenly over the T levels.
+            steps: sampling steps (default: 100 for ddpm, 50 for ddim, at most T), respaced evenly over the
+                T levels.
             sampler: ``ddpm`` (ancestral, eta = 1) or ``ddim`` (eta = 0 unless given).
             seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
             scale: guidance scale s in eps_hat = eps - s sqrt(1 - abar_t) g.
@@ -137,7 +138,7 @@ class Runtime:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive number of samples, got {n!r}")
-        steps = steps if steps is not None else (b.T if sampler == "ddpm" else min(50, b.T))
+        steps = steps if steps is not None else min(100 if sampler == "ddpm" else 50, b.T)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
             raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)

@@ -138,7 +138,7 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     assert grid.shape == (2 + 34, 2 + 5 * 34)  # the guide and four samples, 32x32 with 2-pixel gaps
     z = np.load(tmp_path / "g.npz")
     assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, 3)
-    assert "4 samples, 10 ddim steps" in r.stdout
+    assert "4 samples, 10 ddpm steps" in r.stdout
 
 
 def test_cli_encode_video_prints_the_curvature_table(tmp_path):
