@@ -115,7 +115,7 @@ def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, 
     Examples:
       sami-rt generate --guide examples/guide.png -n 16 -o samples.png
       sami-rt generate --guide examples/guide.png --axes 0,1 --steps 100
-      sami-rt generate -n 64 --sampler ddpm            # unconditional
+      sami-rt generate -n 64 --sampler ddim            # unconditional (no guide)
     """
     rt = open_runtime(model, device, threads)
     mask = None
@@ -168,6 +168,8 @@ def encode(path, out, every, plot, model, device, threads):
         write_npz(out, frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
                   pixel_curvature=v.pixel_curvature)
         click.echo(f"{len(v.frames)} frames -> {out}")
+        for note in v.notes:
+            click.echo(f"note: {note}", err=True)
         if v.stopped_at is not None:
             click.echo(f"note: decoding stopped at frame {v.stopped_at}; the frames before it were encoded", err=True)
         lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
@@ -182,7 +184,11 @@ def encode(path, out, every, plot, model, device, threads):
             plot_video(v, plot)
             click.echo(f"plot -> {plot}")
     else:
-        mu, var = rt.encode(str(path))
+        notes: list[str] = []
+        x = rt.load_images(str(path), notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        mu, var = rt.encode(x)
         write_npz(out, mu=mu, var=var)
         click.echo(f"{len(mu)} image(s) -> {out}")
         for i in range(min(len(mu), 8)):
