@@ -34,18 +34,13 @@ class ExportError(RuntimeError):
 
 def load_model(source: str | Path, ema: bool = True):
     """(model, config, abar, checkpoint path) from a run directory or a checkpoint file."""
-    from train.loop import CHECKPOINT, load_checkpoint
+    from train.loop import checkpoint_path, load_run
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / CHECKPOINT
+    path = checkpoint_path(source)
     if not path.is_file():
         raise ExportError(f"no checkpoint at {path} (pass a run directory of train/run.py or its checkpoint.pt)")
-    ck = load_checkpoint(path)
-    cfg = Config.from_dict(ck["config"])
-    model = SAMI(cfg)
-    model.load_state_dict(ck["ema" if ema else "model"])
-    return model.eval().requires_grad_(False), cfg, ck["abar"].to(torch.float64), path
+    model, cfg, abar, _ = load_run(path, ema)
+    return model, cfg, abar, path
 
 
 def random_inputs(name: str, B: int, cfg: Config, g: torch.Generator) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ def build_engine(onnx_path: Path, plan_path: Path, inputs: list[dict], batch=(1,
     import tensorrt as trt
 
     from sami_rt.bundle import sha256_file
+    from sami_rt.io import atomic_write_bytes
 
     version, gpu = check_available()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -63,9 +64,7 @@ def build_engine(onnx_path: Path, plan_path: Path, inputs: list[dict], batch=(1,
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path.name}")
-    tmp = plan_path.with_suffix(".tmp")
-    tmp.write_bytes(bytes(plan))
-    tmp.replace(plan_path)
+    atomic_write_bytes(plan_path, bytes(plan))
     return {"file": plan_path.name, "onnx": Path(onnx_path).name, "tensorrt": version, "gpu": gpu,
             "precision": "float16" if fp16 else "float32", "batch_profile": list(batch),
             "sha256": sha256_file(plan_path)}

@@ -202,21 +202,9 @@ def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, 
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically (temporary file, then rename)."""
-    import os
-    import tempfile
+    from sami_rt.io import atomic_write_bytes
 
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(root) / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
 def new_manifest(C: int, H: int, W: int, D: int, abar: np.ndarray, schedule: dict[str, Any], **extra) -> dict:

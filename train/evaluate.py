@@ -21,24 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from train.config import Config  # noqa: E402
 from train.data import DISK_FACTORS, eval_set  # noqa: E402
 from train.io import atomic_path, write_json, write_text  # noqa: E402
 from train.metrics import all_metrics  # noqa: E402
-from train.nets import SAMI  # noqa: E402
 from train.sampling import sample  # noqa: E402
 
 FIT_SEED_OFFSET = 2_000_029  # the set the regressors are fitted on (held-out data uses the default offset)
 
 
 def load_model(run_dir: Path, ckpt: Path | None = None, ema: bool = True):
-    from train.loop import CHECKPOINT, load_checkpoint
+    from train.loop import load_run
 
-    ck = load_checkpoint(ckpt or run_dir / CHECKPOINT)
-    cfg = Config.from_dict(ck["config"])
-    model = SAMI(cfg)
-    model.load_state_dict(ck["ema" if ema else "model"])
-    return model.eval().requires_grad_(False), cfg, ck["abar"].numpy(), int(ck["step"])
+    model, cfg, abar, step = load_run(ckpt or run_dir, ema)
+    return model, cfg, abar.numpy(), step
 
 
 @torch.no_grad()

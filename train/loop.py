@@ -105,6 +105,21 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def checkpoint_path(source) -> Path:
+    """A run directory's checkpoint, or ``source`` itself when it is a checkpoint file."""
+    path = Path(source)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def load_run(source, ema: bool = True):
+    """(model in eval mode, config, abar float64 tensor, step) from a run directory or a checkpoint file."""
+    ck = load_checkpoint(checkpoint_path(source))
+    cfg = Config.from_dict(ck["config"])
+    model = SAMI(cfg)
+    model.load_state_dict(ck["ema" if ema else "model"])
+    return model.eval().requires_grad_(False), cfg, ck["abar"].to(torch.float64), int(ck["step"])
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -126,6 +141,7 @@ class Trainer:
         self.data = BatchSource(cfg, "train")
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         self.step = 0
+        self._guides = None
         if resume:
             self._restore()
 
@@ -186,7 +202,9 @@ class Trainer:
     def sample_grid(self) -> None:
         """Guides from held-out data in the first column, guided samples (EMA weights) to the right."""
         cfg = self.cfg
-        x, _ = eval_set(cfg, 8)
+        if self._guides is None:  # read once: for image data sets this loads files
+            self._guides, _ = eval_set(cfg, 8)
+        x = self._guides
         g = torch.Generator().manual_seed(1234)
         mu, var = self.ema.encoder(x.to(self.device))
         z = (mu[:, None] + var.sqrt()[:, None] * torch.randn(8, 7, cfg.latent_dim, generator=g).to(self.device))

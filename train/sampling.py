@@ -46,17 +46,12 @@ def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator):
 
 def save_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
     """Write images [N, C, H, W] in [-1, 1] as one PNG grid (atomically)."""
-    from train.io import atomic_path
     from PIL import Image
 
-    x = ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    N, C, H, W = x.shape
-    ncol = min(nrow, N)
-    nr = -(-N // ncol)
-    grid = np.zeros((C, nr * (H + 2) + 2, ncol * (W + 2) + 2), dtype=np.uint8)
-    for i in range(N):
-        r, c = divmod(i, ncol)
-        grid[:, 2 + r * (H + 2) : 2 + r * (H + 2) + H, 2 + c * (W + 2) : 2 + c * (W + 2) + W] = x[i]
-    img = Image.fromarray(grid[0] if C == 1 else grid.transpose(1, 2, 0))
+    from sami_rt.images import from_model, grid
+    from sami_rt.io import atomic_path
+
+    g = grid(from_model(images.detach().cpu().numpy()), nrow)  # (rows, cols, C) uint8
+    img = Image.fromarray(g[:, :, 0] if g.shape[2] == 1 else g)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
