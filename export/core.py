@@ -195,6 +195,13 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                     manifest["engines"][f"{name}{suffix}"] = entry
                     log(f"  {name}{suffix}.plan: TensorRT {entry['tensorrt']} on {entry['gpu']}, "
                         f"{time.time() - t0:.1f} s")
+        from sami_rt.reference import REFERENCE_FILE, save_reference
+
+        save_reference(model, tmp / REFERENCE_FILE)
+        manifest["reference"] = {"file": REFERENCE_FILE, "sha256": sha256_file(tmp / REFERENCE_FILE),
+                                 "content": "float32 state dict of the exported weights (npz, no pickle), "
+                                            "for the PyTorch baseline of `sami-rt bench`"}
+        manifest["flops"] = count_flops(model, abar, cfg)
         run_dir = ckpt.parent
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
@@ -212,6 +219,23 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def count_flops(model, abar: torch.Tensor, cfg: Config) -> dict[str, int]:
+    """FLOPs per sample of each graph's computation (PyTorch's counter: 2 per multiply-add of convolutions
+    and matrix products, the backward ones of the guidance included), at batch 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name in GRAPHS:
+        inp = random_inputs(name, 1, cfg, g)
+        if "x_t" in inp and name != "denoiser":  # a non-leaf input: the counter's module hooks reject a leaf
+            inp["x_t"] = inp["x_t"].requires_grad_(True) * 1.0
+        with FlopCounterMode(display=False) as fc:
+            reference(name, model, abar, inp)
+        out[name] = int(fc.get_total_flops())
     return out
 
 

@@ -94,6 +94,7 @@ class Bundle:
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     graphs_fp16: dict[str, GraphInfo] = field(default_factory=dict)
     engines: dict[str, EngineInfo] = field(default_factory=dict)
+    reference: Path | None = None  # PyTorch weights (npz, no pickle) for the eager baseline of `sami-rt bench`
 
     @property
     def T(self) -> int:
@@ -171,7 +172,18 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
             raise BundleError(f"{ew}: checksum mismatch for {e['file']} (the file changed after export)")
         engines[key] = EngineInfo(key, path, str(e.get("tensorrt", "")), str(e.get("gpu", "")),
                                   str(e.get("precision", "float32")))
-    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines)
+    reference = None
+    if m.get("reference") is not None:
+        rw = f"{where} reference"
+        r = m["reference"]
+        if not isinstance(r, dict):
+            raise BundleError(f"{rw} should be a JSON object")
+        reference = _inside(root, _require(r, "file", str, rw), rw)
+        if not reference.is_file():
+            raise BundleError(f"{rw}: file {r['file']} is missing from {root}")
+        if verify and sha256_file(reference) != _require(r, "sha256", str, rw):
+            raise BundleError(f"{rw}: checksum mismatch for {r['file']} (the file changed after export)")
+    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines, reference)
 
 
 def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, verify: bool) -> dict:

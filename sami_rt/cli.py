@@ -60,6 +60,8 @@ def open_runtime(model, device, threads):
 
     rt = Runtime(model, device, threads)
     click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
+    for note in getattr(rt.backend, "notes", []):
+        click.echo(f"note: {note}", err=True)
     return rt
 
 
@@ -286,6 +288,50 @@ def axes(images, model, device, threads):
     click.echo(f"{'dim':>4}{'mean posterior variance':>26}")
     for d, v in rt.axes(str(images)):
         click.echo(f"{d:>4}{v:>26.4g}")
+
+
+@main.command()
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 16), show_default=True,
+              help="Batch size for the per-call figures (repeat the option for several).")
+@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True, help="Timed calls per figure.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples for generate.")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="DDIM steps for generate.")
+@click.option("--frames", type=click.IntRange(min=3), default=300, show_default=True,
+              help="Frames of the synthetic 640x480 video.")
+@click.option("--video", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Use this video instead of the synthetic one.")
+@click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write every figure as JSON.")
+@model_options
+@friendly
+def bench(batches, repeats, warmup, n, steps, frames, video, no_baseline, json_out, model, device, threads):
+    """Measure the runtime against PyTorch eager, in this one process.
+
+    \b
+    Per-call latency of guided_eps and the encoder, a full generate, and video encoding throughput
+    (decoding included and excluded); with torch installed (pip install torch), the same figures for
+    PyTorch eager (denoiser forward plus torch.autograd.grad guidance) and the ratios.
+    \b
+    Examples:
+      sami-rt bench
+      sami-rt bench --batch 1 --batch 16 --repeats 50 --json bench.json
+      sami-rt bench --device cuda --batch 1 --batch 64
+    """
+    import json
+
+    from sami_rt.bench import format_report, run_bench
+    from sami_rt.io import atomic_write_bytes
+
+    rt = open_runtime(model, device, threads)
+    if rt.bundle.T < steps:
+        raise click.BadParameter(f"the model has T={rt.bundle.T} levels", param_hint="--steps")
+    res = run_bench(rt, batches, repeats, warmup, n, steps, frames, video, not no_baseline, threads,
+                    log=lambda s: click.echo(f"... {s}", err=True))
+    click.echo(format_report(res))
+    if json_out:
+        atomic_write_bytes(json_out, (json.dumps(res, indent=2) + "\n").encode())
+        click.echo(f"figures -> {json_out}")
 
 
 @main.command()

@@ -30,15 +30,8 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
         img = img.astype(np.float32)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        _note(notes, f"{name}: alpha channel dropped")
-    if channels == 1 and img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        _note(notes, f"{name}: converted to grey")
-    elif channels == 3 and img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        _note(notes, f"{name}: grey converted to 3 channels")
+    # Crop and resize first, then convert colour: both are linear, and converting the small image is what
+    # keeps video encoding (640x480 frames to a 32x32 model) cheaper than decoding.
     H, W = size
     h, w = img.shape[:2]
     if (h, w) != (H, W):
@@ -49,6 +42,15 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
         interp = cv2.INTER_AREA if s > 1 else cv2.INTER_CUBIC
         img = cv2.resize(img, (W, H), interpolation=interp)
         _note(notes, f"{name}: {w}x{h} centre-cropped and resized to {W}x{H}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        _note(notes, f"{name}: alpha channel dropped")
+    if channels == 1 and img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        _note(notes, f"{name}: converted to grey")
+    elif channels == 3 and img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        _note(notes, f"{name}: grey converted to 3 channels")
     arr = img.astype(np.float32)
     if arr.ndim == 2:
         arr = arr[None]

@@ -50,11 +50,16 @@ class Runtime:
         model: bundle directory; ``None`` loads the default disks model shipped inside the package.
         device: ``auto`` (fastest present: TensorRT, CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
         threads: intra-op threads for the backend (0 = its default).
+        precision: ``auto`` (float16 denoiser on a GPU when the bundle has float16 graphs or engines, else
+            float32), ``float32`` or ``float16``. The guidance runs in float32 in every case.
+
+    What runs is in ``backend.name``; fallbacks (skipped engines, no CUDA graphs) are in ``backend.notes``.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", threads: int = 0):
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", threads: int = 0,
+                 precision: str = "auto"):
         self.bundle: Bundle = read_bundle(model if model is not None else DEFAULT_MODEL)
-        self.backend = open_backend(self.bundle, device, threads)
+        self.backend = open_backend(self.bundle, device, threads, precision)
 
     @property
     def latent_dim(self) -> int:

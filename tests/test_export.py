@@ -87,6 +87,52 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles):
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family):
+    """`sami-rt bench`'s baseline: the bundle alone (no run directory) rebuilds the exported model."""
+    from sami_rt.backends.onnxruntime import OrtBackend
+    from sami_rt.reference import load_reference
+    from sami_rt.reference.guidance import guided_eps
+
+    b = read_bundle(bundles[family] / "bundle")
+    model, abar = load_reference(b)
+    want_model, _, _, _ = load_model(bundles[family] / "run")
+    for (k, v), (k2, w) in zip(model.state_dict().items(), want_model.state_dict().items()):
+        assert k == k2 and torch.equal(v, w), k
+    be = OrtBackend(b, "cpu")
+    rng = np.random.default_rng()
+    B, D = 5, b.latent_dim
+    x = rng.standard_normal((B, *b.image_shape)).astype(np.float32)
+    t = rng.integers(0, b.T, B)
+    z = rng.standard_normal((B, D)).astype(np.float32)
+    mask = (rng.random((B, D)) > 0.3).astype(np.float32)
+    scale = rng.uniform(0.5, 2, B).astype(np.float32)
+    tt = torch.from_numpy(t)
+    want = guided_eps(model.denoiser, model.encoder, torch.from_numpy(x), tt, torch.from_numpy(z),
+                      torch.sqrt(1 - abar[tt]).float(), torch.from_numpy(scale), torch.from_numpy(mask)).numpy()
+    got = be.guided_eps(x, t, z, mask, scale)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    flops = b.manifest["flops"]
+    assert flops["guided_eps"] > flops["denoiser"] > flops["guidance"] > flops["encoder"] > 0
+
+
+def test_reference_weights_are_checked(bundles, tmp_path):
+    from sami_rt.reference import load_reference
+
+    dst, m = _copy(bundles, tmp_path)
+    with open(dst / "reference.npz", "r+b") as fh:
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="checksum mismatch for reference.npz"):
+        read_bundle(dst)
+    del m["reference"]
+    _write(dst, m)
+    with pytest.raises(BundleError, match="has no reference weights"):
+        load_reference(read_bundle(dst))
+
+
 def _copy(bundles, tmp_path):
     dst = tmp_path / "b"
     shutil.copytree(bundles["convnet-unet"] / "bundle", dst)
@@ -199,3 +245,56 @@ def test_tensorrt_engines_match_onnxruntime(bundles, tmp_path):
         want = run_onnx(b.graphs["guided_eps"].path, inp)[0]
         tol = 2e-2 if key.endswith("fp16") else 1e-3
         assert np.abs(out.cpu().numpy() - want).max() <= tol * np.abs(want).max()
+
+
+def _fresh_loop_inputs(b, B, rng):
+    D = b.latent_dim
+    return (rng.standard_normal((B, *b.image_shape)).astype(np.float32), rng.integers(0, b.T, B),
+            rng.standard_normal((B, D)).astype(np.float32), (rng.random((B, D)) > 0.3).astype(np.float32),
+            rng.uniform(0.5, 2, B).astype(np.float32))
+
+
+@pytest.mark.gpu
+def test_native_tensorrt_backend_matches_the_cpu_backend(bundles, tmp_path):
+    """The runtime's TrtBackend (engines, device buffers, CUDA graph replay) against onnxruntime on the CPU,
+    on fresh inputs at every call: a replayed graph must read the new inputs, not the captured ones."""
+    pytest.importorskip("tensorrt")
+    pytest.importorskip("cuda")
+    from sami_rt.backends import open_backend
+    from sami_rt.backends.onnxruntime import OrtBackend
+    from sami_rt.backends.tensorrt import TrtBackend
+
+    export_bundle(bundles["halfunet-attention"] / "run", tmp_path / "b", fp16=True, tensorrt=True, log=lambda s: None)
+    b = read_bundle(tmp_path / "b")
+    cpu = OrtBackend(b, "cpu")
+    rng = np.random.default_rng()
+    for precision, tol in (("float32", 1e-3), ("auto", 2e-2)):
+        be = open_backend(b, "tensorrt", precision=precision)
+        assert isinstance(be, TrtBackend), be.notes
+        for B in (1, 5, 5, 300):  # 300 > the profile's maximum: split
+            args = _fresh_loop_inputs(b, B, rng)
+            want = cpu.guided_eps(*args)
+            assert np.abs(be.guided_eps(*args) - want).max() <= tol * np.abs(want).max(), (precision, B)
+            x = rng.uniform(-1, 1, (B, *b.image_shape)).astype(np.float32)
+            for got, w in zip(be.encode(x), cpu.encode(x)):
+                assert np.abs(got - w).max() <= tol * np.abs(w).max()
+
+
+@pytest.mark.gpu
+def test_cuda_backend_with_cuda_graphs_matches_the_cpu_backend(bundles):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")
+    from sami_rt.backends.onnxruntime import OrtBackend
+
+    b = read_bundle(bundles["convnet-unet"] / "bundle")
+    cpu = OrtBackend(b, "cpu")
+    rng = np.random.default_rng()
+    for precision, tol in (("float32", 1e-3), ("float16", 2e-2)):
+        be = OrtBackend(b, "cuda", precision=precision)
+        for B in (1, 4, 4, 4, 1):  # replays at each size must see the new inputs
+            args = _fresh_loop_inputs(b, B, rng)
+            want = cpu.guided_eps(*args)
+            assert np.abs(be.guided_eps(*args) - want).max() <= tol * np.abs(want).max(), (precision, B, be.notes)
+            want = cpu.denoise(args[0], args[1])
+            assert np.abs(be.denoise(args[0], args[1]) - want).max() <= tol * np.abs(want).max()

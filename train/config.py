@@ -18,7 +18,9 @@ class Config:
     n_train: int = 2000  # disks: number of training images (0 = a fresh image for every draw)
     data_seed: int = 0
     disk_radius: float = 4.0
-    disk_foreground: float = 0.5
+    disk_foreground: float = 0.5  # disk intensity in [0, 1]
+    disk_bg_min: float = 0.0  # background intensity, uniform in [disk_bg_min, disk_bg_max]
+    disk_bg_max: float = 1.0
     # noise schedule
     schedule: str = "linear"  # linear | cosine
     T: int = 400

@@ -25,8 +25,9 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- disks
-def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Factors [n, 3] (centre x, centre y in pixels; background in [0, 1]), each uniform.
+def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: torch.Generator | None = None,
+                        background: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Factors [n, 3] (centre x, centre y in pixels; background intensity in ``background``), each uniform.
 
     The centre is drawn so that the whole disk lies inside the image.
     """
@@ -34,7 +35,7 @@ def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: 
     lo, hi = radius, size - radius
     f = torch.empty_like(u)
     f[:, :2] = lo + (hi - lo) * u[:, :2]
-    f[:, 2] = u[:, 2]
+    f[:, 2] = background[0] + (background[1] - background[0]) * u[:, 2]
     return f
 
 
@@ -54,11 +55,18 @@ def render_disks(factors: torch.Tensor, size: int = 32, radius: float = 4.0, for
     return (img * 2 - 1).to(torch.float32)[:, None]
 
 
-def make_disks(n: int, seed: int, size: int = 32, radius: float = 4.0, foreground: float = 0.5):
+def make_disks(n: int, seed: int, size: int = 32, radius: float = 4.0, foreground: float = 0.5,
+               background: tuple[float, float] = (0.0, 1.0)):
     """Deterministic disks data set: (images [n,1,H,W] in [-1,1], factors [n,3] float64)."""
     g = torch.Generator().manual_seed(int(seed))
-    f = sample_disk_factors(n, size, radius, g)
+    f = sample_disk_factors(n, size, radius, g, background)
     return render_disks(f, size, radius, foreground), f
+
+
+def disk_options(cfg) -> dict:
+    """The disks generator's keyword arguments from a configuration."""
+    return dict(size=cfg.image_size, radius=cfg.disk_radius, foreground=cfg.disk_foreground,
+                background=(cfg.disk_bg_min, cfg.disk_bg_max))
 
 
 # ------------------------------------------------------------------------------------- Fashion-MNIST
@@ -205,7 +213,7 @@ class BatchSource:
             else:
                 seed = cfg.data_seed if split == "train" else cfg.data_seed + 1_000_003
                 n = cfg.n_train if split == "train" else cfg.eval_n
-                self.images, _ = make_disks(n, seed, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
+                self.images, _ = make_disks(n, seed, **disk_options(cfg))
         elif cfg.dataset == "fashion-mnist":
             self.images, _ = load_fashion_mnist(cfg.data_path, split, cfg.image_size)
         elif cfg.dataset == "folder":
@@ -223,7 +231,7 @@ class BatchSource:
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
         if self.fresh:
-            f = sample_disk_factors(n, cfg.image_size, cfg.disk_radius, generator)
+            f = sample_disk_factors(n, cfg.image_size, cfg.disk_radius, generator, (cfg.disk_bg_min, cfg.disk_bg_max))
             return render_disks(f, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
         idx = torch.randint(len(self), (n,), generator=generator)
         if self.images is not None:
@@ -234,7 +242,7 @@ class BatchSource:
 def eval_set(cfg, n: int, seed_offset: int = 1_000_003):
     """Held-out images and factors (None when the data set has none) for evaluation."""
     if cfg.dataset == "disks":
-        return make_disks(n, cfg.data_seed + seed_offset, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
+        return make_disks(n, cfg.data_seed + seed_offset, **disk_options(cfg))
     if cfg.dataset == "fashion-mnist":
         x, _ = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
         return x[:n], None

@@ -3,11 +3,18 @@
 onnxruntime and onnxruntime-gpu install the same module; a GPU package that cannot load its CUDA libraries
 silently falls back to the CPU provider, so the backend checks the providers each session actually got
 and says so (BackendError for an explicit GPU request, a note in ``name`` for ``auto``).
+
+On a GPU the sampling graphs (``guided_eps``, ``denoiser``) run through I/O binding on device buffers that
+are allocated once per batch size and never move; with the CUDA provider, the first call at a batch size
+captures a CUDA graph (one per batch size, ``gpu_graph_id``) and every later step replays it: one graph
+launch per step, plus the copy of x in and eps_hat out. Where the provider cannot capture (a node placed
+on the CPU), the backend runs without graphs and says so in ``notes``.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,8 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+LOOP_GRAPHS = ("guided_eps", "denoiser")
+MAX_BOUND = 8  # batch sizes whose device buffers (and CUDA graphs) are kept at once
 
 
 def engine_cache_dir() -> Path:
@@ -26,11 +35,50 @@ def engine_cache_dir() -> Path:
     return Path(base) / "sami-rt" / "trt-engines"
 
 
+def cpu_session_options(ort, threads: int = 0):
+    """Session options for the CPU provider, chosen by measurement (benchmarks/RESULTS.md)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+class _Bound:
+    """One graph at one batch size, its inputs and outputs bound to device buffers that never move, so a
+    CUDA graph captured on the first run stays valid for the later ones (only their contents change)."""
+
+    def __init__(self, ort, sess, B: int, inputs: dict[str, tuple[tuple, type]], outputs: dict[str, tuple],
+                 device_id: int, graph_id: int | None):
+        self.sess = sess
+        self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type([B, *shape], dtype, "cuda", device_id)
+                       for n, (shape, dtype) in inputs.items()}
+        self.outputs = [ort.OrtValue.ortvalue_from_shape_and_type([B, *shape], np.float32, "cuda", device_id)
+                        for shape in outputs.values()]
+        self.binding = sess.io_binding()
+        for n, v in self.inputs.items():
+            self.binding.bind_ortvalue_input(n, v)
+        for n, v in zip(outputs, self.outputs):
+            self.binding.bind_ortvalue_output(n, v)
+        self.run_options = ort.RunOptions()
+        if graph_id is not None:
+            self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        for n, a in feeds.items():
+            self.inputs[n].update_inplace(np.ascontiguousarray(a))
+        self.sess.run_with_iobinding(self.binding, self.run_options)
+        return self.outputs[0].numpy()
+
+
 class OrtBackend:
-    def __init__(self, bundle, device: str = "auto", threads: int = 0):
+    def __init__(self, bundle, device: str = "auto", threads: int = 0, precision: str = "auto"):
         import onnxruntime as ort
 
+        self.ort = ort
         self.bundle = bundle
+        self.notes: list[str] = []
         available = ort.get_available_providers()
         if device == "auto":
             device = "tensorrt" if "TensorrtExecutionProvider" in available else (
@@ -39,39 +87,114 @@ class OrtBackend:
         if wanted[0] not in available:
             raise BackendError(f"device {device!r} needs onnxruntime's {wanted[0]}, but this onnxruntime offers only "
                                f"{', '.join(available)} (install onnxruntime-gpu on a CUDA machine, or use --device cpu)")
+        if precision not in ("auto", "float32", "float16"):
+            raise BackendError(f"unknown precision {precision!r}; expected auto, float32 or float16")
+        gpu = device != "cpu"
+        if precision == "float16" and not gpu:
+            raise BackendError("float16 graphs are for GPUs; on the CPU the float32 graphs are the fast ones")
+        if precision == "float16" and not bundle.graphs_fp16:
+            raise BackendError(f"bundle {bundle.root} has no float16 graphs (export it with --fp16)")
+        # float16 denoiser (the guidance inside guided_eps stays float32: see export/graphs.py) where it pays
+        self.precision = "float16" if gpu and bundle.graphs_fp16 and precision != "float32" else "float32"
         self.device = device
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
+        self.device_id = 0
+        so = self._so = cpu_session_options(ort, threads)
+        self._sessions = {}
+        self._captured: set[str] = set()  # loop graphs that run as CUDA graphs
+        for name in ("encoder", "denoiser", "guided_eps"):
+            path = self._graph_path(name)
+            graph_capture = device == "cuda" and name in LOOP_GRAPHS
+            sess = self._session(path, so, wanted, graph_capture)
+            if sess is None:  # the CUDA provider refused to capture this graph: run it without CUDA graphs
+                sess = self._session(path, so, wanted, False)
+                self.notes.append(f"{name}: CUDA graphs unavailable (some nodes run outside the CUDA provider)")
+            elif graph_capture:
+                self._captured.add(name)
+            got = sess.get_providers()
+            if got[0] != wanted[0]:
+                raise BackendError(f"onnxruntime could not start {wanted[0]} for the {name} graph (it fell back to "
+                                   f"{got[0]}); check the CUDA libraries, or use --device cpu")
+            self._sessions[name] = sess
+        self._bound: OrderedDict = OrderedDict()
+        self._graph_ids = 0
+        extras = []
+        if gpu:
+            extras.append(f"{self.precision}, I/O binding" + (", CUDA graphs" if self._captured else ""))
+        self.name = f"onnxruntime {ort.__version__} ({wanted[0]}{'; ' + ', '.join(extras) if extras else ''})"
+
+    def _graph_path(self, name: str) -> Path:
+        b = self.bundle
+        graphs = b.graphs_fp16 if self.precision == "float16" and name in b.graphs_fp16 else b.graphs
+        if name not in graphs:
+            raise BackendError(f"bundle {b.root} has no {name} graph")
+        return graphs[name].path
+
+    def _session(self, path, so, wanted, graph_capture):
+        ort = self.ort
         providers = []
         for p in wanted:
             if p == "TensorrtExecutionProvider":
                 cache = engine_cache_dir()
                 cache.mkdir(parents=True, exist_ok=True)
                 providers.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                                      "trt_fp16_enable": False}))
+                                      "trt_fp16_enable": self.precision == "float16"}))
+            elif p == "CUDAExecutionProvider":
+                opts = {"device_id": self.device_id}
+                if graph_capture:
+                    opts["enable_cuda_graph"] = "1"
+                providers.append((p, opts))
             else:
                 providers.append(p)
-        self._sessions = {}
-        for name in ("encoder", "denoiser", "guided_eps"):
-            if name not in bundle.graphs:
-                raise BackendError(f"bundle {bundle.root} has no {name} graph")
-            sess = ort.InferenceSession(str(bundle.graphs[name].path), so, providers=providers)
-            got = sess.get_providers()
-            if got[0] != wanted[0]:
-                raise BackendError(f"onnxruntime could not start {wanted[0]} for the {name} graph (it fell back to "
-                                   f"{got[0]}); check the CUDA libraries, or use --device cpu")
-            self._sessions[name] = sess
-        self.name = f"onnxruntime {ort.__version__} ({wanted[0]})"
+        try:
+            return ort.InferenceSession(str(path), so, providers=providers)
+        except Exception:
+            if graph_capture:
+                return None
+            raise
+
+    # ------------------------------------------------------------------------------------- calls
+    def _run_loop_graph(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.device == "cpu":
+            return self._sessions[name].run(None, feeds)[0]
+        B = len(feeds["x_t"])
+        key = (name, B)
+        bound = self._bound.get(key)
+        if bound is None:
+            spec = self.bundle.graphs[name]
+            inputs = {s["name"]: (tuple(s["shape"][1:]), np.int64 if s["dtype"] == "int64" else np.float32)
+                      for s in spec.inputs}
+            outputs = {s["name"]: tuple(s["shape"][1:]) for s in spec.outputs}
+            graph_id = None
+            if name in self._captured:
+                self._graph_ids += 1  # one captured graph per (graph, batch size); ids are never reused
+                graph_id = self._graph_ids
+            bound = _Bound(self.ort, self._sessions[name], B, inputs, outputs, self.device_id, graph_id)
+            try:
+                out = bound(feeds)  # the first run at this size (with CUDA graphs: the capture)
+            except Exception as e:
+                if name not in self._captured:
+                    raise
+                # capture failed at run time: this graph runs without CUDA graphs from now on
+                self._captured.discard(name)
+                self.notes.append(f"{name}: CUDA graph capture failed ({str(e).splitlines()[0][:120]}); "
+                                  "running without CUDA graphs")
+                self._sessions[name] = self._session(self._graph_path(name), self._so, PROVIDERS[self.device], False)
+                for k in [k for k in self._bound if k[0] == name]:
+                    del self._bound[k]
+                return self._run_loop_graph(name, feeds)
+            self._bound[key] = bound
+            while len(self._bound) > MAX_BOUND:
+                self._bound.popitem(last=False)
+            return out
+        self._bound.move_to_end(key)
+        return bound(feeds)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, var = self._sessions["encoder"].run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return mu, var
 
     def denoise(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return self._sessions["denoiser"].run(None, {"x_t": x_t, "t": t})[0]
+        return self._run_loop_graph("denoiser", {"x_t": x_t, "t": t})
 
     def guided_eps(self, x_t, t, z, mask, scale) -> np.ndarray:
-        return self._sessions["guided_eps"].run(None, {"x_t": x_t, "t": t, "z": z, "mask": mask, "scale": scale})[0]
+        return self._run_loop_graph("guided_eps", {"x_t": x_t, "t": t, "z": z, "mask": mask, "scale": scale})

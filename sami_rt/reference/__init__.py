@@ -1,0 +1,51 @@
+"""The bundle's model in PyTorch: the networks, the exact guidance, and a loader for a bundle's reference
+weights. Needs torch, which the runtime never imports: only ``sami-rt bench`` (for its PyTorch eager
+baseline), ``train/`` and ``export/`` use this subpackage."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from sami_rt.bundle import Bundle, BundleError
+
+REFERENCE_FILE = "reference.npz"
+
+
+def save_reference(model, path) -> None:
+    """Write a SAMI model's weights as an npz of float32 arrays named like its state dict (no pickle)."""
+    from sami_rt.io import atomic_path
+
+    arrays = {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+              for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_reference(bundle: Bundle, device: str = "cpu"):
+    """(model in eval mode, abar float64 tensor) rebuilt in PyTorch from a bundle's reference weights."""
+    import torch
+
+    from sami_rt.reference.nets import SAMI
+
+    if bundle.reference is None:
+        raise BundleError(f"bundle {bundle.root} has no reference weights (export it again with this sami-rt)")
+    cfg = (bundle.manifest.get("training") or {}).get("config")
+    if not isinstance(cfg, dict):
+        raise BundleError(f"bundle {bundle.root}: manifest.json lacks training.config, needed to rebuild the model")
+    ns = SimpleNamespace(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    try:
+        model = SAMI(ns)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise BundleError(f"bundle {bundle.root}: training.config cannot rebuild the model ({e})") from None
+    with np.load(bundle.reference, allow_pickle=False) as f:
+        state = {k: torch.from_numpy(np.array(f[k])) for k in f.files}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise BundleError(f"bundle {bundle.root}: {bundle.reference.name} does not match the model "
+                          f"({str(e).splitlines()[0]})") from None
+    abar = torch.from_numpy(np.asarray(bundle.abar, dtype=np.float64))
+    return model.to(device).eval().requires_grad_(False), abar

@@ -1,0 +1,45 @@
+"""`sami-rt bench` on the default model: every figure is produced, the baseline agrees with the runtime."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sami_rt.bench import gpu_peak
+
+
+def test_bench_cli_writes_every_figure(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "bench", "--device", "cpu", "--batch", "1", "--batch", "3",
+                        "--repeats", "3", "--warmup", "1", "-n", "2", "--steps", "4", "--frames", "12",
+                        "--json", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert [c["batch"] for c in res["calls"]] == [1, 3]
+    for c in res["calls"]:
+        for k in ("guided_eps", "encoder", "guided_eps_torch", "encoder_torch"):
+            assert c[k]["median_ms"] > 0 and c[k]["iqr_ms"] >= 0
+        assert c["guided_eps_speedup"] > 0 and c["guided_eps_max_abs_diff"] < 1e-3
+    g = res["generate"]
+    assert g["backend_calls"] == 4 and 0 <= g["loop_share"] < 1 and g["torch_seconds"] > 0
+    v = res["video"]
+    assert v["frames"] == 12 and v["size"] == "640x480" and v["decode_fps"] > 0 and v["encode_fps"] > 0
+    assert res["flops_per_sample"]["guided_eps"] > 0
+    assert "speed-up" in r.stdout and "generate:" in r.stdout
+
+
+def test_bench_without_the_baseline_needs_no_torch(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "import sys, runpy; sys.modules['torch'] = None; "
+                        "sys.argv = ['sami-rt', 'bench', '--device', 'cpu', '--batch', '2', '--repeats', '2', "
+                        "'--warmup', '0', '-n', '2', '--steps', '2', '--frames', '5']; "
+                        "runpy.run_module('sami_rt.cli', run_name='__main__')"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "baseline: none: torch is not installed" in r.stdout
+
+
+def test_gpu_peak_table_prefers_the_specific_name():
+    assert gpu_peak("NVIDIA H100 PCIe") == (51.0, 756.0)
+    assert gpu_peak("NVIDIA H100 80GB HBM3") == (67.0, 989.0)
+    assert gpu_peak("Some Other GPU") is None and gpu_peak(None) is None
