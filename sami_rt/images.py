@@ -15,6 +15,17 @@ class ImageError(ValueError):
     """An image that cannot be used, named with the reason."""
 
 
+def load_cv2():
+    """OpenCV with its own error log silenced: its failures become this package's one-sentence errors."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # OpenCV builds without the logging utilities
+        pass
+    return cv2
+
+
 def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list | None = None,
              name: str = "image") -> np.ndarray:
     """Pixels (H, W) or (H, W, C) uint8/uint16/float in [0, 255] -> float32 [C, H, W] in [-1, 1].
@@ -22,8 +33,15 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
     Colour is converted to the model's channel count, and the image centre-cropped to the model's aspect
     ratio and resized; each change is appended to ``notes``.
     """
-    import cv2
+    cv2 = load_cv2()
 
+    img = np.asarray(img)
+    if img.ndim not in (2, 3) or img.size == 0 or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name}: expected pixels of shape (H, W) or (H, W, 1|3|4), got {list(img.shape)}")
+    if img.dtype.kind not in "uif":
+        raise ImageError(f"{name}: expected numeric pixels, got dtype {img.dtype}")
+    if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
+        raise ImageError(f"{name}: the pixels hold NaN or infinite values")
     if img.dtype == np.uint16:
         img = (img / 257.0).astype(np.float32)
     elif img.dtype != np.uint8:
@@ -64,17 +82,76 @@ def _note(notes, text):
         notes.append(text)
 
 
+MAX_FILE_BYTES = 1 << 30  # an image file larger than this is refused unread
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding the image; None for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"BM" and len(data) >= 26:
+        return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+                abs(int.from_bytes(data[22:26], "little", signed=True)))
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a PNG or JPEG file is incomplete (decoders return part of such an image silently), else None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
+        return "a truncated PNG (its IEND chunk is missing)"
+    if data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return "a truncated JPEG (its end-of-image marker is missing)"
+    return None
+
+
 def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], notes: list | None = None) -> np.ndarray:
-    import cv2
+    """An image file -> float32 [C, H, W] in [-1, 1] for the model (see to_model), or ImageError."""
+    cv2 = load_cv2()
 
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image {p} does not exist")
     if p.is_dir():
         raise ImageError(f"{p} is a directory, not an image")
-    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if img is None:
+    if not p.is_file():
+        raise ImageError(f"{p} is not a regular file")
+    nbytes = p.stat().st_size
+    if nbytes > MAX_FILE_BYTES:
+        raise ImageError(f"{p} is {nbytes / 2**30:.1f} GiB; images larger than {MAX_FILE_BYTES >> 30} GiB are refused")
+    data = p.read_bytes()
+    if not data:
+        raise ImageError(f"{p} is empty, not an image")
+    wh = header_size(data)
+    if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+        raise ImageError(f"{p} is {wh[0]}x{wh[1]} pixels; images above {MAX_PIXELS // 1_000_000} megapixels are "
+                         "refused before decoding (resize it first)")
+    why = truncation(data)
+    if why is not None:
+        raise ImageError(f"{p} is {why}; decoding it would give a partial image")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
         raise ImageError(f"{p} is not an image OpenCV can read (expected PNG, JPEG, BMP, WebP or TIFF)")
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ImageError(f"{p} has {img.dtype} pixels; expected 8- or 16-bit integers or 32-bit floats")
+    if img.dtype == np.float32 and not np.all(np.isfinite(img)):
+        raise ImageError(f"{p} holds NaN or infinite pixel values")
+    if img.dtype == np.uint16:
+        _note(notes, f"{p}: 16-bit pixels scaled to 8-bit range")
     return to_model(img, channels, size, notes, name=str(p))
 
 
@@ -97,7 +174,7 @@ def grid(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write uint8 [H, W, C] (RGB or grey) as PNG, atomically."""
-    import cv2
+    cv2 = load_cv2()
 
     from sami_rt.io import atomic_write_bytes
 

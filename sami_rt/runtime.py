@@ -13,7 +13,7 @@ import numpy as np
 from sami_rt.backends import open_backend
 from sami_rt.bundle import Bundle, read_bundle
 from sami_rt.images import IMAGE_EXTS, read_image
-from sami_rt.sampler import initial_noise, run_loop
+from sami_rt.sampler import SamplingError, initial_noise, run_loop
 from sami_rt.schedule import respace, step_coefficients
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "disks-small"
@@ -182,7 +182,10 @@ class Runtime:
                 if progress is not None:
                     progress(done + i, len(ts) * -(-n // batch))
 
-            run_loop(backend, x, co, seed, idx, prog, cancel, use_cpp)
+            try:
+                run_loop(backend, x, co, seed, idx, prog, cancel, use_cpp)
+            except SamplingError as e:
+                raise SamplingError(f"{e} (backend: {self.backend.name}; samples {lo}..{hi - 1}, seed {seed})") from None
             out[lo:hi] = np.clip(x, -1.0, 1.0)
             done += len(ts)
         return Samples(out, zz, seed, int(steps), sampler, time.perf_counter() - t0, notes)

@@ -112,9 +112,9 @@ class _Reader:
 
 
 def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> VideoEncoding:
-    import cv2
+    from sami_rt.images import load_cv2, to_model
 
-    from sami_rt.images import to_model
+    cv2 = load_cv2()
 
     p = Path(path)
     if not p.is_file():

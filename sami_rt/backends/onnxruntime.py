@@ -14,6 +14,7 @@ on the CPU), the backend runs without graphs and says so in ``notes``.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -110,17 +111,31 @@ class OrtBackend:
                 self.notes.append(f"{name}: CUDA graphs unavailable (some nodes run outside the CUDA provider)")
             elif graph_capture:
                 self._captured.add(name)
+            self._check_declared(name, path, sess)
             got = sess.get_providers()
             if got[0] != wanted[0]:
                 raise BackendError(f"onnxruntime could not start {wanted[0]} for the {name} graph (it fell back to "
                                    f"{got[0]}); check the CUDA libraries, or use --device cpu")
             self._sessions[name] = sess
         self._bound: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # the bound device buffers are shared: one GPU call at a time
         self._graph_ids = 0
         extras = []
         if gpu:
             extras.append(f"{self.precision}, I/O binding" + (", CUDA graphs" if self._captured else ""))
         self.name = f"onnxruntime {ort.__version__} ({wanted[0]}{'; ' + ', '.join(extras) if extras else ''})"
+
+    def _check_declared(self, name: str, path: Path, sess) -> None:
+        """The ONNX file must be the graph the manifest declares: same input/output names, ranks and fixed dims."""
+        from sami_rt.bundle import BundleError
+
+        spec = self.bundle.graphs[name]
+        for side, got, want in (("inputs", sess.get_inputs(), spec.inputs), ("outputs", sess.get_outputs(), spec.outputs)):
+            g = [(a.name, [d if isinstance(d, int) else "batch" for d in a.shape]) for a in got]
+            w = [(d["name"], [x if isinstance(x, int) else "batch" for x in d["shape"]]) for d in want]
+            if g != w:
+                raise BundleError(f"{path.name} is not the declared {name} graph: its {side} are {g}, the manifest "
+                                  f"declares {w}")
 
     def _graph_path(self, name: str) -> Path:
         b = self.bundle
@@ -154,8 +169,12 @@ class OrtBackend:
 
     # ------------------------------------------------------------------------------------- calls
     def _run_loop_graph(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if self.device == "cpu":
+        if self.device == "cpu":  # InferenceSession.run is thread-safe
             return self._sessions[name].run(None, feeds)[0]
+        with self._lock:
+            return self._run_bound(name, feeds)
+
+    def _run_bound(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         B = len(feeds["x_t"])
         key = (name, B)
         bound = self._bound.get(key)
@@ -181,7 +200,7 @@ class OrtBackend:
                 self._sessions[name] = self._session(self._graph_path(name), self._so, PROVIDERS[self.device], False)
                 for k in [k for k in self._bound if k[0] == name]:
                     del self._bound[k]
-                return self._run_loop_graph(name, feeds)
+                return self._run_bound(name, feeds)
             self._bound[key] = bound
             while len(self._bound) > MAX_BOUND:
                 self._bound.popitem(last=False)

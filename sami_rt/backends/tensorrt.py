@@ -11,6 +11,7 @@ from the ONNX graphs) for the rest, saying why.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -166,13 +167,18 @@ class TrtBackend:
         self.out_names = {n: [s["name"] for s in g.outputs] for n, g in spec.items()}
         self.precision = "float16" if any(e.precision == "float16" for e in engines.values()) else "float32"
         self._contexts: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()  # contexts and their buffers are shared: one call at a time
         self.name = f"TensorRT {trt.__version__} engines ({self.precision}, CUDA graphs)"
 
     def _call(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            return self._call_locked(name, feeds)
+
+    def _call_locked(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         B = len(next(iter(feeds.values())))
         lo, hi = self.profiles[name]
         if B > hi:  # beyond the engine's profile: split the batch
-            parts = [self._call(name, {k: v[i : i + hi] for k, v in feeds.items()}) for i in range(0, B, hi)]
+            parts = [self._call_locked(name, {k: v[i : i + hi] for k, v in feeds.items()}) for i in range(0, B, hi)]
             return [np.concatenate(p) for p in zip(*parts)]
         if B < lo:
             raise BackendError(f"batch {B} is below the {name} engine's profile minimum {lo}")

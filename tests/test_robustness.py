@@ -1,0 +1,217 @@
+"""Bad inputs, untrusted bundles and concurrent use get a clear answer (docs/robustness.md lists every case)."""
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sami_rt.bundle import MANIFEST, BundleError, read_bundle, sha256_file
+from sami_rt.images import MAX_PIXELS, ImageError, load_cv2
+from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
+from sami_rt.sampler import SamplingError
+from sami_rt.video import VideoError
+
+cv2 = load_cv2()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return Runtime(device="cpu")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def palette_png(path: Path, idx: np.ndarray, palette: np.ndarray) -> None:
+    """A colour-type-3 (palette) PNG, written by hand: OpenCV cannot write one."""
+    h, w = idx.shape
+    raw = b"".join(b"\x00" + idx[r].astype(np.uint8).tobytes() for r in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+                     + _png_chunk(b"PLTE", palette.astype(np.uint8).tobytes()) + _png_chunk(b"IDAT", zlib.compress(raw))
+                     + _png_chunk(b"IEND", b""))
+
+
+# --------------------------------------------------------------------------------------------- images
+def test_image_files_that_are_not_images(rt, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image at all")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()
+    cases = {tmp_path / "missing.png": "does not exist", tmp_path / "notes.png": "is not an image OpenCV can read",
+             tmp_path / "empty.png": "is empty"}
+    for path, msg in cases.items():
+        with pytest.raises(ImageError, match=msg):
+            rt.encode(str(path))
+    with pytest.raises(InputError, match="holds no images"):  # a folder is a set of images: this one is empty
+        rt.encode(str(tmp_path / "folder.png"))
+    (tmp_path / "folder.png" / "a.png").write_bytes((tmp_path / "notes.png").read_bytes())
+    with pytest.raises(ImageError, match="a.png is not an image"):
+        rt.generate(guide=str(tmp_path / "folder.png"), steps=2)
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_truncated_images_are_refused_not_half_decoded(rt, tmp_path, ext):
+    img = np.random.default_rng().integers(0, 255, (64, 64), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / f"full.{ext}"), img)
+    data = (tmp_path / f"full.{ext}").read_bytes()
+    (tmp_path / f"cut.{ext}").write_bytes(data[: len(data) * 2 // 3])
+    rt.encode(str(tmp_path / f"full.{ext}"))
+    with pytest.raises(ImageError, match="truncated"):
+        rt.encode(str(tmp_path / f"cut.{ext}"))
+
+
+def test_enormous_images_are_refused_before_decoding(rt, tmp_path):
+    side = int(np.sqrt(MAX_PIXELS)) + 10
+    # a valid header for a huge image and almost no data: decoding it would allocate side^2 bytes
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    (tmp_path / "huge.png").write_bytes(head + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match=f"{side}x{side} pixels"):
+        rt.encode(str(tmp_path / "huge.png"))
+
+
+def test_odd_pixel_formats_are_converted_and_said(rt, tmp_path):
+    rng = np.random.default_rng()
+    grey = rng.integers(0, 255, (32, 32), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "deep.png"), grey.astype(np.uint16) * 257)
+    palette_png(tmp_path / "pal.png", grey // 16, np.repeat(np.arange(16)[:, None] * 17, 3, axis=1))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+    cv2.imwrite(str(tmp_path / "big.png"), cv2.resize(grey, (96, 64), interpolation=cv2.INTER_NEAREST))
+    want = rt.load_images(grey)
+    for name, note in (("deep.png", "16-bit"), ("pal.png", "grey"), ("rgba.png", "alpha channel dropped"),
+                       ("big.png", "96x64 centre-cropped and resized to 32x32")):
+        notes = []
+        x = rt.load_images(str(tmp_path / name), notes)
+        assert x.shape == (1, 1, 32, 32) and any(note in n for n in notes), (name, notes)
+        if name == "pal.png":  # 16 grey levels
+            assert np.abs(x - rt.load_images((grey // 16 * 17).astype(np.uint8))).max() < 1e-6
+        elif name != "big.png":
+            assert np.abs(x - want).max() <= 2 / 127.5 + 1e-6, name  # the same picture
+
+
+def test_non_finite_arrays_are_refused(rt):
+    x = np.random.default_rng().uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)
+    x[1, 0, 3, 4] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        rt.encode(x)
+    pix = np.random.default_rng().uniform(0, 255, (32, 32))
+    pix[0, 0] = np.inf
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        rt.encode(pix)
+    with pytest.raises(InputError, match="NaN"):
+        rt.generate(z=np.array([0.0, np.inf, 1.0]), n=1, steps=2)
+
+
+# --------------------------------------------------------------------------------------------- videos
+def _avi(path: Path, frames: int, size=(48, 40)):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size, isColor=True)
+    assert w.isOpened()
+    rng = np.random.default_rng()
+    for _ in range(frames):
+        w.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    w.release()
+
+
+def test_videos_that_cannot_be_read(rt, tmp_path):
+    (tmp_path / "text.mp4").write_text("no video here")
+    with pytest.raises(VideoError, match="does not exist"):
+        rt.encode_video(tmp_path / "missing.mp4")
+    with pytest.raises(VideoError, match="not a video OpenCV can open|no frames"):
+        rt.encode_video(tmp_path / "text.mp4")
+    with pytest.raises(VideoError, match="not a file"):
+        rt.encode_video(tmp_path)
+
+
+def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path):
+    _avi(tmp_path / "full.avi", 40)
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    full = rt.encode_video(tmp_path / "full.avi")
+    assert len(full.frames) == 40 and full.stopped_at is None
+    cut = rt.encode_video(tmp_path / "cut.avi")
+    assert 5 <= len(cut.frames) < 40
+    if cut.stopped_at is not None:  # the container still declares 40 frames
+        assert cut.stopped_at == len(cut.frames)
+    k = len(cut.frames) - 1  # the frame at the cut itself may be partly decoded
+    np.testing.assert_allclose(cut.mu[:k], full.mu[:k], atol=1e-5)
+
+
+def test_a_one_frame_video_has_undefined_curvature(rt, tmp_path):
+    _avi(tmp_path / "one.avi", 1)
+    v = rt.encode_video(tmp_path / "one.avi")
+    assert len(v.frames) == 1 and v.mean_latent_curvature is None and v.mean_pixel_curvature is None
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "encode", str(tmp_path / "one.avi"), "-o",
+                        str(tmp_path / "one.npz"), "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0 and "undefined (fewer than 3 frames)" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------- numerics
+def test_a_non_finite_step_names_the_step_and_the_backend(tmp_path):
+    rt = Runtime(device="cpu")
+    real = rt.backend.guided_eps
+
+    def bad(x_t, t, z, mask, scale):
+        out = real(x_t, t, z, mask, scale)
+        if t[0] < 200:  # late in the loop
+            out[0, 0, 0, 0] = np.nan
+        return out
+
+    rt.backend.guided_eps = bad
+    with pytest.raises(SamplingError, match=r"sampling step \d+ produced 1 non-finite values \(backend: onnxruntime"):
+        rt.generate(z=np.zeros(3), n=2, steps=10, sampler="ddim")
+
+
+# --------------------------------------------------------------------------------------------- bundles
+def test_an_onnx_file_that_is_not_the_declared_graph(tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(DEFAULT_MODEL, dst)
+    m = json.loads((dst / MANIFEST).read_text())
+    shutil.copy(dst / m["graphs"]["denoiser"]["file"], dst / m["graphs"]["encoder"]["file"])
+    m["graphs"]["encoder"]["sha256"] = sha256_file(dst / m["graphs"]["encoder"]["file"])  # a consistent lie
+    (dst / MANIFEST).write_text(json.dumps(m))
+    read_bundle(dst)  # the manifest itself is well formed ...
+    with pytest.raises(BundleError, match="is not the declared encoder graph"):
+        Runtime(dst, device="cpu")  # ... but the file is another graph
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--model", str(dst), "--device", "cpu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "is not the declared encoder graph" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_gpu_device_where_there_is_none():
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--device", "cuda"], capture_output=True, text=True)
+    assert r.returncode == 1 and "needs onnxruntime's CUDAExecutionProvider" in r.stderr
+    assert "CPUExecutionProvider" in Runtime(device="auto").backend.name  # auto falls back
+
+
+# --------------------------------------------------------------------------------------------- threads
+def test_one_runtime_from_several_threads_equals_sequential_use(rt):
+    seeds = [int(s) for s in np.random.default_rng().integers(0, 2**31, 6)]
+    guide = str(ROOT / "examples" / "guide.png")
+    want = {s: rt.generate(guide=guide, n=3, steps=8, sampler="ddpm", seed=s).x for s in seeds}
+    got, errors = {}, []
+
+    def work(s):
+        try:
+            got[s] = rt.generate(guide=guide, n=3, steps=8, sampler="ddpm", seed=s).x
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for s in seeds:
+        np.testing.assert_array_equal(got[s], want[s])
