@@ -48,6 +48,6 @@ setup(
         "export": ["onnx>=1.16", "onnxscript>=0.3"],
         "plot": ["matplotlib>=3.6"],
         "trt": ["tensorrt>=10"],
-        "dev": ["pytest>=7.0"],
+        "dev": ["pytest>=7.0", "hypothesis>=6.0"],
     },
 )

@@ -108,3 +108,40 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     assert g["test_variability"] > 0 and g["cond_variability"] > 0 and g["uncond_mse_to_guide"] > 0
     csv = (run / "posterior_variance.csv").read_text().splitlines()
     assert csv[0] == "t,abar,var_0,var_1,var_2" and len(csv) == 21
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Kill a real training process with SIGKILL (checkpoints every step, so kills land inside checkpoint
+    writes too), resume it, repeat; the finished run equals one that was never interrupted."""
+    import random
+    import signal
+    import time
+
+    seed = int(torch.randint(1000, (1,)))
+    args = [*TINY_ARGS, "--steps", "30", "--ckpt-every", "1", "--seed", str(seed), "--n-train", "0",
+            "--eval-at-end", "false", "--threads", "1"]
+    run = [sys.executable, str(ROOT / "train" / "run.py")]
+    r = subprocess.run([*run, "--config", "disks", *args, "--out", str(tmp_path / "full")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    part, kills, rng = tmp_path / "part", 0, random.Random()
+    cmd = [*run, "--config", "disks", *args, "--out", str(part)]
+    for _ in range(4):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.time()
+        while not (part / CHECKPOINT).exists() and p.poll() is None and time.time() - t0 < 60:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+        cmd = [*run, "--resume", str(part)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert kills >= 1
+    assert not list(part.glob(".*.tmp"))  # what killed writes left behind, removed on resume
+    full, got = load_checkpoint(tmp_path / "full" / CHECKPOINT), load_checkpoint(part / CHECKPOINT)
+    assert full["step"] == got["step"] == 30
+    assert _states_equal(full["model"], got["model"]) and _states_equal(full["ema"], got["ema"])
+    steps = [json.loads(ln)["step"] for ln in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 31, 2))

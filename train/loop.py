@@ -154,6 +154,9 @@ class Trainer:
                 "rng": rng}
 
     def _restore(self) -> None:
+        if self.dist.main:  # temporary files of writes that a killed process never finished
+            for f in self.run_dir.glob(".*.tmp"):
+                f.unlink(missing_ok=True)
         ck = load_checkpoint(self.run_dir / CHECKPOINT, self.device)
         if len(ck["rng"]) != self.dist.world:
             raise RuntimeError(f"{self.run_dir / CHECKPOINT} was written by {len(ck['rng'])} process(es); "
