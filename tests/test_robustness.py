@@ -215,3 +215,22 @@ def test_one_runtime_from_several_threads_equals_sequential_use(rt):
     assert not errors
     for s in seeds:
         np.testing.assert_array_equal(got[s], want[s])
+
+
+def test_engines_for_another_tensorrt_or_gpu_are_skipped_and_said(tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(DEFAULT_MODEL, dst)
+    m = json.loads((dst / MANIFEST).read_text())
+    (dst / "guided_eps.plan").write_bytes(np.random.default_rng().bytes(256))
+    m["engines"] = {"guided_eps": {"file": "guided_eps.plan", "onnx": "guided_eps.onnx", "tensorrt": "0.0.1",
+                                   "gpu": "A GPU from elsewhere", "precision": "float32",
+                                   "batch_profile": [1, 16, 256], "sha256": sha256_file(dst / "guided_eps.plan")}}
+    (dst / MANIFEST).write_text(json.dumps(m))
+    from sami_rt.backends.tensorrt import usable_engines
+
+    engines, why = usable_engines(read_bundle(dst))
+    assert engines == {} and why  # no tensorrt here, or another version/GPU: a reason either way
+    rt = Runtime(dst, device="auto")
+    assert rt.backend.notes and rt.backend.notes[0].startswith("the bundle's TensorRT engines are skipped: ")
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--model", str(dst)], capture_output=True, text=True)
+    assert r.returncode == 0 and "note: the bundle's TensorRT engines are skipped" in r.stderr
