@@ -103,6 +103,34 @@ def test_encode_video_streams_every_frame(rt):
     np.testing.assert_allclose(v2.mu, v.mu[::5], atol=1e-5)
 
 
+def _disk_centres(images: np.ndarray, foreground: float) -> np.ndarray:
+    """Centres (x, y) in pixels of the disks in uint8 images [N, H, W, 1]: coverage-weighted centroids, each
+    image's background taken as its median pixel (the disk covers 5% of it)."""
+    v = images[..., 0].astype(np.float64) / 255.0
+    bg = np.median(v.reshape(len(v), -1), axis=1)[:, None, None]
+    cover = np.clip((v - bg) / (foreground - bg), 0.0, 1.0)
+    c = np.arange(v.shape[1]) + 0.5
+    w = cover.sum(axis=(1, 2))
+    return np.stack([(cover * c[None, None, :]).sum(axis=(1, 2)) / w, (cover * c[None, :, None]).sum(axis=(1, 2)) / w], 1)
+
+
+def test_guided_samples_keep_the_guides_position_and_background(rt):
+    """The default model's acceptance: guided samples put the disk where the guide has it, on its background;
+    unconditional samples do not (so the check can fail)."""
+    truth = json.loads((EXAMPLES / "moving_disk.json").read_text())
+    g, fg = truth["guide"], truth["disks"]["foreground"]
+    seed = int(np.random.default_rng().integers(2**31))
+    cond = rt.generate(guide=str(EXAMPLES / "guide.png"), n=16, seed=seed).images
+    uncond = rt.generate(n=16, seed=seed).images
+    want = np.array([g["x"], g["y"]])
+    d_cond = np.linalg.norm(_disk_centres(cond, fg) - want, axis=1)
+    d_uncond = np.linalg.norm(_disk_centres(uncond, fg) - want, axis=1)
+    bg_cond = np.median(cond[..., 0].reshape(16, -1), axis=1) / 255.0
+    assert np.median(d_cond) < 2.0, d_cond
+    assert np.median(d_uncond) > 2 * np.median(d_cond), d_uncond
+    assert np.abs(bg_cond - g["background"]).max() < 0.05, bg_cond
+
+
 def test_runtime_never_imports_torch():
     code = (
         "import sys\n"
