@@ -47,7 +47,7 @@ setup(
         "train": ["torch>=2.1", "tqdm>=4.60", "scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9.0"],
         "export": ["onnx>=1.16", "onnxscript>=0.3"],
         "plot": ["matplotlib>=3.6"],
-        "trt": ["tensorrt>=10"],
+        "trt": ["tensorrt>=10", "cuda-python>=12"],
         "dev": ["pytest>=7.0", "hypothesis>=6.0"],
     },
 )

@@ -234,3 +234,26 @@ def test_engines_for_another_tensorrt_or_gpu_are_skipped_and_said(tmp_path):
     assert rt.backend.notes and rt.backend.notes[0].startswith("the bundle's TensorRT engines are skipped: ")
     r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--model", str(dst)], capture_output=True, text=True)
     assert r.returncode == 0 and "note: the bundle's TensorRT engines are skipped" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------- outputs
+def test_a_failed_write_leaves_the_old_output_and_no_temporary_file(tmp_path):
+    from sami_rt.io import atomic_path, atomic_write_bytes, write_npz
+
+    out = tmp_path / "latents.npz"
+    write_npz(out, mu=np.arange(3.0))
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(out) as tmp:
+            Path(tmp).write_bytes(b"half of a file")
+            raise RuntimeError("disk full")
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["latents.npz"]
+    atomic_write_bytes(out, b"new")
+    assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["latents.npz"]
+
+
+def test_a_cli_run_that_fails_writes_nothing(tmp_path):
+    out = tmp_path / "samples.png"
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "generate", "--guide", str(tmp_path / "missing.png"),
+                        "-o", str(out), "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 1 and not any(tmp_path.iterdir())
