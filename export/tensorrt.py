@@ -46,15 +46,16 @@ def build_engine(onnx_path: Path, plan_path: Path, inputs: list[dict], batch=(1,
     version, gpu = check_available()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch (the only mode since TensorRT 10)
+    # float16 graphs: strongly typed, so TensorRT keeps the ONNX graph's own types (float16 denoiser, float32
+    # heads, log-likelihood and guidance) instead of choosing float16 wherever it is faster
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if fp16 else 0
+    network = builder.create_network(flags)  # explicit batch (the only mode since TensorRT 10)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     lo, opt, hi = batch
     for spec in inputs:

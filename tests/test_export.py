@@ -271,13 +271,17 @@ def test_native_tensorrt_backend_matches_the_cpu_backend(bundles, tmp_path):
     for precision, tol in (("float32", 1e-3), ("auto", 2e-2)):
         be = open_backend(b, "tensorrt", precision=precision)
         assert isinstance(be, TrtBackend), be.notes
-        for B in (1, 5, 5, 300):  # 300 > the profile's maximum: split
+        assert be.precision == ("float16" if precision == "auto" else "float32")
+        for B in list(range(1, 11)) + [5, 300]:  # > 8 sizes: contexts are evicted and rebuilt; 300 is split
             args = _fresh_loop_inputs(b, B, rng)
             want = cpu.guided_eps(*args)
             assert np.abs(be.guided_eps(*args) - want).max() <= tol * np.abs(want).max(), (precision, B)
+            want = cpu.denoise(args[0], args[1])
+            assert np.abs(be.denoise(args[0], args[1]) - want).max() <= tol * np.abs(want).max(), (precision, B)
             x = rng.uniform(-1, 1, (B, *b.image_shape)).astype(np.float32)
             for got, w in zip(be.encode(x), cpu.encode(x)):
                 assert np.abs(got - w).max() <= tol * np.abs(w).max()
+        assert all(ctx.graph is not None for ctx in be._contexts.values()), be.notes  # graphs were captured
 
 
 @pytest.mark.gpu
@@ -292,9 +296,13 @@ def test_cuda_backend_with_cuda_graphs_matches_the_cpu_backend(bundles):
     rng = np.random.default_rng()
     for precision, tol in (("float32", 1e-3), ("float16", 2e-2)):
         be = OrtBackend(b, "cuda", precision=precision)
-        for B in (1, 4, 4, 4, 1):  # replays at each size must see the new inputs
+        assert be._captured == {"guided_eps", "denoiser"}, be.notes  # CUDA graphs are on
+        # replays at each size must see the new inputs; more than MAX_CAPTURED sizes run uncaptured
+        for B in [1, 4, 4, 4, 1] + list(range(5, 15)) + [2]:
             args = _fresh_loop_inputs(b, B, rng)
             want = cpu.guided_eps(*args)
             assert np.abs(be.guided_eps(*args) - want).max() <= tol * np.abs(want).max(), (precision, B, be.notes)
+            t32 = args[1].astype(np.int32)  # another integer type must be converted, not reinterpreted
             want = cpu.denoise(args[0], args[1])
-            assert np.abs(be.denoise(args[0], args[1]) - want).max() <= tol * np.abs(want).max()
+            assert np.abs(be.denoise(args[0], t32) - want).max() <= tol * np.abs(want).max()
+        assert be._captured == {"guided_eps", "denoiser"}, be.notes

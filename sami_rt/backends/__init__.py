@@ -34,7 +34,10 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
 
         engines, why = usable_engines(bundle, prefer_fp16=precision != "float32")
         if engines:
-            return TrtBackend(bundle, engines)
+            try:
+                return TrtBackend(bundle, engines)
+            except BackendError as e:
+                why = str(e)
         notes.append(f"the bundle's TensorRT engines are skipped: {why}")
     be = OrtBackend(bundle, device, threads, precision)
     be.notes[:0] = notes

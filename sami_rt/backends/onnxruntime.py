@@ -28,7 +28,9 @@ PROVIDERS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 LOOP_GRAPHS = ("guided_eps", "denoiser")
-MAX_BOUND = 8  # batch sizes whose device buffers (and CUDA graphs) are kept at once
+MAX_CAPTURED = 8  # batch sizes per graph that get a CUDA graph, kept for the session's life
+MAX_UNCAPTURED = 8  # further batch sizes: bound buffers without a graph, least recently used evicted
+CUDA_GRAPH_MIN_ORT = (1, 18)  # several graphs per session (gpu_graph_id); older versions replay the first
 
 
 def engine_cache_dir() -> Path:
@@ -52,7 +54,8 @@ class _Bound:
 
     def __init__(self, ort, sess, B: int, inputs: dict[str, tuple[tuple, type]], outputs: dict[str, tuple],
                  device_id: int, graph_id: int | None):
-        self.sess = sess
+        self.sess, self.graph_id = sess, graph_id
+        self.specs = {n: ((B, *shape), np.dtype(dtype)) for n, (shape, dtype) in inputs.items()}
         self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type([B, *shape], dtype, "cuda", device_id)
                        for n, (shape, dtype) in inputs.items()}
         self.outputs = [ort.OrtValue.ortvalue_from_shape_and_type([B, *shape], np.float32, "cuda", device_id)
@@ -68,7 +71,14 @@ class _Bound:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         for n, a in feeds.items():
-            self.inputs[n].update_inplace(np.ascontiguousarray(a))
+            shape, dtype = self.specs[n]
+            # update_inplace copies the OrtValue's byte length and checks only the element count: the dtype
+            # and shape must be exactly the bound ones, or the device buffer would hold garbage
+            a = np.ascontiguousarray(a, dtype=dtype)
+            if a.shape != shape:
+                raise ValueError(f"input {n} has shape {list(a.shape)}, expected {list(shape)}")
+            self.inputs[n].update_inplace(a)
+        self.binding.synchronize_inputs()  # pageable host copies must land before the (non-blocking) run
         self.sess.run_with_iobinding(self.binding, self.run_options)
         return self.outputs[0].numpy()
 
@@ -102,13 +112,19 @@ class OrtBackend:
         so = self._so = cpu_session_options(ort, threads)
         self._sessions = {}
         self._captured: set[str] = set()  # loop graphs that run as CUDA graphs
+        version = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
+        can_capture = device == "cuda" and version >= CUDA_GRAPH_MIN_ORT
+        if device == "cuda" and not can_capture:
+            self.notes.append(f"CUDA graphs need onnxruntime-gpu >= {'.'.join(map(str, CUDA_GRAPH_MIN_ORT))}; "
+                              f"this is {ort.__version__}: running without them")
         for name in ("encoder", "denoiser", "guided_eps"):
             path = self._graph_path(name)
-            graph_capture = device == "cuda" and name in LOOP_GRAPHS
+            graph_capture = can_capture and name in LOOP_GRAPHS
             sess = self._session(path, so, wanted, graph_capture)
             if sess is None:  # the CUDA provider refused to capture this graph: run it without CUDA graphs
                 sess = self._session(path, so, wanted, False)
-                self.notes.append(f"{name}: CUDA graphs unavailable (some nodes run outside the CUDA provider)")
+                self.notes.append(f"{name}: onnxruntime refused CUDA graphs for this graph (typically nodes placed "
+                                  "outside the CUDA provider); running without them")
             elif graph_capture:
                 self._captured.add(name)
             self._check_declared(name, path, sess)
@@ -118,12 +134,17 @@ class OrtBackend:
                                    f"{got[0]}); check the CUDA libraries, or use --device cpu")
             self._sessions[name] = sess
         self._bound: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()  # the bound device buffers are shared: one GPU call at a time
+        # the bound device buffers are shared, and a capture must not overlap other work: one GPU call at a time
+        self._lock = threading.Lock()
         self._graph_ids = 0
-        extras = []
-        if gpu:
-            extras.append(f"{self.precision}, I/O binding" + (", CUDA graphs" if self._captured else ""))
-        self.name = f"onnxruntime {ort.__version__} ({wanted[0]}{'; ' + ', '.join(extras) if extras else ''})"
+        self._provider = wanted[0]
+        self._set_name()
+
+    def _set_name(self) -> None:
+        extras = ""
+        if self.device != "cpu":
+            extras = f"; {self.precision}, I/O binding" + (", CUDA graphs" if self._captured else "")
+        self.name = f"onnxruntime {self.ort.__version__} ({self._provider}{extras})"
 
     def _check_declared(self, name: str, path: Path, sess) -> None:
         """The ONNX file must be the graph the manifest declares: same input/output names, ranks and fixed dims."""
@@ -185,8 +206,15 @@ class OrtBackend:
             outputs = {s["name"]: tuple(s["shape"][1:]) for s in spec.outputs}
             graph_id = None
             if name in self._captured:
-                self._graph_ids += 1  # one captured graph per (graph, batch size); ids are never reused
-                graph_id = self._graph_ids
+                # one captured graph per (graph, batch size), kept for the session's life (onnxruntime keeps
+                # a captured graph until the session ends, so ids are never recycled); beyond MAX_CAPTURED
+                # sizes, -1 runs without capture
+                n_captured = sum(1 for k, b in self._bound.items() if k[0] == name and (b.graph_id or 0) > 0)
+                if n_captured < MAX_CAPTURED:
+                    self._graph_ids += 1
+                    graph_id = self._graph_ids
+                else:
+                    graph_id = -1
             bound = _Bound(self.ort, self._sessions[name], B, inputs, outputs, self.device_id, graph_id)
             try:
                 out = bound(feeds)  # the first run at this size (with CUDA graphs: the capture)
@@ -195,6 +223,7 @@ class OrtBackend:
                     raise
                 # capture failed at run time: this graph runs without CUDA graphs from now on
                 self._captured.discard(name)
+                self._set_name()
                 self.notes.append(f"{name}: CUDA graph capture failed ({str(e).splitlines()[0][:120]}); "
                                   "running without CUDA graphs")
                 self._sessions[name] = self._session(self._graph_path(name), self._so, PROVIDERS[self.device], False)
@@ -202,14 +231,20 @@ class OrtBackend:
                     del self._bound[k]
                 return self._run_bound(name, feeds)
             self._bound[key] = bound
-            while len(self._bound) > MAX_BOUND:
-                self._bound.popitem(last=False)
+            evictable = [k for k, b in self._bound.items() if not (b.graph_id or 0) > 0]
+            for k in evictable[: max(0, len(evictable) - MAX_UNCAPTURED)]:  # least recently used first
+                del self._bound[k]
             return out
         self._bound.move_to_end(key)
         return bound(feeds)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, var = self._sessions["encoder"].run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        feeds = {"x": np.ascontiguousarray(x, dtype=np.float32)}
+        if self.device == "cpu":
+            mu, var = self._sessions["encoder"].run(None, feeds)
+        else:
+            with self._lock:  # never during another graph's capture
+                mu, var = self._sessions["encoder"].run(None, feeds)
         return mu, var
 
     def denoise(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:

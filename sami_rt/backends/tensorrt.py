@@ -83,28 +83,40 @@ class _Context:
 
     def __init__(self, trt, cudart, engine, B: int, shapes: dict[str, tuple], out_names: list[str]):
         self.cudart, self.out_names = cudart, out_names
+        self.ptrs, self.graph, self.stream = [], None, None
+        self.inputs, self.outputs = {}, {}
+        try:
+            self._build(trt, cudart, engine, B, shapes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, trt, cudart, engine, B, shapes):
         self.context = engine.create_execution_context()
         if self.context is None:
             raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self.inputs, self.outputs, self.ptrs = {}, {}, []
+        # non-blocking: work on the legacy default stream elsewhere cannot sync with (or break) the capture
+        self.stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             shape = (B, *shapes[name])
-            host = np.empty(shape, dtype=dtype)
+            host = np.zeros(shape, dtype=dtype)
             dev = _check(cudart.cudaMalloc(max(host.nbytes, 1)), "cudaMalloc")
             self.ptrs.append(dev)
+            # zeros, not leftovers: the warm-up run below reads the inputs (t indexes a table)
+            _check(cudart.cudaMemsetAsync(dev, 0, max(host.nbytes, 1), self.stream), "cudaMemsetAsync")
             self.context.set_tensor_address(name, int(dev))
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.context.set_input_shape(name, shape)
+                if not self.context.set_input_shape(name, shape):
+                    raise BackendError(f"TensorRT refused the shape {list(shape)} for input {name}")
                 self.inputs[name] = (host, dev)
             else:
                 self.outputs[name] = (host, dev)
         if not self.context.execute_async_v3(int(self.stream)):  # first run: lazy allocations happen here
             raise BackendError("TensorRT failed to run the engine")
         _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        self.graph = None
+        graph = None
         try:
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             _check(cudart.cudaStreamBeginCapture(self.stream, mode), "cudaStreamBeginCapture")
@@ -114,6 +126,9 @@ class _Context:
                 self.graph = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         except BackendError:
             self.graph = None  # the call still runs, one enqueue per step instead of one graph launch
+        finally:
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)  # the instantiated executable graph is independent of it
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         cudart = self.cudart
@@ -133,12 +148,18 @@ class _Context:
 
     def close(self):
         cudart = self.cudart
+        if self.stream is not None:
+            cudart.cudaStreamSynchronize(self.stream)
         if self.graph is not None:
             cudart.cudaGraphExecDestroy(self.graph)
+            self.graph = None
+        self.context = None  # before the buffers it points at
         for p in self.ptrs:
             cudart.cudaFree(p)
-        cudart.cudaStreamDestroy(self.stream)
         self.ptrs = []
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
 
 
 class TrtBackend:
@@ -186,6 +207,9 @@ class TrtBackend:
         ctx = self._contexts.get(key)
         if ctx is None:
             ctx = _Context(self.trt, self.cudart, self.engines[name], B, self.shapes[name], self.out_names[name])
+            if ctx.graph is None and not any("CUDA graph" in n for n in self.notes):
+                self.notes.append(f"{name}: CUDA graph capture failed at batch {B}; that size runs one enqueue per call")
+                self.name = self.name.replace(", CUDA graphs", ", CUDA graphs where capture succeeded")
             self._contexts[key] = ctx
             while len(self._contexts) > MAX_BOUND:
                 self._contexts.popitem(last=False)[1].close()
@@ -203,7 +227,7 @@ class TrtBackend:
         return self._call("guided_eps", {"x_t": x_t, "t": t, "z": z, "mask": mask, "scale": scale})[0]
 
     def close(self):
-        while self._contexts:
+        while self._contexts:  # contexts before the engines and the runtime they come from
             self._contexts.popitem()[1].close()
 
     def __del__(self):
