@@ -48,6 +48,6 @@ setup(
         "export": ["onnx>=1.16", "onnxscript>=0.3"],
         "plot": ["matplotlib>=3.6"],
         "trt": ["tensorrt>=10", "cuda-python>=12"],
-        "dev": ["pytest>=7.0", "hypothesis>=6.0"],
+        "dev": ["pytest>=7.0", "hypothesis>=6.0", "diffusers>=0.25"],
     },
 )

@@ -40,6 +40,15 @@ def load_model(source: str | Path, ema: bool = True):
     if not path.is_file():
         raise ExportError(f"no checkpoint at {path} (pass a run directory of train/run.py or its checkpoint.pt)")
     model, cfg, abar, _ = load_run(path, ema)
+    if cfg.denoiser:  # trained on a frozen denoiser
+        from train.frozen import FrozenDenoiser
+
+        d = model.denoiser
+        if isinstance(d, FrozenDenoiser) and d.kind == "torch":
+            model.denoiser = d.net  # this project's UNet: exported like any other
+        else:
+            raise ExportError(f"{path} was trained on the frozen {d.kind} denoiser {d.source}; exporting such a "
+                              "model is not supported yet (only frozen denoisers from this project's runs)")
     return model, cfg, abar, path
 
 

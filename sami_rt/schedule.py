@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "scaled-linear")
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -40,6 +40,8 @@ def make_abar(kind: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.0
         return np.cumprod(1.0 - linear_betas(T, beta_start, beta_end))
     if kind == "cosine":
         return cosine_abar(T)
+    if kind == "scaled-linear":  # latent-diffusion / diffusers "scaled_linear": linear in sqrt(beta)
+        return np.cumprod(1.0 - linear_betas(T, beta_start**0.5, beta_end**0.5) ** 2)
     raise ValueError(f"unknown noise schedule {kind!r}; expected one of {SCHEDULES}")
 
 

@@ -43,6 +43,9 @@ class Config:
     enc_unet_channels: int = 64  # half-unet
     enc_res_blocks: int = 1  # half-unet
     enc_attention: tuple[int, ...] = ()  # half-unet
+    # a frozen, pretrained denoiser (train only the encoder): '' = train both; see train/frozen.py
+    denoiser: str = ""  # run directory / checkpoint, diffusers UNet2DModel directory, or .onnx file
+    denoiser_param: str = "eps"  # an ONNX denoiser's output: eps | x0 (EDM, inputs x and sigma) | v
     # objective
     kl_weight: float = 1e-3  # final beta
     kl_anneal_start: float = 1e-4  # beta starts at kl_anneal_start * kl_weight ...

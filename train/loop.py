@@ -111,11 +111,24 @@ def checkpoint_path(source) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def build_model(cfg: Config) -> tuple[SAMI, Config]:
+    """The SAMI pair for a configuration; with ``cfg.denoiser`` the denoiser is the frozen one it names, and
+    the configuration takes that denoiser's schedule and image shape."""
+    if not cfg.denoiser:
+        return SAMI(cfg), cfg
+    from train.frozen import resolve
+
+    cfg, frozen = resolve(cfg)
+    model = SAMI(cfg)
+    model.denoiser = frozen
+    return model, cfg
+
+
 def load_run(source, ema: bool = True):
     """(model in eval mode, config, abar float64 tensor, step) from a run directory or a checkpoint file."""
     ck = load_checkpoint(checkpoint_path(source))
     cfg = Config.from_dict(ck["config"])
-    model = SAMI(cfg)
+    model, _ = build_model(cfg)
     model.load_state_dict(ck["ema" if ema else "model"])
     return model.eval().requires_grad_(False), cfg, ck["abar"].to(torch.float64), int(ck["step"])
 
@@ -128,14 +141,16 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.dist = Dist(self.device)
         torch.manual_seed(cfg.seed)
-        self.model = SAMI(cfg).to(self.device)
+        model, cfg = build_model(cfg)  # a frozen denoiser brings its own schedule and image shape
+        self.cfg = cfg
+        self.model = model.to(self.device)
         self.dist.broadcast_params(self.model)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         lr_enc = cfg.enc_lr or cfg.lr
-        self.opt = torch.optim.Adam([
-            {"params": self.model.denoiser.parameters(), "lr": cfg.lr, "base_lr": cfg.lr},
-            {"params": self.model.encoder.parameters(), "lr": lr_enc, "base_lr": lr_enc},
-        ])
+        groups = [{"params": self.model.encoder.parameters(), "lr": lr_enc, "base_lr": lr_enc}]
+        if not cfg.denoiser:  # a frozen denoiser never reaches the optimiser
+            groups.insert(0, {"params": self.model.denoiser.parameters(), "lr": cfg.lr, "base_lr": cfg.lr})
+        self.opt = torch.optim.Adam(groups)
         self.abar_np = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
         self.abar = torch.from_numpy(self.abar_np).to(self.device)
         self.data = BatchSource(cfg, "train")
@@ -188,7 +203,7 @@ class Trainer:
             raise FloatingPointError(f"loss is {stats['loss']} at step {self.step} (rec {stats['rec']}, kl {stats['kl']})")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.model.parameters()]
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.dist.average_grads(params)
         if cfg.grad_clip > 0:
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))

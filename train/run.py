@@ -3,6 +3,9 @@
 Every field of train/config.py's Config can be overridden (``--kl-weight 1e-3``, ``--unet-mult 1,2,2``).
 ``--resume RUN_DIR`` continues a run exactly where its last checkpoint left it (overrides such as
 ``--steps`` still apply). Several processes: ``torchrun --nproc_per_node N train/run.py ...``.
+``--denoiser SOURCE [--denoiser-param eps|x0|v]`` trains only the encoder on a frozen, pretrained denoiser
+(a run directory or checkpoint of this project, a diffusers UNet2DModel directory, or an .onnx file; see
+train/frozen.py), whose schedule and image shape the run takes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from train.loop import Trainer
 
-    trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
+    from train.frozen import FrozenDenoiserError
+
+    try:
+        trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
+    except FrozenDenoiserError as e:
+        ap.error(str(e))
     if trainer.dist.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
     trainer.run()

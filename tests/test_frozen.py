@@ -1,0 +1,133 @@
+"""A frozen, pretrained denoiser: only the encoder trains; the three kinds of source; the conversions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from train.frozen import FrozenDenoiserError, resolve, to_eps
+from train.loop import CHECKPOINT, Trainer, load_checkpoint, load_run
+
+
+def _denoiser_state(model):
+    return {k: v.clone() for k, v in model.denoiser.state_dict().items()}
+
+
+def test_conversions_to_eps_are_exact_for_gaussian_data():
+    """For x0 ~ N(0, I): E[x0 | x_t] = sqrt(a) x_t and E[eps | x_t] = sqrt(1 - a) x_t (VP). Each
+    parameterisation's exact output must convert to that eps."""
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    a = torch.rand(6, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    x_t = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    ar = a.reshape(-1, 1, 1, 1)
+    want = (1 - ar).sqrt() * x_t
+    x0 = ar.sqrt() * x_t
+    v = ar.sqrt() * want - (1 - ar).sqrt() * x0
+    torch.testing.assert_close(to_eps("eps", want, x_t, a), want)
+    torch.testing.assert_close(to_eps("v", v, x_t, a), want)
+    torch.testing.assert_close(to_eps("x0-vp", x0, x_t, a), want)
+
+
+def test_a_frozen_run_denoiser_is_never_updated(tmp_path):
+    Trainer(tiny_config(steps=2), tmp_path / "joint").run()
+    cfg = tiny_config(steps=4, denoiser=str(tmp_path / "joint"), seed=int(torch.randint(1000, (1,))))
+    tr = Trainer(cfg, tmp_path / "frozen")
+    before_d, before_e = _denoiser_state(tr.model), {k: v.clone() for k, v in tr.model.encoder.state_dict().items()}
+    assert all(not p.requires_grad for p in tr.model.denoiser.parameters())
+    tr.run()
+    after = _denoiser_state(tr.model)
+    assert before_d.keys() == after.keys() and all(torch.equal(before_d[k], after[k]) for k in after)
+    assert any(not torch.equal(before_e[k], v) for k, v in tr.model.encoder.state_dict().items())
+    joint = load_checkpoint(tmp_path / "joint" / CHECKPOINT)["ema"]
+    for k, v in after.items():  # the frozen denoiser is the joint run's EMA denoiser, bit for bit
+        assert torch.equal(v, joint["denoiser." + k.removeprefix("net.")])
+    model, cfg2, _, step = load_run(tmp_path / "frozen")  # and the run reloads with it
+    assert step == 4 and cfg2.denoiser == str(tmp_path / "joint")
+
+
+def _onnx_eps(path, module, cfg):
+    x = torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size)
+    t = torch.randint(cfg.T, (2,))
+    torch.onnx.export(module, (x, t), str(path), input_names=["x_t", "t"], output_names=["eps"], dynamo=True,
+                      dynamic_shapes={"x_t": {0: torch.export.Dim("batch")}, "t": {0: torch.export.Dim("batch")}})
+
+
+def test_an_onnx_eps_denoiser_trains_an_encoder(tmp_path):
+    pytest.importorskip("onnxscript")
+    Trainer(tiny_config(steps=2), tmp_path / "joint").run()
+    model, cfg, abar, _ = load_run(tmp_path / "joint")
+    _onnx_eps(tmp_path / "d.onnx", model.denoiser, cfg)
+    tr = Trainer(tiny_config(steps=3, denoiser=str(tmp_path / "d.onnx")), tmp_path / "frozen")
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    x = torch.randn(5, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
+    t = torch.randint(cfg.T, (5,), generator=g)
+    torch.testing.assert_close(tr.model.denoiser(x, t), model.denoiser(x, t), atol=1e-4, rtol=1e-4)
+    tr.run()
+    assert load_checkpoint(tmp_path / "frozen" / CHECKPOINT)["step"] == 3
+
+
+class _EDMGaussian(torch.nn.Module):
+    """The exact EDM denoiser for x0 ~ N(0, I): D(x, sigma) = x / (1 + sigma^2)."""
+
+    def forward(self, x, sigma):
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_an_onnx_x0_sigma_denoiser_is_converted_to_eps(tmp_path):
+    pytest.importorskip("onnxscript")
+    x = torch.randn(2, 1, 16, 16)
+    torch.onnx.export(_EDMGaussian(), (x, torch.rand(2)), str(tmp_path / "edm.onnx"), input_names=["x", "sigma"],
+                      output_names=["D"], dynamo=True,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}, "sigma": {0: torch.export.Dim("batch")}})
+    cfg, frozen = resolve(tiny_config(denoiser=str(tmp_path / "edm.onnx"), denoiser_param="x0"))
+    g = torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
+    x_t = torch.randn(7, 1, 16, 16, generator=g)
+    t = torch.randint(cfg.T, (7,), generator=g)
+    a = frozen.abar[t].reshape(-1, 1, 1, 1)
+    want = ((1 - a).sqrt() * x_t.double()).float()
+    # x0 -> eps divides by sqrt(1 - a): float32 rounding of D (~1e-7 |x|) grows by 1 / sqrt(1 - a) at low noise
+    tol = (4e-7 * x_t.abs().amax() / (1 - a).sqrt()).float() + 1e-6
+    assert ((frozen(x_t, t) - want).abs() <= tol).all()
+
+
+def test_a_diffusers_unet_as_frozen_denoiser(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    net = diffusers.UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    net.save_pretrained(str(tmp_path / "unet"))
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDPMScheduler", "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+         "num_train_timesteps": 60, "prediction_type": "epsilon"}))
+    tr = Trainer(tiny_config(steps=3, denoiser=str(tmp_path / "unet")), tmp_path / "frozen")
+    assert tr.cfg.T == 60 and tr.cfg.image_size == 16
+    before = _denoiser_state(tr.model)
+    tr.run()
+    after = _denoiser_state(tr.model)
+    assert all(torch.equal(before[k], after[k]) for k in after)
+
+
+def test_a_bad_source_is_one_sentence(tmp_path):
+    with pytest.raises(FrozenDenoiserError, match="does not exist"):
+        resolve(tiny_config(denoiser=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FrozenDenoiserError, match="is not a run directory or checkpoint of this project"):
+        resolve(tiny_config(denoiser=str(tmp_path / "empty")))
+    with pytest.raises(FrozenDenoiserError, match="--denoiser-param must be one of"):
+        resolve(tiny_config(denoiser=str(tmp_path / "empty"), denoiser_param="score"))
+
+
+def test_a_model_on_a_frozen_run_denoiser_exports_and_runs(tmp_path):
+    pytest.importorskip("onnxscript")
+    from export.core import export_bundle
+    from sami_rt.runtime import Runtime
+
+    Trainer(tiny_config(steps=2), tmp_path / "joint").run()
+    Trainer(tiny_config(steps=2, denoiser=str(tmp_path / "joint")), tmp_path / "frozen").run()
+    export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)  # validated against PyTorch
+    rt = Runtime(tmp_path / "bundle", device="cpu")
+    s = rt.generate(z=np.zeros(3), n=2, steps=3)
+    assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))

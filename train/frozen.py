@@ -1,0 +1,156 @@
+"""Frozen, pretrained denoisers: train only the encoder on top of them (``--denoiser SOURCE``).
+
+The paper's most practical result: an inference network trained against a frozen diffusion model gives
+useful, guidable latents with a fraction of the training. The denoiser is only ever run forward, without
+gradients; the loss reaches the encoder through the guidance alone.
+
+SOURCE is one of
+- a run directory or checkpoint of this project: its UNet (EMA weights), noise prediction, its schedule;
+- a diffusers ``UNet2DModel`` directory (``config.json`` with ``_class_name: UNet2DModel`` and its weights),
+  with the scheduler configuration next to it (``scheduler_config.json`` in the directory, in its
+  ``scheduler/`` sub-directory, or in the parent's ``scheduler/``, the layout of ``google/ddpm-*`` models);
+  the schedule and the parameterisation (``epsilon``, ``v_prediction``, ``sample``) come from that file;
+- an ONNX file run through onnxruntime, its parameterisation declared with ``--denoiser-param``:
+  ``eps`` and ``v`` take ``(x_t, t)`` on this configuration's variance-preserving schedule; ``x0`` takes
+  ``(x, sigma)`` in the variance-exploding convention of EDM (Karras et al. 2022) and returns the denoised
+  image D(x, sigma).
+
+Conversions to the noise prediction this project trains and samples with (VP: x_t = sqrt(a) x0 + sqrt(1-a) eps,
+a = abar_t):
+- x0 (EDM): x = x_t / sqrt(a) and sigma = sqrt((1 - a) / a) (the same noisy image on the VE scale);
+  eps = (x_t - sqrt(a) D(x, sigma)) / sqrt(1 - a);
+- v (Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0): eps = sqrt(a) v + sqrt(1 - a) x_t;
+- sample (diffusers' x0 prediction on the VP scale): eps = (x_t - sqrt(a) x0) / sqrt(1 - a).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from sami_rt.schedule import make_abar
+
+PARAMS = ("eps", "x0", "v")
+DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled-linear", "squaredcos_cap_v2": "cosine"}
+DIFFUSERS_PARAMS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0-vp"}
+
+
+class FrozenDenoiserError(ValueError):
+    """A --denoiser source that cannot be used, in one sentence."""
+
+
+def to_eps(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    """A denoiser's output in parameterisation ``kind`` (eps | v | x0-vp) as a noise prediction."""
+    a = abar_t.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype)
+    if kind == "eps":
+        return out
+    if kind == "v":
+        return a.sqrt() * out + (1 - a).sqrt() * x_t
+    if kind == "x0-vp":
+        return (x_t - a.sqrt() * out) / (1 - a).sqrt()
+    raise ValueError(f"unknown parameterisation {kind!r}")
+
+
+class FrozenDenoiser(nn.Module):
+    """eps(x_t, t) from a frozen network; never trained (no parameters reach the optimiser)."""
+
+    def __init__(self, kind: str, abar: np.ndarray, module: nn.Module | None = None, onnx_path: str | None = None,
+                 param: str = "eps", source: str = ""):
+        super().__init__()
+        self.kind, self.param, self.source = kind, param, source
+        self.register_buffer("abar", torch.from_numpy(np.asarray(abar, dtype=np.float64)), persistent=False)
+        self.net = module
+        if self.net is not None:
+            self.net.requires_grad_(False).eval()
+        self._session = None
+        if onnx_path is not None:
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            self._inputs = [i.name for i in self._session.get_inputs()]
+            if len(self._inputs) != 2:
+                raise FrozenDenoiserError(f"{onnx_path} has inputs {self._inputs}; a denoiser takes two "
+                                          "((x_t, t) for eps and v, (x, sigma) for x0)")
+
+    def __deepcopy__(self, memo):  # the EMA copy shares the frozen network (and any onnxruntime session)
+        return self
+
+    def train(self, mode: bool = True):  # always in eval mode (dropout off)
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.abar.to(x_t.device)[t]
+        if self.kind == "torch":
+            return self.net(x_t, t)
+        if self.kind == "diffusers":
+            return to_eps(self.param, self.net(x_t, t).sample, x_t, a)
+        x = x_t.detach().cpu().float().numpy()
+        if self.param == "x0":  # EDM: the same image on the variance-exploding scale
+            s = (1 - a) / a
+            ve = (x_t / a.sqrt().reshape(-1, 1, 1, 1).to(x_t.dtype)).cpu().float().numpy()
+            d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: s.sqrt().cpu().float().numpy()})[0]
+            return to_eps("x0-vp", torch.from_numpy(d).to(x_t), x_t, a)
+        out = self._session.run(None, {self._inputs[0]: x, self._inputs[1]: t.cpu().numpy().astype(np.int64)})[0]
+        return to_eps(self.param, torch.from_numpy(out).to(x_t), x_t, a)
+
+
+def _diffusers_scheduler(path: Path) -> dict:
+    for cand in (path / "scheduler_config.json", path / "scheduler" / "scheduler_config.json",
+                 path.parent / "scheduler" / "scheduler_config.json"):
+        if cand.is_file():
+            return json.loads(cand.read_text())
+    raise FrozenDenoiserError(f"no scheduler_config.json for the diffusers model {path} (looked in it, in its "
+                              "scheduler/ folder and in the parent's scheduler/ folder)")
+
+
+def resolve(cfg):
+    """(configuration with the frozen denoiser's schedule and image shape, FrozenDenoiser); cfg.denoiser set."""
+    src = Path(cfg.denoiser)
+    if not src.exists():
+        raise FrozenDenoiserError(f"--denoiser {src} does not exist")
+    if cfg.denoiser_param not in PARAMS:
+        raise FrozenDenoiserError(f"--denoiser-param must be one of {', '.join(PARAMS)}, got {cfg.denoiser_param!r}")
+    if src.suffix == ".onnx":
+        abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
+        return cfg, FrozenDenoiser("onnx", abar, onnx_path=str(src), param=cfg.denoiser_param, source=str(src))
+    if src.is_dir() and (src / "config.json").is_file() and json.loads((src / "config.json").read_text()).get(
+            "_class_name") == "UNet2DModel":
+        try:
+            from diffusers import UNet2DModel
+        except ImportError:
+            raise FrozenDenoiserError("a diffusers model as --denoiser needs the diffusers package "
+                                      "(pip install diffusers)") from None
+        sch = _diffusers_scheduler(src)
+        kind = DIFFUSERS_SCHEDULES.get(sch.get("beta_schedule", "linear"))
+        param = DIFFUSERS_PARAMS.get(sch.get("prediction_type", "epsilon"))
+        if kind is None or param is None:
+            raise FrozenDenoiserError(f"{src}: scheduler beta_schedule {sch.get('beta_schedule')!r} or prediction_type "
+                                      f"{sch.get('prediction_type')!r} is not supported")
+        net = UNet2DModel.from_pretrained(str(src))
+        cfg = cfg.replace(schedule=kind, T=int(sch.get("num_train_timesteps", 1000)),
+                          beta_start=float(sch.get("beta_start", 1e-4)), beta_end=float(sch.get("beta_end", 0.02)),
+                          channels=int(net.config.in_channels), image_size=int(net.config.sample_size))
+        abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
+        return cfg, FrozenDenoiser("diffusers", abar, module=net, param=param, source=str(src))
+    from train.config import Config
+    from train.loop import checkpoint_path, load_checkpoint
+    from train.nets import build_denoiser
+
+    path = checkpoint_path(src)
+    if not path.is_file():
+        raise FrozenDenoiserError(f"--denoiser {src} is not a run directory or checkpoint of this project, a diffusers "
+                                  "UNet2DModel directory or an .onnx file")
+    ck = load_checkpoint(path)
+    scfg = Config.from_dict(ck["config"])
+    net = build_denoiser(scfg)
+    net.load_state_dict({k[len("denoiser."):]: v for k, v in ck["ema"].items() if k.startswith("denoiser.")})
+    cfg = cfg.replace(schedule=scfg.schedule, T=scfg.T, beta_start=scfg.beta_start, beta_end=scfg.beta_end,
+                      channels=scfg.channels, image_size=scfg.image_size)
+    abar = ck["abar"].numpy()
+    return cfg, FrozenDenoiser("torch", abar, module=net, param="eps", source=str(src))
