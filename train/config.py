@@ -162,6 +162,30 @@ PRESETS: dict[str, Config] = {
         sample_every=5000,
         ckpt_every=5000,
     ),
+    # Paper: an encoder trained against the frozen public DDPM google/ddpm-celebahq-256 (GPU). Give the local
+    # diffusers directory with --denoiser and the images with --data-path (a folder of 256x256 faces).
+    "celebahq256-frozen": Config(
+        dataset="folder",
+        image_size=256,
+        channels=3,
+        schedule="linear",
+        T=1000,
+        encoder="half-unet",
+        latent_dim=512,
+        enc_unet_channels=64,
+        enc_mult=(1, 1, 2, 2, 4, 4),
+        enc_res_blocks=1,
+        enc_bias=True,
+        kl_weight=1e-8,
+        lr=3e-5,
+        enc_lr=3e-5,
+        t_power=2.0,
+        steps=50000,
+        batch=16,
+        ema=0.9999,
+        sample_every=5000,
+        ckpt_every=2000,
+    ),
 }
 
 
