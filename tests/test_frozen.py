@@ -78,7 +78,7 @@ class _EDMGaussian(torch.nn.Module):
 def test_an_onnx_x0_sigma_denoiser_is_converted_to_eps(tmp_path):
     pytest.importorskip("onnxscript")
     x = torch.randn(2, 1, 16, 16)
-    torch.onnx.export(_EDMGaussian(), (x, torch.rand(2)), str(tmp_path / "edm.onnx"), input_names=["x", "sigma"],
+    torch.onnx.export(_EDMGaussian().eval(), (x, torch.rand(2)), str(tmp_path / "edm.onnx"), input_names=["x", "sigma"],
                       output_names=["D"], dynamo=True,
                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}, "sigma": {0: torch.export.Dim("batch")}})
     cfg, frozen = resolve(tiny_config(denoiser=str(tmp_path / "edm.onnx"), denoiser_param="x0"))
