@@ -46,9 +46,7 @@ def load_model(source: str | Path, ema: bool = True):
         d = model.denoiser
         if isinstance(d, FrozenDenoiser) and d.kind == "torch":
             model.denoiser = d.net  # this project's UNet: exported like any other
-        else:
-            raise ExportError(f"{path} was trained on the frozen {d.kind} denoiser {d.source}; exporting such a "
-                              "model is not supported yet (only frozen denoisers from this project's runs)")
+        # an ONNX denoiser is wrapped and fused as ONNX (export/compose.py); a diffusers one is traced
     return model, cfg, abar, path
 
 
@@ -156,6 +154,10 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         except TensorRTUnavailable as e:
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
+    external = getattr(model.denoiser, "kind", None) == "onnx"  # a frozen ONNX denoiser: wrapped, not traced
+    if external and fp16:
+        raise ExportError("--fp16 is not available for a model on an external ONNX denoiser (its graph is "
+                          "copied as it is)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -174,14 +176,17 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             for name in GRAPHS:
                 label = name if precision == "float32" else f"{name} (float16)"
                 t0 = time.time()
-                module = build_graph_module(name, model, abar, example_x, cache, precision)
                 example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
                 path = tmp / f"{name}{suffix}.onnx"
-                try:
-                    export_onnx(module, name, example, path, opset)
-                except Exception as e:  # the exporter's errors are long: keep the graph and the first line
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise ExportError(f"graph {label}: ONNX export failed: {first}") from e
+                if external and name in ("denoiser", "guided_eps"):
+                    _external_graph(name, model.denoiser, abar, cfg, tmp, path)
+                else:
+                    module = build_graph_module(name, model, abar, example_x, cache, precision)
+                    try:
+                        export_onnx(module, name, example, path, opset)
+                    except Exception as e:  # the exporter's errors are long: keep the graph and the first line
+                        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                        raise ExportError(f"graph {label}: ONNX export failed: {first}") from e
                 err = ""
                 if validate and precision == "float32":
                     validation[name] = validate_graph(name, path, model, abar, cfg, seed)
@@ -206,11 +211,13 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                         f"{time.time() - t0:.1f} s")
         from sami_rt.reference import REFERENCE_FILE, save_reference
 
-        save_reference(model, tmp / REFERENCE_FILE)
-        manifest["reference"] = {"file": REFERENCE_FILE, "sha256": sha256_file(tmp / REFERENCE_FILE),
-                                 "content": "float32 state dict of the exported weights (npz, no pickle), "
-                                            "for the PyTorch baseline of `sami-rt bench`"}
-        manifest["flops"] = count_flops(model, abar, cfg)
+        if not external and not cfg.denoiser:  # a plain SAMI model that load_reference can rebuild
+            save_reference(model, tmp / REFERENCE_FILE)
+            manifest["reference"] = {"file": REFERENCE_FILE, "sha256": sha256_file(tmp / REFERENCE_FILE),
+                                     "content": "float32 state dict of the exported weights (npz, no pickle), "
+                                                "for the PyTorch baseline of `sami-rt bench`"}
+        if not external:  # PyTorch's counter cannot see inside an onnxruntime call
+            manifest["flops"] = count_flops(model, abar, cfg)
         run_dir = ckpt.parent
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
@@ -229,6 +236,24 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _external_graph(name: str, frozen, abar: torch.Tensor, cfg: Config, tmp: Path, path: Path) -> None:
+    """The denoiser and guided_eps graphs of a model on a frozen ONNX denoiser, built as ONNX."""
+    import onnx
+
+    from export.compose import compose_guided_eps, wrap_denoiser
+
+    C, S, D = cfg.channels, cfg.image_size, cfg.latent_dim
+    try:
+        if name == "denoiser":
+            m = wrap_denoiser(frozen.source, frozen.param, abar.numpy(), C, S, S)
+        else:
+            m = compose_guided_eps(onnx.load(str(tmp / "denoiser.onnx")), onnx.load(str(tmp / "guidance.onnx")),
+                                   abar.numpy(), C, S, S, D)
+    except Exception as e:
+        raise ExportError(f"graph {name}: building it around {frozen.source} failed: {str(e).splitlines()[0]}") from e
+    onnx.save(m, str(path))
 
 
 def count_flops(model, abar: torch.Tensor, cfg: Config) -> dict[str, int]:

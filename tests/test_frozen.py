@@ -92,7 +92,7 @@ def test_an_onnx_x0_sigma_denoiser_is_converted_to_eps(tmp_path):
     assert ((frozen(x_t, t) - want).abs() <= tol).all()
 
 
-def test_a_diffusers_unet_as_frozen_denoiser(tmp_path):
+def _diffusers_unet(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     net = diffusers.UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
@@ -102,6 +102,11 @@ def test_a_diffusers_unet_as_frozen_denoiser(tmp_path):
     (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": "DDPMScheduler", "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
          "num_train_timesteps": 60, "prediction_type": "epsilon"}))
+    return tmp_path / "unet"
+
+
+def test_a_diffusers_unet_as_frozen_denoiser(tmp_path):
+    _diffusers_unet(tmp_path)
     tr = Trainer(tiny_config(steps=3, denoiser=str(tmp_path / "unet")), tmp_path / "frozen")
     assert tr.cfg.T == 60 and tr.cfg.image_size == 16
     before = _denoiser_state(tr.model)
@@ -129,5 +134,46 @@ def test_a_model_on_a_frozen_run_denoiser_exports_and_runs(tmp_path):
     Trainer(tiny_config(steps=2, denoiser=str(tmp_path / "joint")), tmp_path / "frozen").run()
     export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)  # validated against PyTorch
     rt = Runtime(tmp_path / "bundle", device="cpu")
+    s = rt.generate(z=np.zeros(3), n=2, steps=3)
+    assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
+
+
+@pytest.mark.parametrize("param", ["eps", "x0"])
+def test_a_model_on_an_external_onnx_denoiser_exports_and_runs(tmp_path, param):
+    """The bundle wraps the external graph in the denoiser contract and fuses it with the guidance;
+    export validates both against PyTorch (which runs the external graph through onnxruntime)."""
+    pytest.importorskip("onnxscript")
+    from export.core import export_bundle
+    from sami_rt.runtime import Runtime
+
+    cfg = tiny_config()
+    if param == "eps":
+        Trainer(tiny_config(steps=2), tmp_path / "joint").run()
+        model, _, _, _ = load_run(tmp_path / "joint")
+        _onnx_eps(tmp_path / "d.onnx", model.denoiser, cfg)
+    else:
+        x = torch.randn(2, 1, 16, 16)
+        torch.onnx.export(_EDMGaussian().eval(), (x, torch.rand(2)), str(tmp_path / "d.onnx"), input_names=["x", "sigma"],
+                          output_names=["D"], dynamo=True,
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}, "sigma": {0: torch.export.Dim("batch")}})
+    Trainer(tiny_config(steps=2, denoiser=str(tmp_path / "d.onnx"), denoiser_param=param), tmp_path / "frozen").run()
+    export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)
+    rt = Runtime(tmp_path / "bundle", device="cpu")
+    s = rt.generate(z=np.zeros(3), n=2, steps=3)
+    assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
+    assert rt.bundle.reference is None and "flops" not in rt.bundle.manifest
+
+
+@pytest.mark.slow
+def test_a_model_on_a_diffusers_denoiser_exports_and_runs(tmp_path):
+    pytest.importorskip("onnxscript")
+    from export.core import export_bundle
+    from sami_rt.runtime import Runtime
+
+    unet = _diffusers_unet(tmp_path)
+    Trainer(tiny_config(steps=2, denoiser=str(unet)), tmp_path / "frozen").run()
+    export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)  # validated against PyTorch
+    rt = Runtime(tmp_path / "bundle", device="cpu")
+    assert rt.bundle.T == 60
     s = rt.generate(z=np.zeros(3), n=2, steps=3)
     assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
