@@ -45,8 +45,6 @@ def cpu_session_options(ort, threads: int = 0):
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    if os.environ.get("SAMI_RT_SPIN", "1") == "0":
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
