@@ -84,11 +84,13 @@ class _Reader:
         try:
             i = 0
             while not self.stop.is_set():
-                ok, frame = self.cap.read()
+                wanted = i % self.every == 0
+                # a skipped frame is only grabbed: decoded, not converted to BGR
+                ok, frame = self.cap.read() if wanted else (self.cap.grab(), None)
                 if not ok:
                     break
                 self.read = i + 1
-                if i % self.every == 0 and not self._put((i, frame)):
+                if wanted and not self._put((i, frame)):
                     return
                 i += 1
         except BaseException as e:  # handed to the consumer, raised there
