@@ -1,6 +1,7 @@
 """sami-rt: SAMI training (train/), export (export/) and the runtime package ``sami_rt``.
 
-Only ``sami_rt`` is installed; ``train/`` and ``export/`` run from a source checkout.
+``sami_rt`` (the runtime, no torch) and ``sami_reference`` (the model in PyTorch, used only where torch is
+installed) are installed; ``train/`` and ``export/`` run from a source checkout.
 """
 
 import re
@@ -36,7 +37,7 @@ setup(
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sami_rt", "sami_rt.*"]),
+    packages=find_packages(include=["sami_rt", "sami_rt.*", "sami_reference"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["numpy>=1.24", "onnxruntime>=1.18", "opencv-python-headless>=4.8", "click>=8.0"],

@@ -209,7 +209,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                     manifest["engines"][f"{name}{suffix}"] = entry
                     log(f"  {name}{suffix}.plan: TensorRT {entry['tensorrt']} on {entry['gpu']}, "
                         f"{time.time() - t0:.1f} s")
-        from sami_rt.reference import REFERENCE_FILE, save_reference
+        from sami_reference import REFERENCE_FILE, save_reference
 
         if not external and not cfg.denoiser:  # a plain SAMI model that load_reference can rebuild
             save_reference(model, tmp / REFERENCE_FILE)

@@ -90,41 +90,21 @@ def write_test_video(path: Path, frames: int, size=(640, 480)) -> None:
     w.release()
 
 
-class _TorchBaseline:
-    """The bundle's model in PyTorch eager, called the way a research script calls it."""
-
-    def __init__(self, bundle, threads: int = 0):
-        import torch
-
-        from sami_rt.reference import load_reference
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.model, abar = load_reference(bundle)
-        self.s1m = torch.sqrt(1 - abar).float()
-
-    def guided_eps(self, x_t, t, z, mask, scale):
-        from sami_rt.reference.guidance import guided_eps
-
-        torch = self.torch
-        t = torch.from_numpy(t)
-        out = guided_eps(self.model.denoiser, self.model.encoder, torch.from_numpy(x_t), t, torch.from_numpy(z),
-                         self.s1m[t], torch.from_numpy(scale), torch.from_numpy(mask))
-        return out.numpy()
-
-    def encode(self, x):
-        with self.torch.no_grad():
-            mu, var = self.model.encoder(self.torch.from_numpy(x))
-        return mu.numpy(), var.numpy()
-
-
 def torch_version() -> str | None:
+    """The installed torch's version, read from its metadata: sami_rt itself never imports torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import torch
-    except ImportError:
+        return version("torch")
+    except PackageNotFoundError:
         return None
-    return torch.__version__
+
+
+def load_baseline(bundle, threads: int = 0):
+    """The PyTorch eager baseline from the separate ``sami_reference`` package (which needs torch)."""
+    import importlib
+
+    return importlib.import_module("sami_reference.baseline").TorchBaseline(bundle, threads)
 
 
 def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 16, steps: int = 100,
@@ -143,16 +123,17 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
         "torch": torch_version(), "gpu": gpu_name(), "repeats": repeats, "warmup": warmup}}
     ref = None
-    if baseline and res["meta"]["torch"] is not None:
-        if b.reference is None:
-            res["meta"]["baseline"] = "none: the bundle has no reference weights"
-        else:
-            ref = _TorchBaseline(b, threads)
-            res["meta"]["baseline"] = f"PyTorch {res['meta']['torch']} eager on CPU"
-    elif baseline:
-        res["meta"]["baseline"] = "none: torch is not installed"
-    else:
+    if not baseline:
         res["meta"]["baseline"] = "none: skipped"
+    elif b.reference is None:
+        res["meta"]["baseline"] = "none: the bundle has no reference weights"
+    else:
+        try:
+            ref = load_baseline(b, threads)
+        except ImportError:
+            res["meta"]["baseline"] = "none: torch is not installed"
+        else:
+            res["meta"]["baseline"] = f"PyTorch {res['meta']['torch']} eager on CPU"
     rng = np.random.default_rng()
     C, H, W = b.image_shape
     D = b.latent_dim

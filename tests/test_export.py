@@ -91,8 +91,8 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles):
 def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family):
     """`sami-rt bench`'s baseline: the bundle alone (no run directory) rebuilds the exported model."""
     from sami_rt.backends.onnxruntime import OrtBackend
-    from sami_rt.reference import load_reference
-    from sami_rt.reference.guidance import guided_eps
+    from sami_reference import load_reference
+    from sami_reference.guidance import guided_eps
 
     b = read_bundle(bundles[family] / "bundle")
     model, abar = load_reference(b)
@@ -117,7 +117,7 @@ def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family):
 
 
 def test_reference_weights_are_checked(bundles, tmp_path):
-    from sami_rt.reference import load_reference
+    from sami_reference import load_reference
 
     dst, m = _copy(bundles, tmp_path)
     with open(dst / "reference.npz", "r+b") as fh:

@@ -133,6 +133,18 @@ def test_guided_samples_keep_the_guides_position_and_background(rt):
     assert np.median(e_cond) < 0.7 * np.median(e_uncond), (e_cond, e_uncond)
 
 
+def test_the_runtime_package_holds_no_torch_import():
+    """sami_rt must run without torch: none of its modules imports it (the PyTorch model and the benchmark's
+    baseline live in the separate sami_reference package)."""
+    import ast
+
+    for path in (ROOT / "sami_rt").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), f"{path}:{node.lineno}"
+
+
 def test_runtime_never_imports_torch():
     code = (
         "import sys\n"

@@ -1,7 +1,7 @@
-"""The networks live in ``sami_rt.reference.nets`` (so that ``sami-rt bench`` can rebuild a bundle's model in
+"""The networks live in ``sami_reference.nets`` (so that ``sami-rt bench`` can rebuild a bundle's model in
 PyTorch without this source checkout); re-exported here for the training code."""
 
-from sami_rt.reference.nets import (  # noqa: F401
+from sami_reference.nets import (  # noqa: F401
     SAMI,
     ConvEncoder,
     HalfUNetEncoder,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sami_rt.reference.guidance import LOG_2PI, guidance, guided_eps, log_q  # noqa: F401 (re-exported)
+from sami_reference.guidance import LOG_2PI, guidance, guided_eps, log_q  # noqa: F401 (re-exported)
 
 
 def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""The bundle's model in PyTorch: the networks, the exact guidance, and a loader for a bundle's reference
-weights. Needs torch, which the runtime never imports: only ``sami-rt bench`` (for its PyTorch eager
-baseline), ``train/`` and ``export/`` use this subpackage."""
+"""``sami_reference``: the bundle's model in PyTorch, a package of its own beside ``sami_rt`` (which never
+imports torch): the networks (``nets``), the exact guidance (``guidance``), reading and writing a bundle's
+reference weights (here), and the PyTorch eager baseline of ``sami-rt bench`` (``baseline``). ``train/`` and
+``export/`` build on it; it is installed with sami-rt and works where torch is installed."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def load_reference(bundle: Bundle, device: str = "cpu"):
     """(model in eval mode, abar float64 tensor) rebuilt in PyTorch from a bundle's reference weights."""
     import torch
 
-    from sami_rt.reference.nets import SAMI
+    from sami_reference.nets import SAMI
 
     if bundle.reference is None:
         raise BundleError(f"bundle {bundle.root} has no reference weights (export it again with this sami-rt)")
