@@ -63,29 +63,16 @@ def main(argv=None) -> int:
     import cv2
     import onnxruntime
 
+    from sami_rt.bench import timed_generate
     from sami_rt.runtime import Runtime
     from sami_rt.sampler import has_extension
 
     rt = Runtime(args.model, device="cpu")
     guide = str(ROOT / "examples" / "guide.png")
     rt.generate(guide=guide, n=args.n, steps=5, sampler="ddim")  # warm-up
-    inner = {"t": 0.0, "calls": 0}
-    real = rt.backend.guided_eps
-
-    def timed(*a):
-        t0 = time.perf_counter()
-        out = real(*a)
-        inner["t"] += time.perf_counter() - t0
-        inner["calls"] += 1
-        return out
-
-    rt.backend.guided_eps = timed
-    t0 = time.perf_counter()
-    rt.generate(guide=guide, n=args.n, steps=args.steps, sampler="ddim", batch=args.n)
-    total = time.perf_counter() - t0
-    rt.backend.guided_eps = real
-    res = {"generate_s": total, "backend_s": inner["t"], "backend_calls": inner["calls"],
-           "loop_share": 1 - inner["t"] / total, "cpp_loop": has_extension()}
+    g = timed_generate(rt, guide=guide, n=args.n, steps=args.steps, sampler="ddim", batch=args.n)
+    res = {"generate_s": g["seconds"], "backend_s": g["backend_seconds"], "backend_calls": g["backend_calls"],
+           "loop_share": g["loop_share"], "cpp_loop": has_extension()}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         video = d / "disk640.mp4"

@@ -107,6 +107,31 @@ def load_baseline(bundle, threads: int = 0):
     return importlib.import_module("sami_reference.baseline").TorchBaseline(bundle, threads)
 
 
+def timed_generate(rt, **kw) -> dict:
+    """One ``rt.generate(**kw)``, timed as a whole and inside its backend calls: seconds, backend_seconds,
+    backend_calls and loop_share (1 - backend / total, the loop's own overhead)."""
+    be = rt.backend
+    inner = {"t": 0.0, "calls": 0}
+    real = be.guided_eps
+
+    def timed(*a):
+        t0 = time.perf_counter()
+        out = real(*a)
+        inner["t"] += time.perf_counter() - t0
+        inner["calls"] += 1
+        return out
+
+    be.guided_eps = timed
+    try:
+        t0 = time.perf_counter()
+        rt.generate(**kw)
+        total = time.perf_counter() - t0
+    finally:
+        del be.guided_eps  # back to the class's method
+    return {"seconds": total, "backend_seconds": inner["t"], "backend_calls": inner["calls"],
+            "loop_share": 1 - inner["t"] / total}
+
+
 def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 16, steps: int = 100,
               frames: int = 300, video: str | Path | None = None, baseline: bool = True, threads: int = 0,
               log: Callable[[str], None] = lambda s: None) -> dict:
@@ -168,25 +193,8 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
     log(f"generate: {n} samples, {steps} DDIM steps")
     z = rng.standard_normal((n, D)).astype(np.float32)
     rt.generate(z=z, n=n, steps=min(3, b.T), sampler="ddim", batch=n)  # warm-up at this batch size
-    inner = {"t": 0.0, "calls": 0}
-    real = be.guided_eps
-
-    def timed(*a):
-        t0 = time.perf_counter()
-        out = real(*a)
-        inner["t"] += time.perf_counter() - t0
-        inner["calls"] += 1
-        return out
-
-    be.guided_eps = timed
-    try:
-        t0 = time.perf_counter()
-        rt.generate(z=z, n=n, steps=steps, sampler="ddim", batch=n)
-        total = time.perf_counter() - t0
-    finally:
-        del be.guided_eps  # back to the class's method
-    gen = {"n": n, "steps": steps, "seconds": total, "backend_seconds": inner["t"], "backend_calls": inner["calls"],
-           "loop_share": 1 - inner["t"] / total}
+    gen = {"n": n, "steps": steps, **timed_generate(rt, z=z, n=n, steps=steps, sampler="ddim", batch=n)}
+    total = gen["seconds"]
     if ref is not None:
         from sami_rt.sampler import initial_noise, loop_numpy
         from sami_rt.schedule import respace, step_coefficients

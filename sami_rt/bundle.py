@@ -162,28 +162,27 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}
     engines = {}
     for key, e in (m.get("engines") or {}).items():
-        ew = f"{where} engine {key!r}"
-        if not isinstance(e, dict):
-            raise BundleError(f"{ew} should be a JSON object")
-        path = _inside(root, _require(e, "file", str, ew), ew)
-        if not path.is_file():
-            raise BundleError(f"{ew}: file {e['file']} is missing from {root}")
-        if verify and sha256_file(path) != _require(e, "sha256", str, ew):
-            raise BundleError(f"{ew}: checksum mismatch for {e['file']} (the file changed after export)")
+        path, _ = _entry_file(root, e, f"{where} engine {key!r}", verify)
         engines[key] = EngineInfo(key, path, str(e.get("tensorrt", "")), str(e.get("gpu", "")),
                                   str(e.get("precision", "float32")))
     reference = None
     if m.get("reference") is not None:
-        rw = f"{where} reference"
-        r = m["reference"]
-        if not isinstance(r, dict):
-            raise BundleError(f"{rw} should be a JSON object")
-        reference = _inside(root, _require(r, "file", str, rw), rw)
-        if not reference.is_file():
-            raise BundleError(f"{rw}: file {r['file']} is missing from {root}")
-        if verify and sha256_file(reference) != _require(r, "sha256", str, rw):
-            raise BundleError(f"{rw}: checksum mismatch for {r['file']} (the file changed after export)")
+        reference, _ = _entry_file(root, m["reference"], f"{where} reference", verify)
     return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines, reference)
+
+
+def _entry_file(root: Path, e, where: str, verify: bool, need_digest: bool = False) -> tuple[Path, str | None]:
+    """A manifest entry naming a file (graph, engine, reference): inside the bundle, present, and with
+    ``verify`` its sha256 checked. Returns (path, the declared sha256)."""
+    if not isinstance(e, dict):
+        raise BundleError(f"{where} should be a JSON object")
+    path = _inside(root, _require(e, "file", str, where), where)
+    if not path.is_file():
+        raise BundleError(f"{where}: file {e['file']} is missing from {root}")
+    digest = _require(e, "sha256", str, where) if verify or need_digest else e.get("sha256")
+    if verify and sha256_file(path) != digest:
+        raise BundleError(f"{where}: checksum mismatch for {e['file']} (the file changed after export)")
+    return path, digest
 
 
 def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, verify: bool) -> dict:
@@ -193,14 +192,7 @@ def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, 
         gw = f"{where} graph {name!r}" if key == "graphs" else f"{where} {key} graph {name!r}"
         if name not in GRAPH_IO:
             raise BundleError(f"{gw} is not one of the contract graphs {sorted(GRAPH_IO)}")
-        if not isinstance(g, dict):
-            raise BundleError(f"{gw} should be a JSON object")
-        path = _inside(root, _require(g, "file", str, gw), gw)
-        if not path.is_file():
-            raise BundleError(f"{gw}: file {g['file']} is missing from {root}")
-        digest = _require(g, "sha256", str, gw)
-        if verify and sha256_file(path) != digest:
-            raise BundleError(f"{gw}: checksum mismatch for {g['file']} (the file changed after export)")
+        path, digest = _entry_file(root, g, gw, verify, need_digest=True)
         want = io_spec(name, C, H, W, D)
         for side in ("inputs", "outputs"):
             got = _require(g, side, list, gw)

@@ -120,11 +120,7 @@ def test_reference_weights_are_checked(bundles, tmp_path):
     from sami_reference import load_reference
 
     dst, m = _copy(bundles, tmp_path)
-    with open(dst / "reference.npz", "r+b") as fh:
-        fh.seek(200)
-        byte = fh.read(1)
-        fh.seek(200)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    _flip_byte(dst / "reference.npz", 200)
     with pytest.raises(BundleError, match="checksum mismatch for reference.npz"):
         read_bundle(dst)
     del m["reference"]
@@ -137,6 +133,15 @@ def _copy(bundles, tmp_path):
     dst = tmp_path / "b"
     shutil.copytree(bundles["convnet-unet"] / "bundle", dst)
     return dst, json.loads((dst / MANIFEST).read_text())
+
+
+def _flip_byte(path, offset: int) -> None:
+    """Corrupt one byte of a file in place (a checksum must notice)."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
 
 
 def _write(dst, m):
@@ -160,11 +165,7 @@ def test_reader_refuses_a_missing_graph_file(bundles, tmp_path):
 
 def test_reader_refuses_a_checksum_mismatch(bundles, tmp_path):
     dst, _ = _copy(bundles, tmp_path)
-    with open(dst / "encoder.onnx", "r+b") as fh:
-        fh.seek(100)
-        byte = fh.read(1)
-        fh.seek(100)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    _flip_byte(dst / "encoder.onnx", 100)
     with pytest.raises(BundleError, match="checksum mismatch for encoder.onnx"):
         read_bundle(dst)
 

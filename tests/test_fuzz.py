@@ -130,6 +130,17 @@ def bundle_copy(tmp_path_factory):
     return d, json.loads((d / MANIFEST).read_text())
 
 
+def _check_manifest(d: Path, original: dict, data: bytes) -> None:
+    """Read the bundle with ``data`` as its manifest: a valid bundle or a one-line BundleError; then restore."""
+    (d / MANIFEST).write_bytes(data)
+    try:
+        read_bundle(d, verify=False)
+    except BundleError as e:
+        assert str(e) and "\n" not in str(e)
+    finally:
+        (d / MANIFEST).write_text(json.dumps(original))
+
+
 @settings(max_examples=150, **SETTINGS)
 @given(path=st.lists(st.sampled_from(["image", "schedule", "graphs", "encoder", "inputs", 0, "shape", "file",
                                       "sha256", "abar", "latent_dim", "format_version", "channels", "reference"]),
@@ -149,23 +160,11 @@ def test_mutated_manifests(bundle_copy, path, value):
         node[last] = value
     elif isinstance(node, list) and node:
         node[0] = value
-    (d / MANIFEST).write_text(json.dumps(m))
-    try:
-        read_bundle(d, verify=False)
-    except BundleError as e:
-        assert str(e) and "\n" not in str(e)
-    finally:
-        (d / MANIFEST).write_text(json.dumps(original))
+    _check_manifest(d, original, json.dumps(m).encode())
 
 
 @settings(max_examples=60, **SETTINGS)
 @given(st.binary(max_size=512) | JSON.map(lambda v: json.dumps(v).encode()))
 def test_arbitrary_manifest_files(bundle_copy, data):
     d, original = bundle_copy
-    (d / MANIFEST).write_bytes(data)
-    try:
-        read_bundle(d, verify=False)
-    except BundleError as e:
-        assert str(e) and "\n" not in str(e)
-    finally:
-        (d / MANIFEST).write_text(json.dumps(original))
+    _check_manifest(d, original, data)

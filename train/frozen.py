@@ -90,12 +90,12 @@ class FrozenDenoiser(nn.Module):
             return self.net(x_t, t)
         if self.kind == "diffusers":
             return to_eps(self.param, self.net(x_t, t).sample, x_t, a)
-        x = x_t.detach().cpu().float().numpy()
         if self.param == "x0":  # EDM: the same image on the variance-exploding scale
             s = (1 - a) / a
             ve = (x_t / a.sqrt().reshape(-1, 1, 1, 1).to(x_t.dtype)).cpu().float().numpy()
             d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: s.sqrt().cpu().float().numpy()})[0]
             return to_eps("x0-vp", torch.from_numpy(d).to(x_t), x_t, a)
+        x = x_t.detach().cpu().float().numpy()
         out = self._session.run(None, {self._inputs[0]: x, self._inputs[1]: t.cpu().numpy().astype(np.int64)})[0]
         return to_eps(self.param, torch.from_numpy(out).to(x_t), x_t, a)
 
