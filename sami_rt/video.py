@@ -51,111 +51,178 @@ class VideoEncoding:
         return float(v.mean()) if len(v) else None
 
 
-class _Reader:
-    """Decodes frames on a background thread into a short bounded queue (OpenCV releases the GIL while
-    decoding), so that decoding overlaps conversion and inference on the caller's thread; memory stays flat."""
+class _Pipeline:
+    """Decoding and conversion on two worker threads, inference on the caller's.
 
-    _END = object()
+    The workers take turns at the decoder (a lock keeps the frames in order and numbers them) and convert
+    the frame they got, outside the lock, into its slot of the batch being filled: while one decodes, the
+    other converts (OpenCV releases the GIL for both). Two batch buffers alternate, so the caller runs the
+    encoder on a full batch while the workers fill the other one; memory stays flat whatever the video's
+    length. Each buffer keeps two slots in front for the two frames before its batch (pixel curvature).
+    """
 
-    def __init__(self, cap, every: int, depth: int = 8):
-        import queue
+    WORKERS = 2
+
+    def __init__(self, cap, every: int, batch: int, image_shape: tuple, convert):
         import threading
 
-        self.cap, self.every = cap, every
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.read = 0  # frames decoded so far
+        self.cap, self.every, self.batch, self.convert = cap, every, batch, convert
+        self.bufs = [np.empty((batch + 2, *image_shape), dtype=np.float32) for _ in range(2)]
+        self.cond = threading.Condition()  # the counters below
+        self.decoder = threading.Lock()  # the capture: one worker decodes at a time
+        self.read = 0  # frames decoded (or grabbed) so far
+        self.assigned = 0  # wanted frames handed to workers, in order
+        self.filled = [0, 0]  # converted frames in the batch each buffer holds
+        self.released = 0  # batches the caller has finished with
+        self.index: list[int] = []  # video frame index of each wanted frame
+        self.done = False  # the decoder reached the end (or failed)
+        self.stop = False
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="sami-rt-video-reader", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._work, name=f"sami-rt-video-{k}", daemon=True)
+                        for k in range(self.WORKERS)]
+        for t in self.threads:
+            t.start()
 
-    def _put(self, item) -> bool:
-        import queue
+    def _next(self):
+        """The next wanted frame and its sequence number, or None at the end. The caller holds the decoder
+        lock, so frames are decoded and numbered in order; the state lock is held only for bookkeeping, never
+        while decoding, so the other worker can hand in a converted frame meanwhile."""
+        with self.cond:
+            while not self.stop and self.assigned >= (self.released + 2) * self.batch:
+                self.cond.wait()  # both buffers hold batches the caller has not finished
+            if self.stop or self.done:
+                return None
+        ok, frame = True, None
+        while ok and self.read % self.every:  # a skipped frame is only grabbed: decoded, not converted to BGR
+            ok = self.cap.grab()
+            self.read += ok
+        if ok:
+            ok, frame = self.cap.read()
+        with self.cond:
+            if not ok:
+                self.done = True
+                self.cond.notify_all()
+                return None
+            self.index.append(self.read)
+            self.read += 1
+            seq, self.assigned = self.assigned, self.assigned + 1
+            return seq, frame
 
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self):
+    def _work(self):
         try:
-            i = 0
-            while not self.stop.is_set():
-                wanted = i % self.every == 0
-                # a skipped frame is only grabbed: decoded, not converted to BGR
-                ok, frame = self.cap.read() if wanted else (self.cap.grab(), None)
-                if not ok:
-                    break
-                self.read = i + 1
-                if wanted and not self._put((i, frame)):
-                    return
-                i += 1
-        except BaseException as e:  # handed to the consumer, raised there
-            self.error = e
-        finally:
-            self._put(self._END)
+            while True:
+                with self.decoder:
+                    got = self._next()
+                    if got is None:
+                        return
+                    seq, frame = got
+                    if seq == 0:  # the first frame plans the fast path and writes the notes: alone
+                        self.convert(frame, self.bufs[0][2])
+                if seq:
+                    self.convert(frame, self.bufs[(seq // self.batch) % 2][2 + seq % self.batch])
+                with self.cond:
+                    self.filled[(seq // self.batch) % 2] += 1
+                    self.cond.notify_all()
+        except BaseException as e:  # handed to the caller, raised there
+            with self.cond:
+                self.error, self.done = self.error or e, True
+                self.cond.notify_all()
 
-    def __iter__(self):
+    def batches(self):
+        """Yields (buffer, n): batch j's frames are buffer[2 : 2 + n], the two before it buffer[0:2]."""
+        j = 0
         while True:
-            item = self.q.get()
-            if item is self._END:
-                if self.error is not None:
-                    raise self.error
+            with self.cond:
+                while True:
+                    if self.error is not None:
+                        raise self.error
+                    lo = j * self.batch
+                    n = min(self.batch, self.assigned - lo)
+                    if self.filled[j % 2] == self.batch or (self.done and self.filled[j % 2] == max(n, 0)):
+                        break
+                    self.cond.wait()
+            if n <= 0:
                 return
-            yield item
+            yield self.bufs[j % 2], n
+            with self.cond:
+                self.filled[j % 2] = 0
+                self.released = j = j + 1
+                self.cond.notify_all()
+
+    def carry(self, buf: np.ndarray, n: int, n_prev: int) -> int:
+        """Copies the last frames of a finished batch in front of the next buffer; returns how many."""
+        keep = min(2, n_prev + n)
+        other = self.bufs[1] if buf is self.bufs[0] else self.bufs[0]
+        other[2 - keep : 2] = buf[2 + n - keep : 2 + n]
+        return keep
 
     def close(self):
-        self.stop.set()
-        self.thread.join()
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+        for t in self.threads:
+            t.join()
         self.cap.release()
 
 
 class _Converter:
-    """Frames -> model input, written straight into a batch slot. The first frame goes through
-    ``images.to_model`` (which also writes the notes); later frames of the same size and type take a fast
-    path with the same arithmetic (crop, resize, colour, then x = pixel / 127.5 - 1 in float32), a few
-    OpenCV calls without Python-level temporaries, because at 640x480 decoding costs only ~0.25 ms a frame."""
+    """Frames -> model input, written straight into a batch slot. A frame of a new size or type goes through
+    ``images.to_model`` (the first one also writes the notes) and plans a fast path for the frames like it:
+    the same arithmetic (crop, grey, resize, then x = pixel / 127.5 - 1 in float32) in a few OpenCV calls
+    without Python-level temporaries, because at 640x480 decoding costs only ~0.25 ms a frame. Safe to call
+    from several threads: the plan is one tuple, replaced whole."""
 
     def __init__(self, channels: int, size: tuple[int, int], notes: list, name: str):
         from sami_rt.images import load_cv2, to_model
 
         self.cv2, self.to_model = load_cv2(), to_model  # looked up once, not per frame
         self.channels, self.size, self.notes, self.name = channels, size, notes, name
-        self.key = None
+        self.plan = None  # (frame shape, crop, interpolation) of the fast path
+        self.first = True
 
     def __call__(self, frame: np.ndarray, out: np.ndarray) -> None:
-        key = (frame.shape, frame.dtype)
-        if self.key is None or key != self.key or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            out[...] = self.to_model(frame, self.channels, self.size, self.notes if self.key is None else None,
-                                     self.name)
-            if self.key is None:
-                self._plan(frame)
-            self.key = key
+        plan = self.plan
+        if plan is None or plan[0] != frame.shape or frame.dtype != np.uint8:
+            out[...] = self.to_model(frame, self.channels, self.size, self.notes if self.first else None, self.name)
+            self.first = False
+            if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
+                self.plan = self._plan(frame)
             return
         cv2 = self.cv2
-        small = cv2.resize(frame[self.crop], (self.size[1], self.size[0]), interpolation=self.interp) \
-            if self.crop is not None else frame
+        _, crop, interp = plan
+        img = frame[crop] if crop is not None else frame
         if self.channels == 1:
-            out[0] = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)  # grey first: the resize then works on one channel
+        if crop is not None:
+            img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=interp)
+        if self.channels == 1:
+            out[0] = img
         else:
-            out[...] = small[:, :, ::-1].transpose(2, 0, 1)
+            out[...] = img[:, :, ::-1].transpose(2, 0, 1)
         out /= np.float32(127.5)
         out -= np.float32(1.0)
 
     def _plan(self, frame):
-        cv2 = self.cv2
-        H, W = self.size
+        from sami_rt.images import crop_box, resize_interpolation
+
         h, w = frame.shape[:2]
-        self.crop, self.interp = None, None
-        if (h, w) != (H, W):
-            s = min(h / H, w / W)
-            ch, cw = int(round(H * s)), int(round(W * s))
-            top, left = (h - ch) // 2, (w - cw) // 2
-            self.crop = (slice(top, top + ch), slice(left, left + cw))
-            self.interp = cv2.INTER_AREA if s > 1 else cv2.INTER_CUBIC
+        if (h, w) == self.size:
+            return frame.shape, None, None
+        rows, cols, s = crop_box(h, w, self.size)
+        return frame.shape, (rows, cols), resize_interpolation(s)
+
+
+def _open(cv2, p: Path):
+    """A capture whose decoder runs on one thread: FFmpeg's second decoding thread does not make 640x480
+    decoding faster here, but takes CPU time the conversion threads need (benchmarks/RESULTS.md)."""
+    try:
+        cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+        if cap.isOpened():
+            return cap
+        cap.release()
+    except cv2.error:  # a backend that refuses the parameter
+        pass
+    return cv2.VideoCapture(str(p))
 
 
 def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> VideoEncoding:
@@ -170,7 +237,7 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
         raise VideoError(f"every must be a positive frame step, got {every!r}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise VideoError(f"batch must be a positive number of frames, got {batch!r}")
-    cap = cv2.VideoCapture(str(p))
+    cap = _open(cv2, p)
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{p} is not a video OpenCV can open")
@@ -179,37 +246,24 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     notes: list[str] = []
     convert = _Converter(b.channels, (b.height, b.width), notes, p.name)
-    frames, mus, vars_, pix_curv = [], [], [], []
-    # one preallocated batch, with the two frames before it kept in front for the pixel curvature
-    buf = np.empty((batch + 2, *b.image_shape), dtype=np.float32)
-    n_prev, n = 0, 0  # frames kept in front (0..2), frames in the current batch
-
-    def flush():
-        nonlocal n_prev, n
-        mu, var = rt.backend.encode(buf[2 : 2 + n])
-        mus.append(np.array(mu, copy=True))
-        vars_.append(np.array(var, copy=True))
-        seq = buf[2 - n_prev : 2 + n]
-        if len(seq) >= 3:
-            pix_curv.append(angles(seq))
-        keep = min(2, n_prev + n)
-        buf[2 - keep : 2] = buf[2 + n - keep : 2 + n].copy()
-        n_prev, n = keep, 0
-
-    reader = _Reader(cap, every)
+    encode = getattr(rt.backend, "stream_encode", rt.backend.encode)
+    mus, vars_, pix_curv = [], [], []
+    n_prev, n_done = 0, 0  # frames kept in front of the batch (0..2) for the pixel curvature; frames encoded
+    reader = _Pipeline(cap, every, batch, b.image_shape, convert)
     try:
-        for i, frame in reader:
-            convert(frame, buf[2 + n])
-            frames.append(i)
-            n += 1
-            if n == batch:
-                flush()
+        for buf, n in reader.batches():
+            mu, var = encode(buf[2 : 2 + n])
+            mus.append(np.array(mu, copy=True))
+            vars_.append(np.array(var, copy=True))
+            seq = buf[2 - n_prev : 2 + n]
+            if len(seq) >= 3:
+                pix_curv.append(angles(seq))
+            n_prev, n_done = reader.carry(buf, n, n_prev), n_done + n
             if progress is not None:
-                progress(i + 1, total)
-        if n:
-            flush()
+                progress(reader.index[n_done - 1] + 1, total)
     finally:
         reader.close()
+    frames = reader.index[:n_done]
     stopped = reader.read if total and reader.read < total else None
     if not frames:
         raise VideoError(f"{p} has no frames that OpenCV could decode")

@@ -103,6 +103,77 @@ def test_encode_video_streams_every_frame(rt):
     np.testing.assert_allclose(v2.mu, v.mu[::5], atol=1e-5)
 
 
+def _colour_video(path, frames: int, seed: int, size=(640, 480)):
+    """A colour mp4 of smooth random colour fields drifting across the frame; returns the decoded frames."""
+    import cv2
+
+    W, H = size
+    rng = np.random.default_rng(seed)
+    field = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (2 * W, 2 * H), interpolation=cv2.INTER_CUBIC)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
+    assert w.isOpened()
+    for k in range(frames):
+        w.write(np.ascontiguousarray(field[3 * k : 3 * k + H, 5 * k : 5 * k + W]))
+    w.release()
+    cap, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+@pytest.mark.parametrize("every,batch", [(1, 1), (1, 5), (2, 64), (3, 4)])
+def test_encode_video_equals_encoding_its_frames_one_at_a_time(rt, tmp_path, every, batch):
+    """The threaded pipeline (two workers, two alternating batch buffers, the video encoder session) gives
+    exactly what encoding each decoded frame as an image gives, in order, for any batch size and step."""
+    from sami_rt.images import to_model
+
+    frames = _colour_video(tmp_path / "c.mp4", 23, seed=int(np.random.default_rng().integers(2**31)))
+    v = rt.encode_video(tmp_path / "c.mp4", every=every, batch=batch)
+    want = frames[::every]
+    np.testing.assert_array_equal(v.frames, np.arange(0, len(frames), every))
+    x = np.stack([to_model(f, 1, (32, 32)) for f in want])
+    mu, var = rt.encode(x)
+    np.testing.assert_allclose(v.mu, mu, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v.var, var, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v.pixel_curvature, angles(x), atol=1e-9)
+    assert v.notes == ["c.mp4: converted to grey", "c.mp4: 640x480 centre-cropped and resized to 32x32"]
+
+
+def test_frame_converter_replans_when_the_frame_size_changes():
+    from sami_rt.images import to_model
+    from sami_rt.video import _Converter
+
+    rng = np.random.default_rng()
+    conv = _Converter(1, (32, 32), [], "v")
+    for h, w in [(480, 640), (96, 64), (96, 64), (480, 640), (32, 32), (32, 32)]:
+        f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = np.empty((1, 32, 32), np.float32)
+        conv(f, out)
+        np.testing.assert_array_equal(out, to_model(f, 1, (32, 32)))
+
+
+def test_encode_video_stops_its_threads_when_the_encoder_fails(tmp_path):
+    import threading
+
+    rt = Runtime(device="cpu")
+    _colour_video(tmp_path / "c.mp4", 30, seed=1)
+    calls = []
+
+    def failing(x):
+        calls.append(len(x))
+        raise RuntimeError("encoder failed")
+
+    rt.backend.stream_encode = failing
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        rt.encode_video(tmp_path / "c.mp4", batch=4)
+    assert calls == [4]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sami-rt-video")]
+
+
 def _disk_centres(images: np.ndarray, foreground: float) -> np.ndarray:
     """Centres (x, y) in pixels of the disks in uint8 images [N, H, W, 1]: coverage-weighted centroids, each
     image's background taken as its median pixel (the disk covers 5% of it)."""

@@ -108,6 +108,35 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     assert g["test_variability"] > 0 and g["cond_variability"] > 0 and g["uncond_mse_to_guide"] > 0
     csv = (run / "posterior_variance.csv").read_text().splitlines()
     assert csv[0] == "t,abar,var_0,var_1,var_2" and len(csv) == 21
+    gain = ev["guidance_gain"]
+    assert len(gain) == 10 and all(r["error_alone"] > 0 and r["error_guided"] > 0 for r in gain)
+
+
+def test_guidance_gain_is_one_exactly_when_the_encoder_ignores_its_input():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from train.evaluate import guidance_gain_curve
+
+    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
+    x = torch.randn(16, 1, 8, 8, generator=g)
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 400))
+    w = torch.randn(64, 2, generator=g)
+
+    def blind(v):  # depends on x only through a zero weight: no guidance
+        mu = 0.0 * v.flatten(1) @ w + 0.5
+        return mu, torch.full_like(mu, 0.3)
+
+    def seeing(v):  # a linear-Gaussian posterior: the guidance is informative
+        mu = v.flatten(1) @ w
+        return mu, torch.full_like(mu, 0.01)
+
+    denoiser = lambda x_t, t: 0.1 * x_t  # noqa: E731
+    ones = guidance_gain_curve(SimpleNamespace(encoder=blind, denoiser=denoiser), abar, x, levels=4)
+    assert [r["ratio"] for r in ones] == pytest.approx([1.0] * 4, abs=1e-6)
+    gains = guidance_gain_curve(SimpleNamespace(encoder=seeing, denoiser=denoiser), abar, x, levels=4)
+    assert all(r["ratio"] != pytest.approx(1.0, abs=1e-3) for r in gains)
 
 
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):

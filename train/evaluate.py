@@ -6,7 +6,10 @@ Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and
 - the paper's variability (mean squared distance of samples from their own mean, per pixel) of the
   test set and of samples guided by one image, and the MSE from guide to guided and to unconditional
   samples;
-- the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D).
+- the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D);
+- the guidance gain per noise level: the denoising error of the guided estimate (z = the clean image's
+  posterior mean) over that of the denoiser alone, on held-out images. z pins the image down, so an exact
+  model would drive this towards 0 at every level; where it stays near 1 the latent does not steer sampling.
 """
 
 from __future__ import annotations
@@ -87,6 +90,31 @@ def posterior_variance_curve(model, abar, x, levels: int = 20, seed: int = 0):
     return np.array(rows)
 
 
+def guidance_gain_curve(model, abar, x, levels: int = 10, seed: int = 0) -> list[dict]:
+    """Per noise level: summed squared eps error per image of the denoiser alone and of the guided estimate
+    with z = the posterior mean of the clean image, and their ratio (guided / alone)."""
+    from sami_reference.guidance import guided_eps
+
+    T = len(abar)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        mu, _ = model.encoder(x)
+    rows = []
+    for t in np.unique(np.round(np.linspace(T // levels, T - 1, levels)).astype(int)):
+        a = float(abar[t])
+        eps = torch.randn(x.shape, generator=g)
+        x_t = a**0.5 * x + (1 - a) ** 0.5 * eps
+        tt = torch.full((len(x),), int(t))
+        with torch.no_grad():
+            alone = model.denoiser(x_t, tt)
+        guided = guided_eps(model.denoiser, model.encoder, x_t, tt, mu, torch.full((len(x),), (1 - a) ** 0.5),
+                            1.0).detach()
+        e0 = float(((eps - alone) ** 2).flatten(1).sum(1).mean())
+        e1 = float(((eps - guided) ** 2).flatten(1).sum(1).mean())
+        rows.append({"t": int(t), "snr": a / (1 - a), "error_alone": e0, "error_guided": e1, "ratio": e1 / e0})
+    return rows
+
+
 def write_curve(run_dir: Path, curve: np.ndarray) -> None:
     D = curve.shape[1] - 2
     header = "t,abar," + ",".join(f"var_{d}" for d in range(D))
@@ -134,6 +162,7 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
         res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps)
     curve = posterior_variance_curve(model, abar, x_test[:256])
     write_curve(run_dir, curve)
+    res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
     res["summary"] = summarise(res)
     write_json(run_dir / ("eval.json" if ema else "eval_raw.json"), res)
     return res
@@ -148,6 +177,8 @@ def summarise(res: dict) -> dict:
         s.update(mig=round(f["mig"], 3), dci_d=round(f["dci"]["disentanglement"], 3),
                  dci_c=round(f["dci"]["completeness"], 3), modularity=round(f["modularity"], 3),
                  sap=round(f["sap"], 3))
+    if "guidance_gain" in res:
+        s["guidance_gain"] = {r["t"]: round(r["ratio"], 3) for r in res["guidance_gain"]}
     if "generation" in res:
         g = res["generation"]
         s.update(cond_variability_ratio=round(g["cond_variability_ratio"], 3),

@@ -138,6 +138,7 @@ class OrtBackend:
         self._lock = threading.Lock()
         self._graph_ids = 0
         self._provider = wanted[0]
+        self._stream_session = None  # created by the first stream_encode
         self._set_name()
 
     def _set_name(self) -> None:
@@ -245,6 +246,21 @@ class OrtBackend:
         else:
             with self._lock:  # never during another graph's capture
                 mu, var = self._sessions["encoder"].run(None, feeds)
+        return mu, var
+
+    def stream_encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``encode`` for a pipeline whose own threads keep cores busy (``encode_video``: two threads decode
+        and convert frames). On the CPU it runs a second encoder session that leaves two cores to those
+        threads and whose threads do not spin while idle: spinning threads would take the cores the
+        decoder needs (benchmarks/RESULTS.md). Elsewhere it is ``encode``."""
+        if self.device != "cpu":
+            return self.encode(x)
+        with self._lock:
+            if self._stream_session is None:
+                so = cpu_session_options(self.ort, max(1, (os.cpu_count() or 1) - 2))
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._stream_session = self._session(self._graph_path("encoder"), so, PROVIDERS["cpu"], False)
+        mu, var = self._stream_session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return mu, var
 
     def denoise(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
