@@ -51,117 +51,67 @@ class VideoEncoding:
         return float(v.mean()) if len(v) else None
 
 
-class _Pipeline:
-    """Decoding and conversion on two worker threads, inference on the caller's.
+class _Reader:
+    """Decodes frames on a background thread into a short bounded queue (OpenCV releases the GIL while
+    decoding), so that decoding overlaps conversion and inference on the caller's thread; memory stays flat.
+    One thread keeps the decoder: two workers taking turns at it, each converting the frame it got, measured
+    0.80 of decoding alone against this design's 0.92 (benchmarks/RESULTS.md)."""
 
-    The workers take turns at the decoder (a lock keeps the frames in order and numbers them) and convert
-    the frame they got, outside the lock, into its slot of the batch being filled: while one decodes, the
-    other converts (OpenCV releases the GIL for both). Two batch buffers alternate, so the caller runs the
-    encoder on a full batch while the workers fill the other one; memory stays flat whatever the video's
-    length. Each buffer keeps two slots in front for the two frames before its batch (pixel curvature).
-    """
+    _END = object()
 
-    WORKERS = 2
-
-    def __init__(self, cap, every: int, batch: int, image_shape: tuple, convert):
+    def __init__(self, cap, every: int, depth: int = 8):
+        import queue
         import threading
 
-        self.cap, self.every, self.batch, self.convert = cap, every, batch, convert
-        self.bufs = [np.empty((batch + 2, *image_shape), dtype=np.float32) for _ in range(2)]
-        self.cond = threading.Condition()  # the counters below
-        self.decoder = threading.Lock()  # the capture: one worker decodes at a time
-        self.read = 0  # frames decoded (or grabbed) so far
-        self.assigned = 0  # wanted frames handed to workers, in order
-        self.filled = [0, 0]  # converted frames in the batch each buffer holds
-        self.released = 0  # batches the caller has finished with
-        self.index: list[int] = []  # video frame index of each wanted frame
-        self.done = False  # the decoder reached the end (or failed)
-        self.stop = False
+        self.cap, self.every = cap, every
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.read = 0  # frames decoded so far
         self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._work, name=f"sami-rt-video-{k}", daemon=True)
-                        for k in range(self.WORKERS)]
-        for t in self.threads:
-            t.start()
+        self.thread = threading.Thread(target=self._run, name="sami-rt-video-reader", daemon=True)
+        self.thread.start()
 
-    def _next(self):
-        """The next wanted frame and its sequence number, or None at the end. The caller holds the decoder
-        lock, so frames are decoded and numbered in order; the state lock is held only for bookkeeping, never
-        while decoding, so the other worker can hand in a converted frame meanwhile."""
-        with self.cond:
-            while not self.stop and self.assigned >= (self.released + 2) * self.batch:
-                self.cond.wait()  # both buffers hold batches the caller has not finished
-            if self.stop or self.done:
-                return None
-        ok, frame = True, None
-        while ok and self.read % self.every:  # a skipped frame is only grabbed: decoded, not converted to BGR
-            ok = self.cap.grab()
-            self.read += ok
-        if ok:
-            ok, frame = self.cap.read()
-        with self.cond:
-            if not ok:
-                self.done = True
-                self.cond.notify_all()
-                return None
-            self.index.append(self.read)
-            self.read += 1
-            seq, self.assigned = self.assigned, self.assigned + 1
-            return seq, frame
+    def _put(self, item) -> bool:
+        import queue
 
-    def _work(self):
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
         try:
-            while True:
-                with self.decoder:
-                    got = self._next()
-                    if got is None:
-                        return
-                    seq, frame = got
-                    if seq == 0:  # the first frame plans the fast path and writes the notes: alone
-                        self.convert(frame, self.bufs[0][2])
-                if seq:
-                    self.convert(frame, self.bufs[(seq // self.batch) % 2][2 + seq % self.batch])
-                with self.cond:
-                    self.filled[(seq // self.batch) % 2] += 1
-                    self.cond.notify_all()
-        except BaseException as e:  # handed to the caller, raised there
-            with self.cond:
-                self.error, self.done = self.error or e, True
-                self.cond.notify_all()
+            i = 0
+            while not self.stop.is_set():
+                wanted = i % self.every == 0
+                # a skipped frame is only grabbed: decoded, not converted to BGR
+                ok, frame = self.cap.read() if wanted else (self.cap.grab(), None)
+                if not ok:
+                    break
+                self.read = i + 1
+                if wanted and not self._put((i, frame)):
+                    return
+                i += 1
+        except BaseException as e:  # handed to the consumer, raised there
+            self.error = e
+        finally:
+            self._put(self._END)
 
-    def batches(self):
-        """Yields (buffer, n): batch j's frames are buffer[2 : 2 + n], the two before it buffer[0:2]."""
-        j = 0
+    def __iter__(self):
         while True:
-            with self.cond:
-                while True:
-                    if self.error is not None:
-                        raise self.error
-                    lo = j * self.batch
-                    n = min(self.batch, self.assigned - lo)
-                    if self.filled[j % 2] == self.batch or (self.done and self.filled[j % 2] == max(n, 0)):
-                        break
-                    self.cond.wait()
-            if n <= 0:
+            item = self.q.get()
+            if item is self._END:
+                if self.error is not None:
+                    raise self.error
                 return
-            yield self.bufs[j % 2], n
-            with self.cond:
-                self.filled[j % 2] = 0
-                self.released = j = j + 1
-                self.cond.notify_all()
-
-    def carry(self, buf: np.ndarray, n: int, n_prev: int) -> int:
-        """Copies the last frames of a finished batch in front of the next buffer; returns how many."""
-        keep = min(2, n_prev + n)
-        other = self.bufs[1] if buf is self.bufs[0] else self.bufs[0]
-        other[2 - keep : 2] = buf[2 + n - keep : 2 + n]
-        return keep
+            yield item
 
     def close(self):
-        with self.cond:
-            self.stop = True
-            self.cond.notify_all()
-        for t in self.threads:
-            t.join()
+        self.stop.set()
+        self.thread.join()
         self.cap.release()
 
 
@@ -169,8 +119,7 @@ class _Converter:
     """Frames -> model input, written straight into a batch slot. A frame of a new size or type goes through
     ``images.to_model`` (the first one also writes the notes) and plans a fast path for the frames like it:
     the same arithmetic (crop, grey, resize, then x = pixel / 127.5 - 1 in float32) in a few OpenCV calls
-    without Python-level temporaries, because at 640x480 decoding costs only ~0.25 ms a frame. Safe to call
-    from several threads: the plan is one tuple, replaced whole."""
+    without Python-level temporaries, because at 640x480 decoding costs only ~0.2 ms a frame."""
 
     def __init__(self, channels: int, size: tuple[int, int], notes: list, name: str):
         from sami_rt.images import load_cv2, to_model
@@ -213,8 +162,8 @@ class _Converter:
 
 
 def _open(cv2, p: Path):
-    """A capture whose decoder runs on one thread: FFmpeg's second decoding thread does not make 640x480
-    decoding faster here, but takes CPU time the conversion threads need (benchmarks/RESULTS.md)."""
+    """A capture whose decoder runs on one thread: FFmpeg's second decoding thread makes decoding alone a
+    little faster but takes the core that conversion and inference need (benchmarks/RESULTS.md)."""
     try:
         cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
         if cap.isOpened():
@@ -247,23 +196,37 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
     notes: list[str] = []
     convert = _Converter(b.channels, (b.height, b.width), notes, p.name)
     encode = getattr(rt.backend, "stream_encode", rt.backend.encode)
-    mus, vars_, pix_curv = [], [], []
-    n_prev, n_done = 0, 0  # frames kept in front of the batch (0..2) for the pixel curvature; frames encoded
-    reader = _Pipeline(cap, every, batch, b.image_shape, convert)
+    frames, mus, vars_, pix_curv = [], [], [], []
+    # one preallocated batch, with the two frames before it kept in front for the pixel curvature
+    buf = np.empty((batch + 2, *b.image_shape), dtype=np.float32)
+    n_prev, n = 0, 0  # frames kept in front (0..2), frames in the current batch
+
+    def flush():
+        nonlocal n_prev, n
+        mu, var = encode(buf[2 : 2 + n])
+        mus.append(np.array(mu, copy=True))
+        vars_.append(np.array(var, copy=True))
+        seq = buf[2 - n_prev : 2 + n]
+        if len(seq) >= 3:
+            pix_curv.append(angles(seq))
+        keep = min(2, n_prev + n)
+        buf[2 - keep : 2] = buf[2 + n - keep : 2 + n].copy()
+        n_prev, n = keep, 0
+
+    reader = _Reader(cap, every)
     try:
-        for buf, n in reader.batches():
-            mu, var = encode(buf[2 : 2 + n])
-            mus.append(np.array(mu, copy=True))
-            vars_.append(np.array(var, copy=True))
-            seq = buf[2 - n_prev : 2 + n]
-            if len(seq) >= 3:
-                pix_curv.append(angles(seq))
-            n_prev, n_done = reader.carry(buf, n, n_prev), n_done + n
+        for i, frame in reader:
+            convert(frame, buf[2 + n])
+            frames.append(i)
+            n += 1
+            if n == batch:
+                flush()
             if progress is not None:
-                progress(reader.index[n_done - 1] + 1, total)
+                progress(i + 1, total)
+        if n:
+            flush()
     finally:
         reader.close()
-    frames = reader.index[:n_done]
     stopped = reader.read if total and reader.read < total else None
     if not frames:
         raise VideoError(f"{p} has no frames that OpenCV could decode")

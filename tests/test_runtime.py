@@ -127,8 +127,8 @@ def _colour_video(path, frames: int, seed: int, size=(640, 480)):
 
 @pytest.mark.parametrize("every,batch", [(1, 1), (1, 5), (2, 64), (3, 4)])
 def test_encode_video_equals_encoding_its_frames_one_at_a_time(rt, tmp_path, every, batch):
-    """The threaded pipeline (two workers, two alternating batch buffers, the video encoder session) gives
-    exactly what encoding each decoded frame as an image gives, in order, for any batch size and step."""
+    """The threaded pipeline (reader thread, frames converted into one preallocated batch, the stream encoder
+    session) gives what encoding each decoded frame as an image gives, in order, for any batch size and step."""
     from sami_rt.images import to_model
 
     frames = _colour_video(tmp_path / "c.mp4", 23, seed=int(np.random.default_rng().integers(2**31)))

@@ -110,6 +110,7 @@ class OrtBackend:
         self.device = device
         self.device_id = 0
         so = self._so = cpu_session_options(ort, threads)
+        self._threads = threads
         self._sessions = {}
         self._captured: set[str] = set()  # loop graphs that run as CUDA graphs
         version = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
@@ -249,15 +250,16 @@ class OrtBackend:
         return mu, var
 
     def stream_encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``encode`` for a pipeline whose own threads keep cores busy (``encode_video``: two threads decode
-        and convert frames). On the CPU it runs a second encoder session that leaves two cores to those
-        threads and whose threads do not spin while idle: spinning threads would take the cores the
-        decoder needs (benchmarks/RESULTS.md). Elsewhere it is ``encode``."""
+        """``encode`` for a pipeline whose own threads keep cores busy (``encode_video``: a reader thread
+        decodes while the caller's converts frames). On the CPU it runs a second encoder session that leaves
+        two cores to those threads and whose threads do not spin while idle: spinning threads would take the
+        core the decoder needs (benchmarks/RESULTS.md). Elsewhere it is ``encode``."""
         if self.device != "cpu":
             return self.encode(x)
         with self._lock:
             if self._stream_session is None:
-                so = cpu_session_options(self.ort, max(1, (os.cpu_count() or 1) - 2))
+                n = max(1, (os.cpu_count() or 1) - 2)
+                so = cpu_session_options(self.ort, min(n, self._threads) if self._threads else n)
                 so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._stream_session = self._session(self._graph_path("encoder"), so, PROVIDERS["cpu"], False)
         mu, var = self._stream_session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
