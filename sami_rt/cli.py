@@ -293,7 +293,7 @@ def axes(images, model, device, threads):
 @main.command()
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 16), show_default=True,
               help="Batch size for the per-call figures (repeat the option for several).")
-@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True, help="Timed calls per figure.")
+@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True, help="Timed calls per figure (video: max(3, repeats / 10) rounds).")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples for generate.")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="DDIM steps for generate.")

@@ -55,7 +55,7 @@ class _Reader:
     """Decodes frames on a background thread into a short bounded queue (OpenCV releases the GIL while
     decoding), so that decoding overlaps conversion and inference on the caller's thread; memory stays flat.
     One thread keeps the decoder: two workers taking turns at it, each converting the frame it got, measured
-    0.80 of decoding alone against this design's 0.92 (benchmarks/RESULTS.md)."""
+    slower (benchmarks/RESULTS.md)."""
 
     _END = object()
 
@@ -162,10 +162,13 @@ class _Converter:
 
 
 def _open(cv2, p: Path):
-    """A capture whose decoder runs on one thread: FFmpeg's second decoding thread makes decoding alone a
-    little faster but takes the core that conversion and inference need (benchmarks/RESULTS.md)."""
+    """A capture whose decoder uses the threads that the reader and the caller's thread leave
+    (``pipeline_threads``: one on a 2-core machine, where FFmpeg's default of two made decoding alone a
+    little faster but ``encode_video`` slower, benchmarks/RESULTS.md)."""
+    from sami_rt.backends import pipeline_threads
+
     try:
-        cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+        cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, pipeline_threads()])
         if cap.isOpened():
             return cap
         cap.release()

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sami_rt.bench import gpu_peak
@@ -26,8 +27,10 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert g["backend_calls"] == 4 and 0 <= g["loop_share"] < 1 and g["torch_seconds"] > 0
     v = res["video"]
     assert v["frames"] == 12 and v["size"] == "640x480" and v["decode_fps"] > 0 and v["encode_fps"] > 0
+    assert v["rounds"] == len(v["encode_vs_decode_per_round"]) >= 3
+    assert v["encode_vs_decode"] == pytest.approx(float(np.median(v["encode_vs_decode_per_round"])))
     assert res["flops_per_sample"]["guided_eps"] > 0
-    assert "speed-up" in r.stdout and "generate:" in r.stdout
+    assert "speed-up" in r.stdout and "generate:" in r.stdout and "of decoding (median of the rounds:" in r.stdout
 
 
 def test_bench_without_the_baseline_needs_no_torch(tmp_path):

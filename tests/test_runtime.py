@@ -148,12 +148,13 @@ def test_frame_converter_replans_when_the_frame_size_changes():
     from sami_rt.video import _Converter
 
     rng = np.random.default_rng()
-    conv = _Converter(1, (32, 32), [], "v")
-    for h, w in [(480, 640), (96, 64), (96, 64), (480, 640), (32, 32), (32, 32)]:
-        f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        out = np.empty((1, 32, 32), np.float32)
-        conv(f, out)
-        np.testing.assert_array_equal(out, to_model(f, 1, (32, 32)))
+    for channels, size in [(1, (32, 32)), (3, (32, 48)), (3, (64, 64))]:
+        conv = _Converter(channels, size, [], "v")
+        for h, w in [(480, 640), (96, 64), (96, 64), (480, 640), size, size, (20, 30)]:
+            f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            out = np.empty((channels, *size), np.float32)
+            conv(f, out)
+            np.testing.assert_array_equal(out, to_model(f, channels, size))
 
 
 def test_encode_video_stops_its_threads_when_the_encoder_fails(tmp_path):

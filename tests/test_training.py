@@ -112,7 +112,12 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     assert len(gain) == 10 and all(r["error_alone"] > 0 and r["error_guided"] > 0 for r in gain)
 
 
-def test_guidance_gain_is_one_exactly_when_the_encoder_ignores_its_input():
+def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_model():
+    """Data x0 ~ N(0, I), z | x0 ~ N(x0, s2 I). The exact denoiser is E[eps | x_t] = sqrt(1 - a) x_t (error a
+    per pixel) and the exact q(z | x_t) = N(sqrt(a) x_t, 1 - a + s2); with z = the clean image's posterior
+    mean (x0), the guided error is a (s2 / (1 - a + s2))^2 per pixel, so the gain is (s2 / (1 - a + s2))^2.
+    The encoder does not see the noise level, so the test's denoiser hands it over (guided_eps calls the
+    denoiser before the encoder); the first encoder call, on the clean images, sees a = 1."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -120,23 +125,33 @@ def test_guidance_gain_is_one_exactly_when_the_encoder_ignores_its_input():
     from train.evaluate import guidance_gain_curve
 
     g = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
-    x = torch.randn(16, 1, 8, 8, generator=g)
+    x = torch.randn(4000, 1, 2, 2, generator=g, dtype=torch.float64)
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 400))
-    w = torch.randn(64, 2, generator=g)
+    s2 = float(torch.empty(()).uniform_(0.05, 0.5, generator=g))
+    level = {"a": 1.0}
+
+    def denoiser(x_t, t):
+        level["a"] = float(abar[int(t[0])])
+        return (1 - level["a"]) ** 0.5 * x_t
+
+    def exact(v):
+        a = level["a"]
+        mu = a**0.5 * v.flatten(1)
+        return mu, torch.full_like(mu, 1 - a + s2)
 
     def blind(v):  # depends on x only through a zero weight: no guidance
-        mu = 0.0 * v.flatten(1) @ w + 0.5
+        mu = 0.0 * v.flatten(1) + 0.5
         return mu, torch.full_like(mu, 0.3)
 
-    def seeing(v):  # a linear-Gaussian posterior: the guidance is informative
-        mu = v.flatten(1) @ w
-        return mu, torch.full_like(mu, 0.01)
-
-    denoiser = lambda x_t, t: 0.1 * x_t  # noqa: E731
     ones = guidance_gain_curve(SimpleNamespace(encoder=blind, denoiser=denoiser), abar, x, levels=4)
-    assert [r["ratio"] for r in ones] == pytest.approx([1.0] * 4, abs=1e-6)
-    gains = guidance_gain_curve(SimpleNamespace(encoder=seeing, denoiser=denoiser), abar, x, levels=4)
-    assert all(r["ratio"] != pytest.approx(1.0, abs=1e-3) for r in gains)
+    assert [r["ratio"] for r in ones] == pytest.approx([1.0] * 4, abs=1e-9)
+    level["a"] = 1.0
+    rows = guidance_gain_curve(SimpleNamespace(encoder=exact, denoiser=denoiser), abar, x, levels=5)
+    for r in rows:
+        a = float(abar[r["t"]])
+        assert r["error_alone"] == pytest.approx(4 * a, rel=0.1), r
+        assert r["ratio"] == pytest.approx((s2 / (1 - a + s2)) ** 2, rel=0.1), (r, s2)
+    assert guidance_gain_curve(SimpleNamespace(encoder=blind, denoiser=denoiser), abar, x, levels=1)[0]["t"] == 399
 
 
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):

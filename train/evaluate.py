@@ -8,8 +8,9 @@ Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and
   samples;
 - the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D);
 - the guidance gain per noise level: the denoising error of the guided estimate (z = the clean image's
-  posterior mean) over that of the denoiser alone, on held-out images. z pins the image down, so an exact
-  model would drive this towards 0 at every level; where it stays near 1 the latent does not steer sampling.
+  posterior mean) over that of the denoiser alone, on held-out images. An exact model scores what z leaves
+  undetermined (for a linear-Gaussian model (sigma^2 / (1 - abar + sigma^2))^2, sigma^2 the posterior
+  variance: near 0 when z pins the image down); where it stays near 1 the latent does not steer sampling.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def guidance_gain_curve(model, abar, x, levels: int = 10, seed: int = 0) -> list
     with torch.no_grad():
         mu, _ = model.encoder(x)
     rows = []
-    for t in np.unique(np.round(np.linspace(T // levels, T - 1, levels)).astype(int)):
+    for t in np.unique(np.minimum(np.round(np.linspace(T // levels, T - 1, levels)), T - 1).astype(int)):
         a = float(abar[t])
         eps = torch.randn(x.shape, generator=g)
         x_t = a**0.5 * x + (1 - a) ** 0.5 * eps

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.backends import BackendError
+from sami_rt.backends import BackendError, pipeline_threads
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -251,17 +251,19 @@ class OrtBackend:
 
     def stream_encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``encode`` for a pipeline whose own threads keep cores busy (``encode_video``: a reader thread
-        decodes while the caller's converts frames). On the CPU it runs a second encoder session that leaves
-        two cores to those threads and whose threads do not spin while idle: spinning threads would take the
-        core the decoder needs (benchmarks/RESULTS.md). Elsewhere it is ``encode``."""
+        decodes while the caller's converts frames). On the CPU it runs a second encoder session with the
+        threads those two leave (``pipeline_threads``: one on a 2-core machine) that do not spin while idle:
+        spinning threads would take the core the decoder needs (benchmarks/RESULTS.md). Elsewhere it is
+        ``encode``."""
         if self.device != "cpu":
             return self.encode(x)
-        with self._lock:
-            if self._stream_session is None:
-                n = max(1, (os.cpu_count() or 1) - 2)
-                so = cpu_session_options(self.ort, min(n, self._threads) if self._threads else n)
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._stream_session = self._session(self._graph_path("encoder"), so, PROVIDERS["cpu"], False)
+        if self._stream_session is None:
+            with self._lock:
+                if self._stream_session is None:
+                    n = pipeline_threads()
+                    so = cpu_session_options(self.ort, min(n, self._threads) if self._threads else n)
+                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                    self._stream_session = self._session(self._graph_path("encoder"), so, PROVIDERS["cpu"], False)
         mu, var = self._stream_session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return mu, var
 
