@@ -171,18 +171,25 @@ def init_variance_head(layer: nn.Linear, var_init: float) -> None:
         layer.bias.fill_(math.log(math.expm1(math.sqrt(var_init))))
 
 
-class ConvEncoder(nn.Module):
-    """The paper's disks encoder: stride-2 convolutions with ReLU, then linear (or one-hidden-layer) heads."""
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
-    def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False, var_init=0.0):
+
+class ConvEncoder(nn.Module):
+    """The paper's disks encoder: stride-2 convolutions with ReLU (or SiLU, whose input gradient, and so the
+    guidance, is smooth), then linear (or one-hidden-layer) heads."""
+
+    def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False, var_init=0.0,
+                 act="relu"):
         super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown encoder activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
         layers, c = [], channels
         for cout in conv:
-            layers += [nn.Conv2d(c, cout, 4, stride=2, padding=1, bias=bias), nn.ReLU()]
+            layers += [nn.Conv2d(c, cout, 4, stride=2, padding=1, bias=bias), ACTIVATIONS[act]()]
             c = cout
         self.features = nn.Sequential(*layers, nn.Flatten())
         n = c * (size // 2 ** len(conv)) ** 2
-        self.hidden = nn.Sequential(nn.Linear(n, hidden, bias=bias), nn.ReLU()) if hidden else nn.Identity()
+        self.hidden = nn.Sequential(nn.Linear(n, hidden, bias=bias), ACTIVATIONS[act]()) if hidden else nn.Identity()
         n = hidden or n
         self.mu = nn.Linear(n, latent_dim, bias=bias)
         self.var = nn.Linear(n, latent_dim, bias=True)  # the variance head keeps a bias: var(0) must not be fixed
@@ -239,7 +246,7 @@ def build_denoiser(cfg) -> UNet:
 def build_encoder(cfg) -> nn.Module:
     if cfg.encoder == "convnet":
         return ConvEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_channels, cfg.enc_hidden, cfg.enc_bias,
-                           cfg.enc_var_init)
+                           cfg.enc_var_init, getattr(cfg, "enc_act", "relu"))
     if cfg.encoder == "half-unet":
         return HalfUNetEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_unet_channels, cfg.enc_mult,
                                cfg.enc_res_blocks, cfg.enc_attention, cfg.enc_bias, cfg.enc_var_init)

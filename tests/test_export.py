@@ -17,6 +17,7 @@ from train.loop import Trainer  # noqa: E402
 
 FAMILIES = {
     "convnet-unet": dict(),
+    "convnet-silu": dict(enc_act="silu", enc_hidden=16, enc_bias=True),
     "halfunet-attention": dict(encoder="half-unet", enc_unet_channels=8, enc_mult=(1, 2), enc_res_blocks=1,
                                enc_attention=(8,), enc_bias=True, unet_attention=(8,), latent_dim=4),
 }
