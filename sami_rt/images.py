@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT: its decoders assert beyond it
 MAX_PIXELS = 100_000_000  # refuse images larger than this before decoding them whole
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
@@ -155,10 +156,17 @@ def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], no
     if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
         raise ImageError(f"{p} is {wh[0]}x{wh[1]} pixels; images above {MAX_PIXELS // 1_000_000} megapixels are "
                          "refused before decoding (resize it first)")
+    if wh is not None and max(wh) > MAX_SIDE:
+        raise ImageError(f"{p} is {wh[0]}x{wh[1]} pixels; images wider or taller than {MAX_SIDE} pixels are "
+                         "refused before decoding (OpenCV's limit)")
     why = truncation(data)
     if why is not None:
         raise ImageError(f"{p} is {why}; decoding it would give a partial image")
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # a decoder's own assertion on a malformed header
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ImageError(f"{p} is not an image OpenCV can read ({msg})") from None
     if img is None or img.size == 0:
         raise ImageError(f"{p} is not an image OpenCV can read (expected PNG, JPEG, BMP, WebP or TIFF)")
     if img.dtype not in (np.uint8, np.uint16, np.float32):

@@ -77,6 +77,16 @@ def test_enormous_images_are_refused_before_decoding(rt, tmp_path):
         rt.encode(str(tmp_path / "huge.png"))
 
 
+def test_images_wider_than_opencv_allows_are_refused_in_one_sentence(rt, tmp_path):
+    """A BMP whose header claims 2^20 + 20 x 24 pixels (found by the fuzz test): within the pixel cap, but
+    OpenCV's decoder asserts on its width; the runtime refuses it from the header, as an ImageError."""
+    w = (1 << 20) + 20
+    head = b"BM" + struct.pack("<IHHI", 1500, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, 24, 1, 24, 0, 0, 0, 0, 0, 0)
+    (tmp_path / "wide.bmp").write_bytes(head + np.random.default_rng().integers(0, 256, 1446, dtype=np.uint8).tobytes())
+    with pytest.raises(ImageError, match=f"{w}x24 pixels; images wider or taller than {1 << 20} pixels"):
+        rt.encode(str(tmp_path / "wide.bmp"))
+
+
 def test_odd_pixel_formats_are_converted_and_said(rt, tmp_path):
     rng = np.random.default_rng()
     grey = rng.integers(0, 255, (32, 32), dtype=np.uint8)
