@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     import cv2
     import onnxruntime
 
-    from sami_rt.bench import timed_generate
+    from sami_rt.bench import decode_alone, timed_generate
     from sami_rt.runtime import Runtime
     from sami_rt.sampler import has_extension
 
@@ -78,10 +78,7 @@ def main(argv=None) -> int:
         video = d / "disk640.mp4"
         write_video(video, args.frames)
         t0 = time.perf_counter()
-        cap = cv2.VideoCapture(str(video))
-        n = 0
-        while cap.read()[0]:
-            n += 1
+        n = decode_alone(video)
         decode = time.perf_counter() - t0
         t0 = time.perf_counter()
         v = rt.encode_video(video)

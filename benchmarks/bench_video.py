@@ -31,20 +31,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
 
-    import cv2
-
     from sami_rt import video
-    from sami_rt.bench import write_test_video
+    from sami_rt.bench import decode_alone, write_test_video
     from sami_rt.runtime import Runtime
 
     rt = Runtime(args.model, device="cpu")
     shipped_open, stream = video._open, rt.backend.stream_encode
-
-    def decode_alone(path):
-        cap = cv2.VideoCapture(str(path))
-        while cap.read()[0]:
-            pass
-        cap.release()
 
     def variant(open_fn, encode_fn):
         def run(path):
