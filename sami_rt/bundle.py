@@ -101,6 +101,12 @@ class Bundle:
         return len(self.abar)
 
     @property
+    def default_scale(self) -> float:
+        """The guidance scale s that sampling uses unless told otherwise (manifest ``sampling.scale``; 1, the
+        exact model, where the bundle names none)."""
+        return float((self.manifest.get("sampling") or {}).get("scale", 1.0))
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
@@ -158,6 +164,12 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     param = m.get("parameterisation", "eps")
     if param not in PARAMETERISATIONS:
         raise BundleError(f"{where}: parameterisation {param!r} is not one of {PARAMETERISATIONS}")
+    sampling = m.get("sampling", {})
+    if not isinstance(sampling, dict):
+        raise BundleError(f"{where}: field 'sampling' should be an object, got {sampling!r:.60}")
+    s = sampling.get("scale", 1.0)
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
+        raise BundleError(f"{where}: sampling.scale must be a positive number, got {s!r:.60}")
     graphs = _read_graphs(root, m, "graphs", C, H, W, D, verify)
     graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}
     engines = {}

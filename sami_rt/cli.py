@@ -46,7 +46,8 @@ def model_options(fn):
 def sampling_options(fn):
     fn = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
                       help="Samples per backend call.")(fn)
-    fn = click.option("--scale", type=float, default=1.0, show_default=True, help="Guidance scale s.")(fn)
+    fn = click.option("--scale", type=float, default=None,
+                      help="Guidance scale s (default: the model's, shown by `sami-rt info`; 1 is the exact model).")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
     fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
     fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
@@ -354,6 +355,7 @@ def info(model, device, threads):
                f"{m['schedule'].get('kind', '?')} schedule, T={b.T}")
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
+    click.echo(f"guidance scale for sampling: {b.default_scale:g}" + (" (the exact model)" if b.default_scale == 1 else ""))
     click.echo(f"backend: {rt.backend.name}")
     ev = m.get("evaluation") or {}
     if ev:

@@ -121,7 +121,7 @@ class Runtime:
 
     # --------------------------------------------------------------------------------------- generate
     def generate(self, guide=None, z: np.ndarray | None = None, n: int = 1, steps: int | None = None,
-                 sampler: str = "ddpm", eta: float | None = None, seed: int = 0, scale: float = 1.0,
+                 sampler: str = "ddpm", eta: float | None = None, seed: int = 0, scale: float | None = None,
                  mask: Sequence[int] | np.ndarray | None = None, guide_mean: bool = False, batch: int = 64,
                  progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
                  use_cpp: bool | None = None) -> Samples:
@@ -135,7 +135,8 @@ class Runtime:
                 T levels.
             sampler: ``ddpm`` (ancestral, eta = 1) or ``ddim`` (eta = 0 unless given).
             seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
-            scale: guidance scale s in eps_hat = eps - s sqrt(1 - abar_t) g.
+            scale: guidance scale s in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
+                ``default_scale``; 1 is the exact model).
             mask: latent dimensions to guide (indices, or a 0/1 vector of length D); others are left free.
         """
         b = self.bundle
@@ -149,7 +150,8 @@ class Runtime:
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
         if not np.isfinite(eta) or eta < 0:
             raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
-        if not np.isfinite(scale):
+        scale = b.default_scale if scale is None else scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) or not np.isfinite(scale):
             raise InputError(f"scale must be a finite number, got {scale!r}")
         t0 = time.perf_counter()
         notes: list[str] = []

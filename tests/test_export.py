@@ -84,6 +84,7 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles):
     from train.config import Config
 
     assert Config.from_dict(b.manifest["training"]["config"]) == Config.from_dict(ck["config"])
+    assert b.default_scale == ck["config"]["sampling_scale"] == b.manifest["sampling"]["scale"]
     errs = b.manifest["export"]["validation"]["relative_error"]
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
 
@@ -194,6 +195,25 @@ def test_reader_refuses_malformed_manifests(bundles, tmp_path):
     _write(dst, m2)
     with pytest.raises(BundleError, match="differ from the contract"):
         read_bundle(dst)
+
+
+@pytest.mark.parametrize("sampling,msg", [
+    ({"scale": 0}, "sampling.scale must be a positive number, got 0"),
+    ({"scale": -2.0}, "sampling.scale must be a positive number, got -2.0"),
+    ({"scale": "3"}, "sampling.scale must be a positive number, got '3'"),
+    ({"scale": True}, "sampling.scale must be a positive number, got True"),
+    ([3.0], "field 'sampling' should be an object"),
+])
+def test_reader_refuses_a_bad_sampling_scale(bundles, tmp_path, sampling, msg):
+    dst, m = _copy(bundles, tmp_path)
+    _write(dst, dict(m, sampling=sampling))
+    with pytest.raises(BundleError, match=msg):
+        read_bundle(dst)
+    s = float(np.random.default_rng().uniform(0.5, 4.0))
+    _write(dst, dict(m, sampling={"scale": s}))
+    assert read_bundle(dst).default_scale == s
+    _write(dst, {k: v for k, v in m.items() if k != "sampling"})  # bundles written before the field: the exact model
+    assert read_bundle(dst).default_scale == 1.0
 
 
 def test_missing_checkpoint_is_named(tmp_path):

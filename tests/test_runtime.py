@@ -255,6 +255,25 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     assert "4 samples, 10 ddpm steps" in r.stdout
 
 
+def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path):
+    """Without scale=, generate samples at the bundle's sampling.scale: the same images as passing it."""
+    import shutil
+
+    s = float(np.random.default_rng().uniform(1.5, 4.0))
+    dst = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_MODEL, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["sampling"] = {"scale": s}
+    (dst / "manifest.json").write_text(json.dumps(m))
+    other = Runtime(dst, device="cpu")
+    assert other.bundle.default_scale == s
+    seed = int(np.random.default_rng().integers(2**31))
+    kw = dict(guide=str(EXAMPLES / "guide.png"), n=2, steps=6, seed=seed)
+    got = other.generate(**kw).x
+    np.testing.assert_array_equal(got, rt.generate(scale=s, **kw).x)
+    assert np.abs(got - other.generate(scale=1.0, **kw).x).max() > 1e-3
+
+
 def test_cli_encode_video_prints_the_curvature_table(tmp_path):
     r = _cli("encode", str(EXAMPLES / "moving_disk.mp4"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

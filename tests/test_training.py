@@ -94,7 +94,8 @@ def test_every_preset_builds_and_round_trips_through_json():
 def test_train_and_evaluate_end_to_end(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), "--config", "disks", "--out", str(run),
-                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "200"], capture_output=True, text=True,
+                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "200", "--sampling-scale", "2"],
+                       capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("config.json", "metrics.jsonl", CHECKPOINT, "eval.json", "posterior_variance.csv",
@@ -106,6 +107,10 @@ def test_train_and_evaluate_end_to_end(tmp_path):
         assert 0 <= ev["factors"][k] <= 1
     g = ev["generation"]
     assert g["test_variability"] > 0 and g["cond_variability"] > 0 and g["uncond_mse_to_guide"] > 0
+    # figures at the run's sampling scale, and at 1 (the exact model) beside them
+    assert g["scale"] == 2.0 and g["exact"]["scale"] == 1.0 and g["exact"]["cond_variability"] > 0
+    assert g["exact"]["cond_variability"] != g["cond_variability"]
+    assert ev["summary"]["sampling_scale"] == 2.0 and "cond_variability_ratio_scale_1" in ev["summary"]
     csv = (run / "posterior_variance.csv").read_text().splitlines()
     assert csv[0] == "t,abar,var_0,var_1,var_2" and len(csv) == 21
     gain = ev["guidance_gain"]

@@ -53,7 +53,8 @@ class Config:
     kl_anneal_frac: float = 0.5  # ... and grows exponentially to kl_weight over this fraction of training
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
     loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
-    guidance_scale: float = 1.0  # s in eps_hat; 1 is the exact ELBO
+    guidance_scale: float = 1.0  # s in eps_hat during training; 1 is the exact ELBO
+    sampling_scale: float = 1.0  # s for sampling: the evaluation's generation figures and the bundle's default
     # optimisation
     steps: int = 6000
     batch: int = 64

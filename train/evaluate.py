@@ -5,7 +5,8 @@ Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and
   Modularity, SAP (data sets with ground-truth factors);
 - the paper's variability (mean squared distance of samples from their own mean, per pixel) of the
   test set and of samples guided by one image, and the MSE from guide to guided and to unconditional
-  samples;
+  samples, at the run's ``sampling_scale`` (the scale its bundle samples with by default) and, where that
+  is not 1, also at s = 1 (the exact model) under ``exact``;
 - the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D);
 - the guidance gain per noise level: the denoising error of the guided estimate (z = the clean image's
   posterior mean) over that of the denoiser alone, on held-out images. An exact model scores what z leaves
@@ -55,24 +56,38 @@ def variability(x: torch.Tensor) -> float:
     return float(((x - x.mean(0, keepdim=True)) ** 2).mean())
 
 
-def generation_figures(model, cfg, abar, x_test, n_guides=8, per_guide=16, steps=100, seed=0) -> dict:
-    g = torch.Generator().manual_seed(seed)
+def generation_figures(model, cfg, abar, x_test, n_guides=8, per_guide=16, steps=100, seed=0,
+                       scale: float | None = None, exact: bool = True) -> dict:
+    """Guided (posterior sample and posterior mean as z) and unconditional samples of the first n_guides test
+    images, at guidance scale ``scale`` (default the run's sampling_scale) and, with ``exact`` where that is
+    not 1, the guided ones again at 1 (``exact``). Every setting draws from the same seeded noise."""
+    scale = float(getattr(cfg, "sampling_scale", 1.0) if scale is None else scale)
     guides = x_test[:n_guides]
     mu, var = model.encoder(guides)
     shape = (n_guides * per_guide, cfg.channels, cfg.image_size, cfg.image_size)
+    g = torch.Generator().manual_seed(seed)
     z_post = (mu[:, None] + var.sqrt()[:, None] * torch.randn(n_guides, per_guide, cfg.latent_dim, generator=g))
     z_mean = mu[:, None].expand(n_guides, per_guide, cfg.latent_dim)
-    out = {"test_variability": variability(x_test)}
     rep = guides[:, None].expand(n_guides, per_guide, *guides.shape[1:])
-    for name, z in (("cond", z_post), ("cond_mean", z_mean), ("uncond", None)):
-        zz = None if z is None else z.reshape(-1, cfg.latent_dim)
-        s = sample(model, abar, shape, z=zz, steps=min(steps, cfg.T), generator=g).reshape(n_guides, per_guide, *shape[1:])
-        out[f"{name}_variability"] = float(np.mean([variability(s[i]) for i in range(n_guides)]))
-        out[f"{name}_mse_to_guide"] = float(((s - rep) ** 2).mean())
-    tv = out["test_variability"]
-    out["cond_variability_ratio"] = out["cond_variability"] / tv
-    out["cond_mean_variability_ratio"] = out["cond_mean_variability"] / tv
+    tv = variability(x_test)
+
+    def figures(settings, s_scale):
+        out = {}
+        for name, z in settings:
+            zz = None if z is None else z.reshape(-1, cfg.latent_dim)
+            s = sample(model, abar, shape, z=zz, steps=min(steps, cfg.T), scale=s_scale,
+                       generator=torch.Generator().manual_seed(seed + 1)).reshape(n_guides, per_guide, *shape[1:])
+            out[f"{name}_variability"] = float(np.mean([variability(s[i]) for i in range(n_guides)]))
+            out[f"{name}_mse_to_guide"] = float(((s - rep) ** 2).mean())
+            if z is not None:
+                out[f"{name}_variability_ratio"] = out[f"{name}_variability"] / tv
+        return out
+
+    guided = (("cond", z_post), ("cond_mean", z_mean))
+    out = {"test_variability": tv, "scale": scale, **figures(guided + (("uncond", None),), scale)}
     out["mse_ratio_cond_uncond"] = out["cond_mse_to_guide"] / out["uncond_mse_to_guide"]
+    if exact and scale != 1.0:
+        out["exact"] = {"scale": 1.0, **figures(guided, 1.0)}
     return out
 
 
@@ -144,7 +159,7 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
 
 
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 2000, steps: int = 100,
-                 ema: bool = True, generate: bool = True) -> dict:
+                 ema: bool = True, generate: bool = True, scale: float | None = None) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
@@ -160,7 +175,7 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
         corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
         res["factors"]["correlation"] = corr.tolist()
     if generate:
-        res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps)
+        res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
     curve = posterior_variance_curve(model, abar, x_test[:256])
     write_curve(run_dir, curve)
     res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
@@ -182,9 +197,12 @@ def summarise(res: dict) -> dict:
         s["guidance_gain"] = {r["t"]: round(r["ratio"], 3) for r in res["guidance_gain"]}
     if "generation" in res:
         g = res["generation"]
-        s.update(cond_variability_ratio=round(g["cond_variability_ratio"], 3),
+        s.update(sampling_scale=g.get("scale", 1.0), cond_variability_ratio=round(g["cond_variability_ratio"], 3),
                  cond_mean_variability_ratio=round(g["cond_mean_variability_ratio"], 3),
                  mse_cond=round(g["cond_mse_to_guide"], 4), mse_uncond=round(g["uncond_mse_to_guide"], 4))
+        if "exact" in g:
+            s.update(cond_variability_ratio_scale_1=round(g["exact"]["cond_variability_ratio"], 3),
+                     mse_cond_scale_1=round(g["exact"]["cond_mse_to_guide"], 4))
     return s
 
 
@@ -196,12 +214,14 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
     ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
+    ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
+                    "sampling_scale; figures at 1 are added when it is not 1)")
     args = ap.parse_args(argv)
     if not (args.run_dir / "config.json").is_file():
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
-                       generate=not args.no_generate)
+                       generate=not args.no_generate, scale=args.scale)
     print(json.dumps(res["summary"], indent=2))
     return 0
 

@@ -1,0 +1,51 @@
+"""Conditioned variability and MSE to the guide against the guidance scale, on guides the evaluation never uses.
+
+    python benchmarks/guidance_scale.py RUN_DIR [--scales 1,2,3,4,5] [--threads N]
+
+The evaluation's generation figures (train/evaluate.py: 8 guides, 16 DDPM samples each, 100 steps) at each
+scale, with guides drawn from a seed of their own (not the evaluation's held-out set, nor the regressors'), so
+that choosing a run's ``sampling_scale`` from this table does not tune it on the figures it is judged by.
+Write the choice into the run with ``python train/run.py --resume RUN_DIR --sampling-scale S`` (training is
+untouched: the scale is a sampling setting; the run is evaluated again and exported with it as its default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SELECTION_SEED_OFFSET = 3_000_017  # neither evaluate's held-out offset nor its FIT_SEED_OFFSET
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--scales", default="1,2,3,4,5", help="comma-separated guidance scales")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from train.data import eval_set
+    from train.evaluate import generation_figures
+    from train.loop import load_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, cfg, abar, step = load_run(args.run_dir)
+    x, _ = eval_set(cfg, cfg.eval_n, SELECTION_SEED_OFFSET)
+    print(f"{args.run_dir} at step {step}, EMA weights, guides from seed offset {SELECTION_SEED_OFFSET}")
+    print("| scale | cond. variability / test set | the same, z = posterior mean | MSE to guide: cond / uncond |")
+    print("| --- | --- | --- | --- |")
+    for s in (float(v) for v in args.scales.split(",")):
+        r = generation_figures(model, cfg, abar.numpy(), x, scale=s, exact=False)
+        print(f"| {s:g} | {r['cond_variability_ratio']:.3f} | {r['cond_mean_variability_ratio']:.3f} | "
+              f"{r['cond_mse_to_guide']:.4f} / {r['uncond_mse_to_guide']:.4f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
