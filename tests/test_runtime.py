@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sami_rt.bundle import read_bundle
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
 from sami_rt.sampler import has_extension
 from sami_rt.video import angles
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+D = read_bundle(DEFAULT_MODEL, verify=False).latent_dim  # the shipped model's latent dimension
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def rt():
 
 
 def test_default_model_is_a_valid_bundle(rt):
-    assert rt.bundle.root == DEFAULT_MODEL and rt.bundle.image_shape == (1, 32, 32) and rt.latent_dim == 3
+    assert rt.bundle.root == DEFAULT_MODEL and rt.bundle.image_shape == (1, 32, 32) and rt.latent_dim == D >= 3
     assert "CPUExecutionProvider" in rt.backend.name
 
 
@@ -75,8 +77,8 @@ def test_encode_accepts_paths_pixels_and_model_arrays(rt):
     (dict(n=0), "n must be a positive number of samples"),
     (dict(sampler="euler"), "unknown sampler 'euler'"),
     (dict(scale=float("nan")), "scale must be a finite number"),
-    (dict(mask=[3]), "mask dimensions must be in 0..2"),
-    (dict(z=np.ones((2, 4))), r"z must have shape \[1, 3\]"),
+    (dict(mask=[D]), f"mask dimensions must be in 0..{D - 1}"),
+    (dict(z=np.ones((2, D + 1))), rf"z must have shape \[1, {D}\]"),
 ])
 def test_generate_refuses_bad_arguments_in_one_sentence(rt, kw, msg):
     with pytest.raises(InputError, match=msg):
@@ -251,7 +253,7 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     grid = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED)
     assert grid.shape == (2 + 34, 2 + 5 * 34)  # the guide and four samples, 32x32 with 2-pixel gaps
     z = np.load(tmp_path / "g.npz")
-    assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, 3)
+    assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, D)
     assert "4 samples, 10 ddpm steps" in r.stdout
 
 
@@ -284,12 +286,12 @@ def test_cli_encode_video_prints_the_curvature_table(tmp_path):
 
 def test_cli_info_and_the_latent_tools(tmp_path):
     r = _cli("info", cwd=tmp_path)
-    assert r.returncode == 0 and "latent dim 3" in r.stdout and "C++ sampler loop" in r.stdout
+    assert r.returncode == 0 and f"latent dim {D}" in r.stdout and "C++ sampler loop" in r.stdout
     g = str(EXAMPLES / "guide.png")
     assert _cli("interpolate", g, str(EXAMPLES / "guide_light.png"), "-n", "3", "--steps", "5", cwd=tmp_path).returncode == 0
     assert _cli("traverse", g, "--axis", "1", "--values=-1,0,1", "--steps", "5", cwd=tmp_path).returncode == 0
     r = _cli("axes", str(EXAMPLES), cwd=tmp_path)
-    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 4
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == D + 1
     for f in ("interpolation.png", "traversal.png"):
         assert (tmp_path / f).is_file()
 
@@ -300,7 +302,7 @@ def test_cli_info_and_the_latent_tools(tmp_path):
     (["generate", "--device", "npu"], 2, "Invalid value for '--device'"),
     (["generate", "--guide", "missing.png"], 1, "image missing.png does not exist"),
     (["encode", "nothing.mp4"], 1, "video nothing.mp4 does not exist"),
-    (["traverse", "x.png", "--axis", "7"], 1, "axis must be in 0..2, got 7"),
+    (["traverse", "x.png", "--axis", str(D)], 1, f"axis must be in 0..{D - 1}, got {D}"),
     (["info", "--model", "nowhere"], 1, "model bundle nowhere is not a directory"),
 ])
 def test_cli_errors_are_one_line_with_an_exit_code(tmp_path, args, code, msg):
