@@ -156,7 +156,11 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     if min(C, H, W, D) < 1:
         raise BundleError(f"{where}: image shape and latent dimension must be positive, got {(C, H, W)} and {D}")
     sched = _require(m, "schedule", dict, where)
-    abar = np.asarray(_require(sched, "abar", list, where + " schedule"), dtype=np.float64)
+    abar = _require(sched, "abar", list, where + " schedule")
+    try:
+        abar = np.asarray(abar, dtype=np.float64)
+    except (TypeError, ValueError):  # nested or non-numeric entries
+        abar = np.zeros(0)
     if abar.ndim != 1 or len(abar) < 1 or not np.all(np.isfinite(abar)) or not np.all((abar > 0) & (abar < 1)):
         raise BundleError(f"{where}: schedule.abar must be a list of numbers in (0, 1)")
     if len(abar) > 1 and not np.all(np.diff(abar) < 0):

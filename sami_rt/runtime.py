@@ -198,7 +198,7 @@ class Runtime:
             raise InputError("give either a guide image or latents z, not both")
         if z is not None:
             z = np.asarray(z, dtype=np.float32)
-            if z.ndim == 1:
+            if z.shape == (D,):
                 z = np.broadcast_to(z, (n, D))
             if z.shape != (n, D):
                 raise InputError(f"z must have shape [{n}, {D}] (or [{D}]), got {list(z.shape)}")

@@ -195,6 +195,11 @@ def test_reader_refuses_malformed_manifests(bundles, tmp_path):
     _write(dst, m2)
     with pytest.raises(BundleError, match="differ from the contract"):
         read_bundle(dst)
+    abar = list(m["schedule"]["abar"])
+    abar[7] = [abar[7], 0.5]  # found by the fuzz test: a nested entry once raised numpy's own ValueError
+    _write(dst, dict(m, schedule=dict(m["schedule"], abar=abar)))
+    with pytest.raises(BundleError, match="schedule.abar must be a list of numbers"):
+        read_bundle(dst)
 
 
 @pytest.mark.parametrize("sampling,msg", [

@@ -77,7 +77,7 @@ def _check_image(ext: str, data: bytes):
         except (ImageError, InputError) as e:
             assert str(e) and "\n" not in str(e)
             return
-        assert mu.shape == (1, 3) and np.all(np.isfinite(mu)) and np.all(var > 0)
+        assert mu.shape == (1, runtime().latent_dim) and np.all(np.isfinite(mu)) and np.all(var > 0)
 
 
 @settings(max_examples=150, **SETTINGS)
@@ -115,7 +115,7 @@ def test_mutated_videos(case):
         except VideoError as e:
             assert str(e) and "\n" not in str(e)
             return
-        assert len(v.frames) >= 1 and v.mu.shape == (len(v.frames), 3) and np.all(np.isfinite(v.mu))
+        assert len(v.frames) >= 1 and v.mu.shape == (len(v.frames), runtime().latent_dim) and np.all(np.isfinite(v.mu))
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=12),
@@ -143,7 +143,8 @@ def _check_manifest(d: Path, original: dict, data: bytes) -> None:
 
 @settings(max_examples=150, **SETTINGS)
 @given(path=st.lists(st.sampled_from(["image", "schedule", "graphs", "encoder", "inputs", 0, "shape", "file",
-                                      "sha256", "abar", "latent_dim", "format_version", "channels", "reference"]),
+                                      "sha256", "abar", "latent_dim", "format_version", "channels", "reference",
+                                      "sampling", "scale"]),
                      min_size=1, max_size=4), value=JSON)
 def test_mutated_manifests(bundle_copy, path, value):
     d, original = bundle_copy

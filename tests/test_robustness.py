@@ -116,7 +116,10 @@ def test_non_finite_arrays_are_refused(rt):
     with pytest.raises(ImageError, match="NaN or infinite"):
         rt.encode(pix)
     with pytest.raises(InputError, match="NaN"):
-        rt.generate(z=np.array([0.0, np.inf, 1.0]), n=1, steps=2)
+        rt.generate(z=np.r_[0.0, np.inf, np.ones(rt.latent_dim - 2)], n=1, steps=2)
+    D = rt.latent_dim
+    with pytest.raises(InputError, match=rf"z must have shape \[1, {D}\] \(or \[{D}\]\), got \[{D + 1}\]"):
+        rt.generate(z=np.ones(D + 1), n=1, steps=2)  # a latent of the wrong length: one sentence, no numpy error
 
 
 # --------------------------------------------------------------------------------------------- videos
@@ -175,7 +178,7 @@ def test_a_non_finite_step_names_the_step_and_the_backend(tmp_path):
 
     rt.backend.guided_eps = bad
     with pytest.raises(SamplingError, match=r"sampling step \d+ produced 1 non-finite values \(backend: onnxruntime"):
-        rt.generate(z=np.zeros(3), n=2, steps=10, sampler="ddim")
+        rt.generate(z=np.zeros(rt.latent_dim), n=2, steps=10, sampler="ddim")
 
 
 # --------------------------------------------------------------------------------------------- bundles
