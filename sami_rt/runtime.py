@@ -221,7 +221,11 @@ class Runtime:
         if mask is None:
             return np.ones((1, D), dtype=np.float32)
         m = np.asarray(mask)
-        if m.dtype == bool or (m.ndim == 1 and len(m) == D and set(np.unique(m).tolist()) <= {0, 1} and m.dtype != np.int64):
+        if m.dtype.kind in "bf":  # booleans and floats are a 0/1 vector, never indices (0.0 is not dimension 0)
+            if m.shape != (D,) or not set(np.unique(m).tolist()) <= {0, 1}:
+                raise InputError(f"a 0/1 mask must have {D} entries of 0 or 1, got {m.reshape(-1)[:12].tolist()}")
+            vec = m.astype(np.float32)
+        elif m.ndim == 1 and len(m) == D and set(np.unique(m).tolist()) <= {0, 1} and m.dtype != np.int64:
             vec = m.astype(np.float32)
         else:
             idx = m.astype(np.int64).reshape(-1)

@@ -78,6 +78,8 @@ def test_encode_accepts_paths_pixels_and_model_arrays(rt):
     (dict(sampler="euler"), "unknown sampler 'euler'"),
     (dict(scale=float("nan")), "scale must be a finite number"),
     (dict(mask=[D]), f"mask dimensions must be in 0..{D - 1}"),
+    (dict(mask=np.zeros(D + 1, np.float32)), f"a 0/1 mask must have {D} entries of 0 or 1"),  # not indices [0, 0, ...]
+    (dict(mask=np.full(D, 0.5)), f"a 0/1 mask must have {D} entries of 0 or 1"),
     (dict(z=np.ones((2, D + 1))), rf"z must have shape \[1, {D}\]"),
 ])
 def test_generate_refuses_bad_arguments_in_one_sentence(rt, kw, msg):
