@@ -137,9 +137,11 @@ def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, 
     from sami_rt.io import write_npz
 
     npz = out.with_suffix(".npz")
-    write_npz(npz, x=s.x, z=s.z if s.z is not None else np.zeros((0,)), seed=s.seed, steps=s.steps)
+    write_npz(npz, x=s.x, z=s.z if s.z is not None else np.zeros((0,)), seed=s.seed, steps=s.steps,
+              scale=s.scale if s.scale is not None else np.nan)
     first = " (first tile: the guide)" if guide else ""
-    click.echo(f"{n} samples, {s.steps} {sampler} steps, {s.seconds:.2f} s -> {out}{first}, latents -> {npz}")
+    guided = f" at guidance scale {s.scale:g}" if s.scale is not None else ""
+    click.echo(f"{n} samples, {s.steps} {sampler} steps{guided}, {s.seconds:.2f} s -> {out}{first}, latents -> {npz}")
 
 
 @main.command()

@@ -35,6 +35,7 @@ class Samples:
     sampler: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    scale: float | None = None  # the guidance scale used (None: unconditional, no guidance)
 
     @property
     def images(self) -> np.ndarray:
@@ -190,7 +191,8 @@ class Runtime:
                 raise SamplingError(f"{e} (backend: {self.backend.name}; samples {lo}..{hi - 1}, seed {seed})") from None
             out[lo:hi] = np.clip(x, -1.0, 1.0)
             done += len(ts)
-        return Samples(out, zz, seed, int(steps), sampler, time.perf_counter() - t0, notes)
+        return Samples(out, zz, seed, int(steps), sampler, time.perf_counter() - t0, notes,
+                       None if zz is None else float(scale))
 
     def _latents(self, guide, z, n, seed, guide_mean, notes):
         D = self.bundle.latent_dim

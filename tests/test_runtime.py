@@ -17,6 +17,7 @@ from sami_rt.video import angles
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 D = read_bundle(DEFAULT_MODEL, verify=False).latent_dim  # the shipped model's latent dimension
+SCALE = read_bundle(DEFAULT_MODEL, verify=False).default_scale  # and its guidance scale
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,7 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     assert grid.shape == (2 + 34, 2 + 5 * 34)  # the guide and four samples, 32x32 with 2-pixel gaps
     z = np.load(tmp_path / "g.npz")
     assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, D)
-    assert "4 samples, 10 ddpm steps" in r.stdout
+    assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}" in r.stdout and float(z["scale"]) == SCALE
 
 
 def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path):
@@ -275,7 +276,9 @@ def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path):
     assert other.bundle.default_scale == s
     seed = int(np.random.default_rng().integers(2**31))
     kw = dict(guide=str(EXAMPLES / "guide.png"), n=2, steps=6, seed=seed)
-    got = other.generate(**kw).x
+    drawn = other.generate(**kw)
+    got = drawn.x
+    assert drawn.scale == s and rt.generate(n=1, steps=2).scale is None  # unconditional: no guidance scale
     np.testing.assert_array_equal(got, rt.generate(scale=s, **kw).x)
     assert np.abs(got - other.generate(scale=1.0, **kw).x).max() > 1e-3
 
