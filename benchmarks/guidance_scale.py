@@ -4,7 +4,8 @@
 
 The evaluation's generation figures (train/evaluate.py: 8 guides, 16 DDPM samples each, 100 steps) at each
 scale, with guides drawn from a seed of their own (not the evaluation's held-out set, nor the regressors'), so
-that choosing a run's ``sampling_scale`` from this table does not tune it on the figures it is judged by.
+that choosing a run's ``sampling_scale`` from this table does not tune it on the figures it is judged by (for
+data sets without a generator, the held-out images after the evaluation's 8 guides).
 Write the choice into the run with ``python train/run.py --resume RUN_DIR --sampling-scale S`` (training is
 untouched: the scale is a sampling setting; the run is evaluated again and exported with it as its default).
 """
@@ -36,7 +37,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg, abar, step = load_run(args.run_dir)
-    x, _ = eval_set(cfg, cfg.eval_n, SELECTION_SEED_OFFSET)
+    x, _ = eval_set(cfg, cfg.eval_n + 8, SELECTION_SEED_OFFSET)
+    if cfg.dataset != "disks":  # other data sets' held-out images are one fixed list: skip the evaluation's 8 guides
+        x = x[8:]
     print(f"{args.run_dir} at step {step}, EMA weights, guides from seed offset {SELECTION_SEED_OFFSET}")
     print("| scale | cond. variability / test set | the same, z = posterior mean | MSE to guide: cond / uncond |")
     print("| --- | --- | --- | --- |")

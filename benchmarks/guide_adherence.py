@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 SETTINGS = [("DDPM 100 steps, the model's scale (default)", {}),
             ("the same with the posterior mean", {"guide_mean": True}),
             ("DDPM, scale 1 (the exact model)", {"scale": 1.0}), ("DDPM, scale 2", {"scale": 2.0}),
-            ("DDPM, scale 3", {"scale": 3.0}), ("DDIM 50 steps, the model's scale", {"sampler": "ddim"}),
+            ("DDIM 50 steps, the model's scale", {"sampler": "ddim"}),
             ("DDIM 50 steps, scale 1", {"sampler": "ddim", "scale": 1.0})]
 
 

@@ -221,7 +221,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         run_dir = ckpt.parent
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
-        manifest["sampling"] = {"scale": float(getattr(cfg, "sampling_scale", 1.0))}
+        manifest["sampling"] = {"scale": float(cfg.sampling_scale)}
         manifest["evaluation"] = json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {}
         manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
                                              "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},

@@ -111,6 +111,16 @@ class Bundle:
         return (self.channels, self.height, self.width)
 
 
+def is_finite_number(v) -> bool:
+    """A real number (not a bool) that a float holds finitely: False for 10**400, NaN, strings, None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:
+        return False
+
+
 def _require(d: dict, key: str, kind, where: str):
     if key not in d:
         raise BundleError(f"{where} lacks the field {key!r}")
@@ -159,7 +169,7 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     abar = _require(sched, "abar", list, where + " schedule")
     try:
         abar = np.asarray(abar, dtype=np.float64)
-    except (TypeError, ValueError):  # nested or non-numeric entries
+    except (TypeError, ValueError, OverflowError):  # nested, non-numeric or out-of-range entries
         abar = np.zeros(0)
     if abar.ndim != 1 or len(abar) < 1 or not np.all(np.isfinite(abar)) or not np.all((abar > 0) & (abar < 1)):
         raise BundleError(f"{where}: schedule.abar must be a list of numbers in (0, 1)")
@@ -172,7 +182,7 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     if not isinstance(sampling, dict):
         raise BundleError(f"{where}: field 'sampling' should be an object, got {sampling!r:.60}")
     s = sampling.get("scale", 1.0)
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
+    if not is_finite_number(s) or s <= 0:
         raise BundleError(f"{where}: sampling.scale must be a positive number, got {s!r:.60}")
     graphs = _read_graphs(root, m, "graphs", C, H, W, D, verify)
     graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sami_rt.backends import open_backend
-from sami_rt.bundle import Bundle, read_bundle
+from sami_rt.bundle import Bundle, is_finite_number, read_bundle
 from sami_rt.images import IMAGE_EXTS, read_image
 from sami_rt.sampler import SamplingError, initial_noise, run_loop
 from sami_rt.schedule import respace, step_coefficients
@@ -35,7 +35,7 @@ class Samples:
     sampler: str
     seconds: float
     notes: list[str] = field(default_factory=list)
-    scale: float | None = None  # the guidance scale used (None: unconditional, no guidance)
+    scale: float | None = None  # the guidance scale used (None: no latent; an all-zero mask keeps its scale)
 
     @property
     def images(self) -> np.ndarray:
@@ -152,7 +152,7 @@ class Runtime:
         if not np.isfinite(eta) or eta < 0:
             raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
         scale = b.default_scale if scale is None else scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) or not np.isfinite(scale):
+        if not is_finite_number(scale):
             raise InputError(f"scale must be a finite number, got {scale!r}")
         t0 = time.perf_counter()
         notes: list[str] = []
@@ -227,16 +227,12 @@ class Runtime:
             if m.shape != (D,) or not set(np.unique(m).tolist()) <= {0, 1}:
                 raise InputError(f"a 0/1 mask must have {D} entries of 0 or 1, got {m.reshape(-1)[:12].tolist()}")
             vec = m.astype(np.float32)
-        elif m.ndim == 1 and len(m) == D and set(np.unique(m).tolist()) <= {0, 1} and m.dtype != np.int64:
-            vec = m.astype(np.float32)
-        else:
+        else:  # integers: the dimensions to guide
             idx = m.astype(np.int64).reshape(-1)
             if len(idx) == 0 or idx.min() < 0 or idx.max() >= D:
                 raise InputError(f"mask dimensions must be in 0..{D - 1}, got {idx.tolist()}")
             vec = np.zeros(D, dtype=np.float32)
             vec[idx] = 1.0
-        if vec.shape != (D,):
-            raise InputError(f"a 0/1 mask must have {D} entries, got {vec.shape[0]}")
         return vec[None]
 
     # ---------------------------------------------------------------------------------- latent tools

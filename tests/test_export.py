@@ -19,7 +19,8 @@ FAMILIES = {
     "convnet-unet": dict(),
     "convnet-silu": dict(enc_act="silu", enc_hidden=16, enc_bias=True),
     "halfunet-attention": dict(encoder="half-unet", enc_unet_channels=8, enc_mult=(1, 2), enc_res_blocks=1,
-                               enc_attention=(8,), enc_bias=True, unet_attention=(8,), latent_dim=4),
+                               enc_attention=(8,), enc_bias=True, unet_attention=(8,), latent_dim=4,
+                               sampling_scale=2.5),
 }
 
 
@@ -74,17 +75,19 @@ def test_fp16_graphs_match_the_float32_graphs(bundles, family):
             assert np.abs(lo - hi).max() <= FP16_TOLERANCE * np.abs(hi).max(), name
 
 
-def test_round_trip_checkpoint_to_bundle_reader(bundles):
-    d = bundles["convnet-unet"]
+@pytest.mark.parametrize("family", ["convnet-unet", "halfunet-attention"])
+def test_round_trip_checkpoint_to_bundle_reader(bundles, family):
+    d = bundles[family]
     ck = torch.load(d / "run" / "checkpoint.pt", weights_only=True)
     b = read_bundle(d / "bundle")
-    assert b.image_shape == (1, 16, 16) and b.latent_dim == 3 and b.T == 50
+    assert b.image_shape == (1, 16, 16) and b.latent_dim == ck["config"]["latent_dim"] and b.T == 50
     np.testing.assert_array_equal(b.abar, ck["abar"].numpy())
     assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"}
     from train.config import Config
 
     assert Config.from_dict(b.manifest["training"]["config"]) == Config.from_dict(ck["config"])
     assert b.default_scale == ck["config"]["sampling_scale"] == b.manifest["sampling"]["scale"]
+    assert b.default_scale == (2.5 if family == "halfunet-attention" else 1.0)
     errs = b.manifest["export"]["validation"]["relative_error"]
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
 
@@ -196,10 +199,11 @@ def test_reader_refuses_malformed_manifests(bundles, tmp_path):
     with pytest.raises(BundleError, match="differ from the contract"):
         read_bundle(dst)
     abar = list(m["schedule"]["abar"])
-    abar[7] = [abar[7], 0.5]  # found by the fuzz test: a nested entry once raised numpy's own ValueError
-    _write(dst, dict(m, schedule=dict(m["schedule"], abar=abar)))
-    with pytest.raises(BundleError, match="schedule.abar must be a list of numbers"):
-        read_bundle(dst)
+    for bad in ([abar[7], 0.5], 10**400):  # nested (found by the fuzz test), beyond a float: numpy's own errors once
+        abar[7] = bad
+        _write(dst, dict(m, schedule=dict(m["schedule"], abar=abar)))
+        with pytest.raises(BundleError, match="schedule.abar must be a list of numbers"):
+            read_bundle(dst)
 
 
 @pytest.mark.parametrize("sampling,msg", [
@@ -207,6 +211,7 @@ def test_reader_refuses_malformed_manifests(bundles, tmp_path):
     ({"scale": -2.0}, "sampling.scale must be a positive number, got -2.0"),
     ({"scale": "3"}, "sampling.scale must be a positive number, got '3'"),
     ({"scale": True}, "sampling.scale must be a positive number, got True"),
+    ({"scale": 10**400}, "sampling.scale must be a positive number"),  # JSON allows it; a float does not
     ([3.0], "field 'sampling' should be an object"),
 ])
 def test_reader_refuses_a_bad_sampling_scale(bundles, tmp_path, sampling, msg):
@@ -214,6 +219,10 @@ def test_reader_refuses_a_bad_sampling_scale(bundles, tmp_path, sampling, msg):
     _write(dst, dict(m, sampling=sampling))
     with pytest.raises(BundleError, match=msg):
         read_bundle(dst)
+
+
+def test_reader_takes_the_sampling_scale_and_defaults_to_the_exact_model(bundles, tmp_path):
+    dst, m = _copy(bundles, tmp_path)
     s = float(np.random.default_rng().uniform(0.5, 4.0))
     _write(dst, dict(m, sampling={"scale": s}))
     assert read_bundle(dst).default_scale == s

@@ -56,6 +56,15 @@ def test_an_empty_mask_is_unconditional_generation(rt):
     assert np.abs(guided.x - uncond.x).max() > 1e-2  # and guidance does change the samples
 
 
+def test_integer_masks_are_indices_and_float_masks_are_vectors(rt):
+    want = np.zeros((1, D), np.float32)
+    want[0, :2] = 1
+    for mask in ([0, 1], np.array([1, 0], np.int32), np.array([0, 1, 1], np.int64)):  # any integer type: indices
+        np.testing.assert_array_equal(rt._mask(mask), want)
+    for mask in (want[0], want[0].astype(bool), want[0].astype(np.float64)):
+        np.testing.assert_array_equal(rt._mask(mask), want)
+
+
 def test_encode_accepts_paths_pixels_and_model_arrays(rt):
     import cv2
 
@@ -78,6 +87,7 @@ def test_encode_accepts_paths_pixels_and_model_arrays(rt):
     (dict(n=0), "n must be a positive number of samples"),
     (dict(sampler="euler"), "unknown sampler 'euler'"),
     (dict(scale=float("nan")), "scale must be a finite number"),
+    (dict(scale=10**400), "scale must be a finite number"),
     (dict(mask=[D]), f"mask dimensions must be in 0..{D - 1}"),
     (dict(mask=np.zeros(D + 1, np.float32)), f"a 0/1 mask must have {D} entries of 0 or 1"),  # not indices [0, 0, ...]
     (dict(mask=np.full(D, 0.5)), f"a 0/1 mask must have {D} entries of 0 or 1"),
@@ -294,6 +304,7 @@ def test_cli_encode_video_prints_the_curvature_table(tmp_path):
 def test_cli_info_and_the_latent_tools(tmp_path):
     r = _cli("info", cwd=tmp_path)
     assert r.returncode == 0 and f"latent dim {D}" in r.stdout and "C++ sampler loop" in r.stdout
+    assert f"guidance scale for sampling: {SCALE:g}" in r.stdout
     g = str(EXAMPLES / "guide.png")
     assert _cli("interpolate", g, str(EXAMPLES / "guide_light.png"), "-n", "3", "--steps", "5", cwd=tmp_path).returncode == 0
     assert _cli("traverse", g, "--axis", "1", "--values=-1,0,1", "--steps", "5", cwd=tmp_path).returncode == 0

@@ -61,7 +61,7 @@ def generation_figures(model, cfg, abar, x_test, n_guides=8, per_guide=16, steps
     """Guided (posterior sample and posterior mean as z) and unconditional samples of the first n_guides test
     images, at guidance scale ``scale`` (default the run's sampling_scale) and, with ``exact`` where that is
     not 1, the guided ones again at 1 (``exact``). Every setting draws from the same seeded noise."""
-    scale = float(getattr(cfg, "sampling_scale", 1.0) if scale is None else scale)
+    scale = float(cfg.sampling_scale if scale is None else scale)
     guides = x_test[:n_guides]
     mu, var = model.encoder(guides)
     shape = (n_guides * per_guide, cfg.channels, cfg.image_size, cfg.image_size)
@@ -180,7 +180,10 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
     write_curve(run_dir, curve)
     res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
     res["summary"] = summarise(res)
-    write_json(run_dir / ("eval.json" if ema else "eval_raw.json"), res)
+    name = "eval" if ema else "eval_raw"
+    if generate and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
+        name += f"_scale_{res['generation']['scale']:g}"
+    write_json(run_dir / f"{name}.json", res)
     return res
 
 
@@ -215,7 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
     ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
-                    "sampling_scale; figures at 1 are added when it is not 1)")
+                    "sampling_scale; figures at 1 are added when it is not 1); another scale than the run's writes "
+                    "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
     args = ap.parse_args(argv)
     if not (args.run_dir / "config.json").is_file():
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
