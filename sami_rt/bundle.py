@@ -95,16 +95,13 @@ class Bundle:
     graphs_fp16: dict[str, GraphInfo] = field(default_factory=dict)
     engines: dict[str, EngineInfo] = field(default_factory=dict)
     reference: Path | None = None  # PyTorch weights (npz, no pickle) for the eager baseline of `sami-rt bench`
+    # the guidance scale s that sampling uses unless told otherwise (manifest sampling.scale, validated by
+    # read_bundle; 1, the exact model, where the bundle names none)
+    default_scale: float = 1.0
 
     @property
     def T(self) -> int:
         return len(self.abar)
-
-    @property
-    def default_scale(self) -> float:
-        """The guidance scale s that sampling uses unless told otherwise (manifest ``sampling.scale``; 1, the
-        exact model, where the bundle names none)."""
-        return float((self.manifest.get("sampling") or {}).get("scale", 1.0))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -194,7 +191,7 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     reference = None
     if m.get("reference") is not None:
         reference, _ = _entry_file(root, m["reference"], f"{where} reference", verify)
-    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines, reference)
+    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines, reference, float(s))
 
 
 def _entry_file(root: Path, e, where: str, verify: bool, need_digest: bool = False) -> tuple[Path, str | None]:

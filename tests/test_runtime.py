@@ -16,8 +16,8 @@ from sami_rt.video import angles
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-D = read_bundle(DEFAULT_MODEL, verify=False).latent_dim  # the shipped model's latent dimension
-SCALE = read_bundle(DEFAULT_MODEL, verify=False).default_scale  # and its guidance scale
+_SHIPPED = read_bundle(DEFAULT_MODEL, verify=False)
+D, SCALE = _SHIPPED.latent_dim, _SHIPPED.default_scale  # the shipped model's latent dimension and guidance scale
 
 
 @pytest.fixture(scope="module")
