@@ -4,7 +4,9 @@
 
 A synthetic 640x480 mp4 (sami_rt.bench.write_test_video). Each round times, in one process and interleaved
 so that machine noise hits all alike: decoding alone (cv2.VideoCapture with OpenCV's defaults, frames
-read and dropped), then ``encode_video`` as shipped and with one choice undone:
+read and dropped), decoding alone to luma planes (the same with CAP_PROP_CONVERT_RGB off), then
+``encode_video`` as shipped and with one choice undone:
+- ``BGR frames``: frames decoded to BGR and converted to grey, not read as the decoder's luma plane;
 - ``ffmpeg default threads``: the capture opened with FFmpeg's default thread count instead of one;
 - ``default encoder session``: inference through ``backend.encode`` (onnxruntime's default threads, which
   spin while idle) instead of ``backend.stream_encode``.
@@ -36,22 +38,27 @@ def main(argv=None) -> int:
     from sami_rt.runtime import Runtime
 
     rt = Runtime(args.model, device="cpu")
-    shipped_open, stream = video._open, rt.backend.stream_encode
+    shipped_open, shipped_capture, stream = video._open, video._capture, rt.backend.stream_encode
 
-    def variant(open_fn, encode_fn):
+    def variant(open_fn=shipped_open, capture_fn=shipped_capture, encode_fn=stream):
         def run(path):
-            video._open, rt.backend.stream_encode = open_fn, encode_fn
+            video._open, video._capture, rt.backend.stream_encode = open_fn, capture_fn, encode_fn
             try:
                 rt.encode_video(path)
             finally:
-                video._open, rt.backend.stream_encode = shipped_open, stream
+                video._open, video._capture, rt.backend.stream_encode = shipped_open, shipped_capture, stream
         return run
+
+    def default_threads(cv2_, p, luma=False):
+        return cv2_.VideoCapture(str(p), cv2_.CAP_ANY, [cv2_.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2_.VideoCapture(str(p))
 
     variants = {
         "decoding alone": decode_alone,
-        "encode_video (shipped)": variant(shipped_open, stream),
-        "ffmpeg default threads": variant(lambda cv2_, p: cv2_.VideoCapture(str(p)), stream),
-        "default encoder session": variant(shipped_open, rt.backend.encode),
+        "decoding alone, luma planes": lambda path: decode_alone(path, luma=True),
+        "encode_video (shipped)": variant(),
+        "BGR frames": variant(capture_fn=lambda cv2_, p, channels: (shipped_open(cv2_, p), None, False)),
+        "ffmpeg default threads": variant(open_fn=default_threads),
+        "default encoder session": variant(encode_fn=rt.backend.encode),
     }
     with tempfile.TemporaryDirectory(prefix="sami-rt-bench-video-") as d:
         path = Path(d) / "disk-640x480.mp4"

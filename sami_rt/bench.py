@@ -91,12 +91,14 @@ def write_test_video(path: Path, frames: int, size=(640, 480)) -> None:
     w.release()
 
 
-def decode_alone(path) -> int:
+def decode_alone(path, luma: bool = False) -> int:
     """Decodes a video with OpenCV's defaults, dropping the frames (the floor ``encode_video`` is compared
-    with); returns the number of frames."""
-    import cv2
+    with); returns the number of frames. ``luma``: with the conversion to BGR off (``CAP_PROP_CONVERT_RGB``
+    0), which for a yuv420p video hands over the luma plane: decoding's own cost."""
+    from sami_rt.images import load_cv2
 
-    cap = cv2.VideoCapture(str(path))
+    cv2 = load_cv2()  # its log silenced: frames without BGR conversion draw a warning each
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
     n = 0
     while cap.read()[0]:
         n += 1
@@ -237,8 +239,9 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
             write_test_video(video, frames)
         rounds = max(3, repeats // 10)
         log(f"video: decoding alone and encode_video, {rounds} rounds, interleaved")
-        decodes, encodes = [], []
-        rt.encode_video(video)  # warm-up: the stream encoder session is created, the file is in the page cache
+        decodes, encodes, decodes_luma = [], [], []
+        # warm-up: the stream encoder session is created, the file is in the page cache
+        luma = rt.encode_video(video).luma
         for _ in range(rounds):  # interleaved, so that machine noise hits both alike; medians reported
             t0 = time.perf_counter()
             nf = decode_alone(video)
@@ -248,6 +251,10 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
             t0 = time.perf_counter()
             enc = rt.encode_video(video)
             encodes.append(time.perf_counter() - t0)
+            if luma:  # the pipeline read luma planes: decoding's own cost, without the conversion to BGR
+                t0 = time.perf_counter()
+                decode_alone(video, luma=True)
+                decodes_luma.append(time.perf_counter() - t0)
         decode, encode = float(np.median(decodes)), float(np.median(encodes))
         from sami_rt.images import to_model
 
@@ -271,6 +278,10 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         vid["rounds"] = rounds
         vid["encode_vs_decode_per_round"] = [d / e for d, e in zip(decodes, encodes)]
         vid["encode_vs_decode"] = float(np.median(vid["encode_vs_decode_per_round"]))  # median of the rounds' ratios
+        vid["luma"] = bool(enc.luma)  # frames read as luma planes (grey model, yuv420p) rather than BGR
+        if decodes_luma:
+            vid["decode_luma_fps"] = nf / float(np.median(decodes_luma))
+            vid["encode_vs_decode_luma"] = float(np.median([d / e for d, e in zip(decodes_luma, encodes)]))
         if ref is not None:
             vid["torch_inference_fps"] = nf / (st["torch"]["median_ms"] * 1e-3)
         res["video"] = vid
@@ -314,7 +325,11 @@ def format_report(res: dict) -> str:
     per = ", ".join(f"{100 * r:.0f}" for r in v["encode_vs_decode_per_round"])
     lines.append(f"video ({v['frames']} frames, {v['size']}; medians of {v['rounds']} interleaved rounds): decoding alone "
                  f"{v['decode_fps']:.0f} frames/s; encode_video (decoding included) {v['encode_fps']:.0f} frames/s = "
-                 f"{100 * v['encode_vs_decode']:.0f}% of decoding (median of the rounds: {per}%); inference alone {v['inference_fps']:.0f} frames/s"
+                 f"{100 * v['encode_vs_decode']:.0f}% of decoding (median of the rounds: {per}%), frames read as "
+                 + ("luma planes" if v.get("luma") else "BGR")
+                 + (f"; decoding alone to luma planes {v['decode_luma_fps']:.0f} frames/s "
+                    f"({100 * v['encode_vs_decode_luma']:.0f}% of that)" if "decode_luma_fps" in v else "")
+                 + f"; inference alone {v['inference_fps']:.0f} frames/s"
                  + (f" (PyTorch {v['torch_inference_fps']:.0f})" if "torch_inference_fps" in v else ""))
     if "flops_per_sample" in res:
         f = res["flops_per_sample"]

@@ -252,7 +252,11 @@ class Runtime:
         z[:, axis] = np.asarray(values, dtype=np.float32)
         return self.generate(z=z, n=len(values), **kw)
 
-    def encode_video(self, path, every: int = 1, batch: int = 64, progress=None):
+    def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, luma: bool = True):
+        """Per-frame posterior means and variances of a video and the curvature of its latent and pixel
+        trajectories (``sami_rt.video.encode_video``). ``luma``: a one-channel model reads a yuv420p video's
+        frames as the decoder's luma plane (within a grey level of the BGR route; twice as fast to
+        decode); False decodes every frame to BGR, bit-identical to encoding the frames as images."""
         from sami_rt.video import encode_video
 
-        return encode_video(self, path, every, batch, progress)
+        return encode_video(self, path, every, batch, progress, luma)

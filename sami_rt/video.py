@@ -39,6 +39,7 @@ class VideoEncoding:
     fps: float
     stopped_at: int | None = None  # frame where decoding stopped early (truncated file), else None
     notes: list[str] = field(default_factory=list)
+    luma: bool = False  # frames read as the decoder's luma planes (one-channel models, yuv420p), not BGR
 
     @property
     def mean_latent_curvature(self) -> float | None:
@@ -59,11 +60,11 @@ class _Reader:
 
     _END = object()
 
-    def __init__(self, cap, every: int, depth: int = 8):
+    def __init__(self, cap, every: int, first: np.ndarray | None = None, depth: int = 8):
         import queue
         import threading
 
-        self.cap, self.every = cap, every
+        self.cap, self.every, self.first = cap, every, first  # first: frame 0, already decoded (or None)
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.read = 0  # frames decoded so far
@@ -85,6 +86,11 @@ class _Reader:
     def _run(self):
         try:
             i = 0
+            if self.first is not None:
+                first, self.first = self.first, None
+                self.read = i = 1
+                if not self._put((0, first)):
+                    return
             while not self.stop.is_set():
                 wanted = i % self.every == 0
                 # a skipped frame is only grabbed: decoded, not converted to BGR
@@ -119,28 +125,32 @@ class _Converter:
     """Frames -> model input, written straight into a batch slot. A frame of a new size or type goes through
     ``images.to_model`` (the first one also writes the notes) and plans a fast path for the frames like it:
     the same arithmetic (crop, grey, resize, then x = pixel / 127.5 - 1 in float32) in a few OpenCV calls
-    without Python-level temporaries, because at 640x480 decoding costs only ~0.2 ms a frame."""
+    without Python-level temporaries, because at 640x480 decoding costs only ~0.2 ms a frame.
 
-    def __init__(self, channels: int, size: tuple[int, int], notes: list, name: str):
+    ``luma``: the frames are the decoder's 8-bit luma planes (``_capture``), taken to grey by ``LUMA_TO_GREY``
+    in place of the BGR -> grey conversion of a decoded BGR frame."""
+
+    def __init__(self, channels: int, size: tuple[int, int], notes: list, name: str, luma: bool = False):
         from sami_rt.images import load_cv2, to_model
 
+        if luma and channels != 1:
+            raise ValueError("luma frames are for one-channel models")
         self.cv2, self.to_model = load_cv2(), to_model  # looked up once, not per frame
-        self.channels, self.size, self.notes, self.name = channels, size, notes, name
+        self.channels, self.size, self.notes, self.name, self.luma = channels, size, notes, name, luma
         self.plan = None  # (frame shape, crop, interpolation) of the fast path
         self.first = True
 
     def __call__(self, frame: np.ndarray, out: np.ndarray) -> None:
         plan = self.plan
         if plan is None or plan[0] != frame.shape or frame.dtype != np.uint8:
-            out[...] = self.to_model(frame, self.channels, self.size, self.notes if self.first else None, self.name)
-            self.first = False
-            if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
-                self.plan = self._plan(frame)
+            self._slow(frame, out)
             return
         cv2 = self.cv2
         _, crop, interp = plan
         img = frame[crop] if crop is not None else frame
-        if self.channels == 1:
+        if self.luma:
+            img = cv2.LUT(img, LUMA_TO_GREY)  # crop first: the table then maps only the pixels kept
+        elif self.channels == 1:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)  # grey first: the resize then works on one channel
         if crop is not None:
             img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=interp)
@@ -150,6 +160,20 @@ class _Converter:
             out[...] = img[:, :, ::-1].transpose(2, 0, 1)
         out /= np.float32(127.5)
         out -= np.float32(1.0)
+
+    def _slow(self, frame, out):
+        notes = self.notes if self.first else None
+        if self.luma:
+            if frame.dtype != np.uint8 or frame.ndim != 2:
+                raise VideoError(f"{self.name}: the decoder gave a luma plane of shape {list(frame.shape)} and "
+                                 f"type {frame.dtype}, not 8-bit (H, W)")
+            if notes is not None:
+                notes.append(f"{self.name}: converted to grey")  # as for a BGR frame: the luma is its grey
+            frame = self.cv2.LUT(frame, LUMA_TO_GREY)
+        out[...] = self.to_model(frame, self.channels, self.size, notes, self.name)
+        self.first = False
+        if frame.dtype == np.uint8 and (frame.ndim == 2 if self.luma else frame.ndim == 3 and frame.shape[2] == 3):
+            self.plan = self._plan(frame)
 
     def _plan(self, frame):
         from sami_rt.images import crop_box, resize_interpolation
@@ -161,23 +185,77 @@ class _Converter:
         return frame.shape, (rows, cols), resize_interpolation(s)
 
 
-def _open(cv2, p: Path):
+# Video-range luma (16..235) -> the grey that OpenCV's BGR -> grey conversion gives for that pixel of a
+# decoded yuv420p frame: FFmpeg's swscale converts yuv420p with BT.601 video-range coefficients whatever
+# the stream is tagged, and the BT.601 grey of its BGR output is, in exact arithmetic, (Y - 16) * 255 / 219
+# whatever the chroma. Its fixed-point result is the floor of that where the decoded chroma is exactly
+# neutral (128; measured over every luma value, tests/test_runtime.py) and mostly one level lower where it
+# is not (on average 0.8 lower on colour content, benchmarks/RESULTS.md).
+LUMA_TO_GREY = np.clip(np.floor((np.arange(256) - 16) * 255 / 219 + 1e-9), 0, 255).astype(np.uint8)
+I420 = int.from_bytes(b"I420", "little")  # OpenCV's CAP_PROP_CODEC_PIXEL_FORMAT for yuv420p
+
+
+def _open(cv2, p: Path, luma: bool = False):
     """A capture whose decoder uses the threads that the reader and the caller's thread leave
     (``pipeline_threads``: one on a 2-core machine, where FFmpeg's default of two made decoding alone a
-    little faster but ``encode_video`` slower, benchmarks/RESULTS.md)."""
+    little faster but ``encode_video`` slower, benchmarks/RESULTS.md). ``luma``: frames come as the
+    decoder's first plane, unconverted (``CAP_PROP_CONVERT_RGB`` off); None where the backend refuses."""
     from sami_rt.backends import pipeline_threads
 
+    params = [cv2.CAP_PROP_N_THREADS, pipeline_threads()] + ([cv2.CAP_PROP_CONVERT_RGB, 0] if luma else [])
     try:
-        cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, pipeline_threads()])
+        cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, params)
         if cap.isOpened():
             return cap
         cap.release()
-    except cv2.error:  # a backend that refuses the parameter
+    except cv2.error:  # a backend that refuses the parameters
         pass
-    return cv2.VideoCapture(str(p))
+    return None if luma else cv2.VideoCapture(str(p))
 
 
-def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> VideoEncoding:
+def luma_agrees(luma: np.ndarray, bgr: np.ndarray) -> bool:
+    """Whether a decoder's luma plane, through ``LUMA_TO_GREY``, is the grey of the same frame decoded to
+    BGR: the mean within 1.5 levels, 99% of the pixels within 3 (saturated colours clip in the BGR route,
+    a few levels more), and nearer than the luma read as full-range grey (a full-range stream, yuvj420p
+    from MJPEG say, reports the same pixel format as yuv420p; a frame that cannot tell the two apart, flat
+    near level 113, fails). A 10-bit stream, or a decoder that hands over something else, is tens of
+    levels off."""
+    import cv2
+
+    if luma.dtype != np.uint8 or luma.ndim != 2 or bgr.dtype != np.uint8 or bgr.shape != (*luma.shape, 3):
+        return False
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.int16)
+    d = np.abs(cv2.LUT(luma, LUMA_TO_GREY).astype(np.int16) - grey)
+    full = np.abs(luma.astype(np.int16) - grey)
+    return float(d.mean()) <= 1.5 and float(np.mean(d > 3)) <= 0.01 and float(d.mean()) < float(full.mean())
+
+
+def _capture(cv2, p: Path, channels: int):
+    """(capture, first frame or None, frames as luma planes?). For a one-channel model and a yuv420p
+    video the capture hands over the luma plane and skips the conversion to BGR, which costs as much as
+    decoding (0.17 vs 0.41 ms a 640x480 frame, benchmarks/RESULTS.md); the first frame, decoded both ways,
+    must agree (``luma_agrees``), else the video is read as BGR. Any other case reads BGR frames."""
+    if channels == 1:
+        cap = _open(cv2, p, luma=True)
+        if cap is not None:
+            if int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == I420:
+                ok, y = cap.read()
+                check = _open(cv2, p)
+                ok2, bgr = check.read() if check.isOpened() else (False, None)
+                if ok and ok2 and luma_agrees(y, bgr):
+                    check.release()
+                    return cap, y, True
+                cap.release()
+                return check, (bgr if ok2 else None), False
+            cap.release()
+    return _open(cv2, p), None, False
+
+
+def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None, luma: bool = True) -> VideoEncoding:
+    """Streams a video through the encoder: a reader thread decodes (``_Reader``), the caller's thread
+    converts frames into one preallocated batch (``_Converter``) and encodes it. ``luma``: a one-channel
+    model may read the frames as the decoder's luma planes (``_capture``); False: always BGR frames, so
+    that the result is bit-identical to encoding the decoded frames as images."""
     from sami_rt.images import load_cv2
 
     cv2 = load_cv2()
@@ -189,7 +267,7 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
         raise VideoError(f"every must be a positive frame step, got {every!r}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise VideoError(f"batch must be a positive number of frames, got {batch!r}")
-    cap = _open(cv2, p)
+    cap, first, luma = _capture(cv2, p, rt.bundle.channels if luma else 3)
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{p} is not a video OpenCV can open")
@@ -197,7 +275,7 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     notes: list[str] = []
-    convert = _Converter(b.channels, (b.height, b.width), notes, p.name)
+    convert = _Converter(b.channels, (b.height, b.width), notes, p.name, luma)
     encode = getattr(rt.backend, "stream_encode", rt.backend.encode)
     frames, mus, vars_, pix_curv = [], [], [], []
     # one preallocated batch, with the two frames before it kept in front for the pixel curvature
@@ -216,7 +294,7 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
         buf[2 - keep : 2] = buf[2 + n - keep : 2 + n].copy()
         n_prev, n = keep, 0
 
-    reader = _Reader(cap, every)
+    reader = _Reader(cap, every, first)
     try:
         for i, frame in reader:
             convert(frame, buf[2 + n])
@@ -236,4 +314,4 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None) -> Vi
     mu, var = np.concatenate(mus), np.concatenate(vars_)
     lat = angles(mu) if len(mu) >= 3 else np.zeros(0)
     pix = np.concatenate(pix_curv) if pix_curv else np.zeros(0)
-    return VideoEncoding(np.asarray(frames), mu, var, lat, pix, fps, stopped, notes)
+    return VideoEncoding(np.asarray(frames), mu, var, lat, pix, fps, stopped, notes, luma)

@@ -29,8 +29,10 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert v["frames"] == 12 and v["size"] == "640x480" and v["decode_fps"] > 0 and v["encode_fps"] > 0
     assert v["rounds"] == len(v["encode_vs_decode_per_round"]) >= 3
     assert v["encode_vs_decode"] == pytest.approx(float(np.median(v["encode_vs_decode_per_round"])))
+    assert v["luma"] is True and v["decode_luma_fps"] > 0 and v["encode_vs_decode_luma"] > 0  # grey model, yuv420p
     assert res["flops_per_sample"]["guided_eps"] > 0
     assert "speed-up" in r.stdout and "generate:" in r.stdout and "of decoding (median of the rounds:" in r.stdout
+    assert "frames read as luma planes; decoding alone to luma planes" in r.stdout
 
 
 def test_bench_without_the_baseline_needs_no_torch(tmp_path):

@@ -118,19 +118,31 @@ def test_encode_video_streams_every_frame(rt):
     np.testing.assert_allclose(v2.mu, v.mu[::5], atol=1e-5)
 
 
-def _colour_video(path, frames: int, seed: int, size=(640, 480)):
-    """A colour mp4 of smooth random colour fields drifting across the frame; returns the decoded frames."""
+def _colour_video(path, frames: int, seed: int, size=(640, 480), grey: bool = False):
+    """A colour mp4 of smooth random colour fields drifting across the frame (``grey``: grey fields, written
+    as a grey video, so that the decoded chroma is exactly neutral); returns the frames decoded to BGR."""
     import cv2
 
     W, H = size
     rng = np.random.default_rng(seed)
     field = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (2 * W, 2 * H), interpolation=cv2.INTER_CUBIC)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
+    if grey:
+        field = cv2.cvtColor(field, cv2.COLOR_BGR2GRAY)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H), isColor=not grey)
     assert w.isOpened()
     for k in range(frames):
         w.write(np.ascontiguousarray(field[3 * k : 3 * k + H, 5 * k : 5 * k + W]))
     w.release()
-    cap, out = cv2.VideoCapture(str(path)), []
+    return _decoded(path)
+
+
+def _decoded(path, luma: bool = False) -> list:
+    """Every frame of a video as OpenCV decodes it: BGR, or (``luma``) the decoder's luma plane."""
+    from sami_rt.images import load_cv2
+
+    cv2 = load_cv2()
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
+    out = []
     while True:
         ok, f = cap.read()
         if not ok:
@@ -140,36 +152,132 @@ def _colour_video(path, frames: int, seed: int, size=(640, 480)):
     return out
 
 
-@pytest.mark.parametrize("every,batch", [(1, 1), (1, 5), (2, 64), (3, 4)])
-def test_encode_video_equals_encoding_its_frames_one_at_a_time(rt, tmp_path, every, batch):
-    """The threaded pipeline (reader thread, frames converted into one preallocated batch, the stream encoder
-    session) gives what encoding each decoded frame as an image gives, in order, for any batch size and step."""
+def _assert_encodes_as(v, frames, rt, channels=1):
+    """``v`` (an encode_video result) holds what encoding each of ``frames`` as an image gives."""
     from sami_rt.images import to_model
 
-    frames = _colour_video(tmp_path / "c.mp4", 23, seed=int(np.random.default_rng().integers(2**31)))
-    v = rt.encode_video(tmp_path / "c.mp4", every=every, batch=batch)
-    want = frames[::every]
-    np.testing.assert_array_equal(v.frames, np.arange(0, len(frames), every))
-    x = np.stack([to_model(f, 1, (32, 32)) for f in want])
+    x = np.stack([to_model(f, channels, (32, 32)) for f in frames])
     mu, var = rt.encode(x)
     np.testing.assert_allclose(v.mu, mu, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(v.var, var, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(v.pixel_curvature, angles(x), atol=1e-9)
+
+
+@pytest.mark.parametrize("every,batch", [(1, 1), (1, 5), (2, 64), (3, 4)])
+def test_encode_video_equals_encoding_its_frames_one_at_a_time(rt, tmp_path, every, batch):
+    """The threaded pipeline (reader thread, frames converted into one preallocated batch, the stream encoder
+    session) gives what encoding each decoded frame as an image gives, in order, for any batch size and step,
+    when frames are decoded to BGR (``luma=False``)."""
+    frames = _colour_video(tmp_path / "c.mp4", 23, seed=int(np.random.default_rng().integers(2**31)))
+    v = rt.encode_video(tmp_path / "c.mp4", every=every, batch=batch, luma=False)
+    assert not v.luma
+    np.testing.assert_array_equal(v.frames, np.arange(0, len(frames), every))
+    _assert_encodes_as(v, frames[::every], rt)
     assert v.notes == ["c.mp4: converted to grey", "c.mp4: 640x480 centre-cropped and resized to 32x32"]
 
 
-def test_frame_converter_replans_when_the_frame_size_changes():
-    from sami_rt.images import to_model
-    from sami_rt.video import _Converter
+@pytest.mark.parametrize("every,batch", [(1, 5), (3, 64)])
+def test_grey_videos_read_as_luma_planes_equal_their_bgr_frames(rt, tmp_path, every, batch):
+    """A grey model reads a yuv420p video's luma plane; where the decoded chroma is neutral (a grey video)
+    that is exactly the BGR route: the same result as encoding the BGR frames as images."""
+    frames = _colour_video(tmp_path / "g.mp4", 23, seed=int(np.random.default_rng().integers(2**31)), grey=True)
+    v = rt.encode_video(tmp_path / "g.mp4", every=every, batch=batch)
+    assert v.luma
+    np.testing.assert_array_equal(v.frames, np.arange(0, len(frames), every))
+    _assert_encodes_as(v, frames[::every], rt)
+    assert v.notes == ["g.mp4: converted to grey", "g.mp4: 640x480 centre-cropped and resized to 32x32"]
+
+
+def test_colour_videos_read_as_luma_planes_stay_within_a_grey_level_or_two(rt, tmp_path):
+    """On colour content the luma route is the pipeline's twin of encoding the luma planes (through
+    LUMA_TO_GREY) as grey images, and those are close to the BGR route's grey: a mean within 1.5 levels
+    and 99% of the pixels within 3 in every frame (``luma_agrees``), no pixel more than 8 off."""
+    from sami_rt.images import load_cv2
+    from sami_rt.video import LUMA_TO_GREY, luma_agrees
+
+    cv2 = load_cv2()
+    bgr = _colour_video(tmp_path / "c.mp4", 23, seed=int(np.random.default_rng().integers(2**31)))
+    luma = _decoded(tmp_path / "c.mp4", luma=True)
+    v = rt.encode_video(tmp_path / "c.mp4", batch=8)
+    assert v.luma and len(luma) == len(bgr) == len(v.frames)
+    assert all(luma_agrees(y, f) for y, f in zip(luma, bgr))
+    assert max(int(np.abs(cv2.LUT(y, LUMA_TO_GREY).astype(int) - cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)).max())
+               for y, f in zip(luma, bgr)) <= 8
+    _assert_encodes_as(v, [cv2.LUT(y, LUMA_TO_GREY) for y in luma], rt)
+
+
+def test_luma_table_is_opencvs_grey_of_every_luma_value(tmp_path):
+    """LUMA_TO_GREY against its twin, OpenCV's own yuv420p -> BGR -> grey, on a grey video whose frames hold
+    every grey level: where the decoded chroma is neutral (B = G = R; mp4v sometimes codes the first frame
+    of such sharp-edged content with chroma a step off), each luma value (some beyond 16..235) maps to
+    exactly the BGR route's grey; elsewhere the two agree as ``luma_agrees`` asks."""
+    from sami_rt.images import load_cv2
+    from sami_rt.video import LUMA_TO_GREY, luma_agrees
+
+    cv2 = load_cv2()
+    rng = np.random.default_rng()
+    w = cv2.VideoWriter(str(tmp_path / "r.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480), isColor=False)
+    for _ in range(4):  # 16 x 16 flat blocks of 40 x 30 pixels: the 256 levels, shuffled
+        w.write(np.ascontiguousarray(np.repeat(np.repeat(rng.permutation(256).reshape(16, 16).astype(np.uint8), 30, 0), 40, 1)))
+    w.release()
+    bgr, luma = _decoded(tmp_path / "r.mp4"), _decoded(tmp_path / "r.mp4", luma=True)
+    assert len(bgr) == len(luma) == 4
+    seen, neutral_frames = set(), 0
+    for f, y in zip(bgr, luma):
+        neutral = (f[..., 0] == f[..., 1]) & (f[..., 1] == f[..., 2])
+        np.testing.assert_array_equal(cv2.LUT(y, LUMA_TO_GREY)[neutral], cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)[neutral])
+        assert luma_agrees(y, f)
+        seen |= set(np.unique(y[neutral]).tolist())
+        neutral_frames += bool(neutral.all())
+    assert neutral_frames >= 3 and len(seen) >= 200 and min(seen) <= 16 and max(seen) >= 235
+
+
+def test_luma_check_refuses_what_is_not_video_range_luma():
+    import cv2
+
+    from sami_rt.video import LUMA_TO_GREY, luma_agrees
 
     rng = np.random.default_rng()
-    for channels, size in [(1, (32, 32)), (3, (32, 48)), (3, (64, 64))]:
-        conv = _Converter(channels, size, [], "v")
+    y = rng.integers(16, 236, (48, 64), dtype=np.uint8)
+    bgr = cv2.cvtColor(cv2.LUT(y, LUMA_TO_GREY), cv2.COLOR_GRAY2BGR)
+    assert luma_agrees(y, bgr)
+    assert not luma_agrees(y, cv2.cvtColor(y, cv2.COLOR_GRAY2BGR))  # full-range luma: its own grey
+    assert not luma_agrees(np.full((48, 64), 113, np.uint8), np.full((48, 64, 3), 113, np.uint8))  # either range
+    assert not luma_agrees(y, bgr[:-2])  # another size
+    assert not luma_agrees(y.astype(np.uint16), bgr)  # not 8-bit
+    assert not luma_agrees(np.clip(y.astype(int) + 5, 0, 255).astype(np.uint8), bgr)  # 5 levels off
+    off = y.copy()
+    off[:3] = np.clip(off[:3].astype(int) + 6, 0, 255)  # 3 rows of 48 (6%) 6 levels off: a mean of 0.4 only
+    assert not luma_agrees(off, bgr)
+
+
+def test_a_video_whose_luma_disagrees_is_read_as_bgr(rt, tmp_path, monkeypatch):
+    """Where the first frame's luma and BGR disagree (full-range, 10-bit, another decoder), every frame
+    is decoded to BGR: the result is the BGR route's, frame 0 included."""
+    from sami_rt import video
+
+    frames = _colour_video(tmp_path / "g.mp4", 12, seed=int(np.random.default_rng().integers(2**31)), grey=True)
+    monkeypatch.setattr(video, "luma_agrees", lambda luma, bgr: False)
+    v = rt.encode_video(tmp_path / "g.mp4", batch=5)
+    assert not v.luma and len(v.frames) == len(frames)
+    _assert_encodes_as(v, frames, rt)
+
+
+def test_frame_converter_replans_when_the_frame_size_changes():
+    from sami_rt.images import load_cv2, to_model
+    from sami_rt.video import LUMA_TO_GREY, _Converter
+
+    cv2 = load_cv2()
+    rng = np.random.default_rng()
+    for channels, size, luma in [(1, (32, 32), False), (3, (32, 48), False), (3, (64, 64), False), (1, (32, 32), True)]:
+        conv = _Converter(channels, size, [], "v", luma)
         for h, w in [(480, 640), (96, 64), (96, 64), (480, 640), size, size, (20, 30)]:
-            f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            f = rng.integers(0, 256, (h, w) if luma else (h, w, 3), dtype=np.uint8)
             out = np.empty((channels, *size), np.float32)
             conv(f, out)
-            np.testing.assert_array_equal(out, to_model(f, channels, size))
+            np.testing.assert_array_equal(out, to_model(cv2.LUT(f, LUMA_TO_GREY) if luma else f, channels, size))
+    with pytest.raises(ValueError, match="one-channel"):
+        _Converter(3, (32, 32), [], "v", luma=True)
 
 
 def test_encode_video_stops_its_threads_when_the_encoder_fails(tmp_path):
