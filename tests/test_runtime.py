@@ -405,6 +405,12 @@ def test_cli_encode_video_prints_the_curvature_table(tmp_path):
     r = _cli("encode", str(EXAMPLES / "moving_disk.mp4"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "latent" in r.stdout and "pixel" in r.stdout and (tmp_path / "moving_disk.npz").is_file()
+    luma = np.load(tmp_path / "moving_disk.npz")
+    assert bool(luma["luma"])
+    r = _cli("encode", str(EXAMPLES / "moving_disk.mp4"), "--bgr-frames", "-o", "bgr.npz", cwd=tmp_path)
+    bgr = np.load(tmp_path / "bgr.npz")
+    assert r.returncode == 0 and not bool(bgr["luma"])
+    np.testing.assert_allclose(bgr["mu"], luma["mu"], rtol=1e-5, atol=1e-5)  # a grey video: the same either way
     r = _cli("encode", str(EXAMPLES / "guide.png"), "-o", "one.npz", cwd=tmp_path)
     assert r.returncode == 0 and np.load(tmp_path / "one.npz")["mu"].shape == (1, D)
 
