@@ -10,19 +10,34 @@ from sami_reference.guidance import guided_eps
 
 
 class TorchBaseline:
-    def __init__(self, bundle, threads: int = 0):
+    """``device``: the runtime's device; a runtime on a GPU (``cuda``, ``tensorrt``) is compared with PyTorch
+    on the same card where torch has CUDA, else with PyTorch on the CPU (``where`` says which). Calls take
+    and give numpy arrays, as the runtime's do, so both pay the same host-device copies."""
+
+    def __init__(self, bundle, threads: int = 0, device: str = "cpu"):
         if threads:
             torch.set_num_threads(threads)
-        self.model, abar = load_reference(bundle)
-        self.s1m = torch.sqrt(1 - abar).float()
+        on_gpu = device != "cpu" and torch.cuda.is_available()
+        self.device = torch.device("cuda" if on_gpu else "cpu")
+        if on_gpu:
+            self.where = f"CUDA ({torch.cuda.get_device_name(0)})"
+        elif device != "cpu":
+            self.where = "CPU (this torch has no CUDA: not the runtime's card)"
+        else:
+            self.where = "CPU"
+        self.model, abar = load_reference(bundle, str(self.device))
+        self.s1m = torch.sqrt(1 - abar).float().to(self.device)
+
+    def _in(self, a):
+        return torch.from_numpy(a).to(self.device)
 
     def guided_eps(self, x_t, t, z, mask, scale):
-        t = torch.from_numpy(t)
-        out = guided_eps(self.model.denoiser, self.model.encoder, torch.from_numpy(x_t), t, torch.from_numpy(z),
-                         self.s1m[t], torch.from_numpy(scale), torch.from_numpy(mask))
-        return out.numpy()
+        t = self._in(t)
+        out = guided_eps(self.model.denoiser, self.model.encoder, self._in(x_t), t, self._in(z),
+                         self.s1m[t], self._in(scale), self._in(mask))
+        return out.cpu().numpy()  # .cpu() waits for the device
 
     def encode(self, x):
         with torch.no_grad():
-            mu, var = self.model.encoder(torch.from_numpy(x))
-        return mu.numpy(), var.numpy()
+            mu, var = self.model.encoder(self._in(x))
+        return mu.cpu().numpy(), var.cpu().numpy()

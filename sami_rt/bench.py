@@ -4,8 +4,10 @@ Figures, for the loaded bundle and backend:
 - per call: ``guided_eps`` and ``encoder`` latency at each batch size (median and interquartile range over
   ``repeats`` timed calls after ``warmup`` calls); with torch importable, the same calls in PyTorch eager
   (the denoiser's forward plus ``torch.autograd.grad`` of log q for the guidance, the way a research script
-  does it), interleaved with the runtime's so that machine noise hits both alike, and the ratio;
-- ``generate``: N samples, DDIM, one batch; the time inside backend calls and the loop's own share;
+  does it), interleaved with the runtime's so that machine noise hits both alike, and the ratio; PyTorch
+  runs on the runtime's card when the runtime is on a GPU and torch has CUDA, else on the CPU;
+- ``generate``: N samples, DDIM, one batch; the time inside backend calls and the loop's own share, and
+  (when N is one of the batch sizes) the whole sample's time against steps x one ``guided_eps`` call;
 - video: a synthetic 640x480 video (or the one given): decoding alone and ``encode_video`` (decoding
   included), interleaved over several rounds (median times, and the median of the rounds' ratios), and
   inference alone on the decoded frames (decoding excluded), in frames per second;
@@ -116,11 +118,12 @@ def torch_version() -> str | None:
         return None
 
 
-def load_baseline(bundle, threads: int = 0):
-    """The PyTorch eager baseline from the separate ``sami_reference`` package (which needs torch)."""
+def load_baseline(bundle, threads: int = 0, device: str = "cpu"):
+    """The PyTorch eager baseline from the separate ``sami_reference`` package (which needs torch), on the
+    runtime's card when the runtime runs on a GPU and torch has CUDA."""
     import importlib
 
-    return importlib.import_module("sami_reference.baseline").TorchBaseline(bundle, threads)
+    return importlib.import_module("sami_reference.baseline").TorchBaseline(bundle, threads, device)
 
 
 def timed_generate(rt, **kw) -> dict:
@@ -170,11 +173,11 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         res["meta"]["baseline"] = "none: the bundle has no reference weights"
     else:
         try:
-            ref = load_baseline(b, threads)
+            ref = load_baseline(b, threads, getattr(be, "device", "cpu"))
         except ImportError:
             res["meta"]["baseline"] = "none: torch is not installed"
         else:
-            res["meta"]["baseline"] = f"PyTorch {res['meta']['torch']} eager on CPU"
+            res["meta"]["baseline"] = f"PyTorch {res['meta']['torch']} eager on {ref.where}"
     rng = np.random.default_rng()
     C, H, W = b.image_shape
     D = b.latent_dim
@@ -211,6 +214,9 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
     rt.generate(z=z, n=n, steps=min(3, b.T), sampler="ddim", batch=n)  # warm-up at this batch size
     gen = {"n": n, "steps": steps, **timed_generate(rt, z=z, n=n, steps=steps, sampler="ddim", batch=n)}
     total = gen["seconds"]
+    call = next((c for c in res["calls"] if c["batch"] == n), None)
+    if call is not None:  # the whole sample against steps x one call at its batch size: host overhead per step
+        gen["vs_steps_x_call"] = total / (steps * call["guided_eps"]["median_ms"] * 1e-3)
     if ref is not None:
         from sami_rt.sampler import initial_noise, loop_numpy
         from sami_rt.schedule import respace, step_coefficients
@@ -320,6 +326,8 @@ def format_report(res: dict) -> str:
     g = res["generate"]
     lines += ["", f"generate: {g['n']} samples x {g['steps']} DDIM steps in {g['seconds']:.3f} s; backend calls "
               f"{g['backend_seconds']:.3f} s; the loop's own share {100 * g['loop_share']:.2f}%"
+              + (f"; {g['vs_steps_x_call']:.2f}x {g['steps']} x one guided_eps call at batch {g['n']}"
+                 if "vs_steps_x_call" in g else "")
               + (f"; PyTorch eager {g['torch_seconds']:.3f} s ({g['speedup']:.2f}x)" if "speedup" in g else "")]
     v = res["video"]
     per = ", ".join(f"{100 * r:.0f}" for r in v["encode_vs_decode_per_round"])

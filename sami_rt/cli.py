@@ -152,9 +152,10 @@ def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, 
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="Video: PNG of the latent trajectory and its curvature (needs matplotlib).")
 @click.option("--bgr-frames", is_flag=True,
-              help="Video: decode every frame to BGR and convert it as an image is converted (bit-identical to "
-                   "encoding the frames as images), instead of reading a grey model's frames as the video's "
-                   "luma plane (within a grey level of that, decoding twice as fast).")
+              help="Video: decode every frame to BGR and convert it as an image is converted (the input that "
+                   "encoding the frames as images gives), instead of reading a grey model's frames as a "
+                   "yuv420p video's luma plane (identical where the colours are neutral, within a few grey "
+                   "levels elsewhere; faster, the conversion to BGR skipped).")
 @model_options
 @friendly
 def encode(path, out, every, plot, bgr_frames, model, device, threads):
@@ -173,7 +174,7 @@ def encode(path, out, every, plot, bgr_frames, model, device, threads):
     rt = open_runtime(model, device, threads)
     out = out or Path(path.stem + ".npz")
     if path.suffix.lower() in VIDEO_EXTS:
-        v = run_with_progress("encoding", rt.encode_video, path=path, every=every, luma=not bgr_frames)
+        v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)
         write_npz(out, frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
                   pixel_curvature=v.pixel_curvature, luma=v.luma)
         click.echo(f"{len(v.frames)} frames -> {out}")

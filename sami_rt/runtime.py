@@ -252,11 +252,13 @@ class Runtime:
         z[:, axis] = np.asarray(values, dtype=np.float32)
         return self.generate(z=z, n=len(values), **kw)
 
-    def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, luma: bool = True):
+    def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, allow_luma: bool = True):
         """Per-frame posterior means and variances of a video and the curvature of its latent and pixel
-        trajectories (``sami_rt.video.encode_video``). ``luma``: a one-channel model reads a yuv420p video's
-        frames as the decoder's luma plane (within a grey level of the BGR route; twice as fast to
-        decode); False decodes every frame to BGR, bit-identical to encoding the frames as images."""
+        trajectories (``sami_rt.video.encode_video``). ``allow_luma``: a one-channel model may read a
+        yuv420p video's frames as the decoder's luma plane, checked on the first frame against the BGR
+        route (identical where the colours are neutral, within a few grey levels elsewhere; faster, since
+        the conversion of every frame to BGR is skipped); False decodes every frame to BGR and converts it
+        as an image is converted."""
         from sami_rt.video import encode_video
 
-        return encode_video(self, path, every, batch, progress, luma)
+        return encode_video(self, path, every, batch, progress, allow_luma)

@@ -186,11 +186,12 @@ class _Converter:
 
 
 # Video-range luma (16..235) -> the grey that OpenCV's BGR -> grey conversion gives for that pixel of a
-# decoded yuv420p frame: FFmpeg's swscale converts yuv420p with BT.601 video-range coefficients whatever
-# the stream is tagged, and the BT.601 grey of its BGR output is, in exact arithmetic, (Y - 16) * 255 / 219
-# whatever the chroma. Its fixed-point result is the floor of that where the decoded chroma is exactly
-# neutral (128; measured over every luma value, tests/test_runtime.py) and mostly one level lower where it
-# is not (on average 0.8 lower on colour content, benchmarks/RESULTS.md).
+# decoded yuv420p frame: FFmpeg's swscale converts yuv420p with BT.601 video-range coefficients, and the
+# BT.601 grey of its BGR output is, in exact arithmetic, (Y - 16) * 255 / 219 whatever the chroma. Its
+# fixed-point result is the floor of that where the decoded chroma is exactly neutral (128), at even frame
+# heights and for streams not tagged full range (tested over every luma value, tests/test_runtime.py;
+# at odd heights, or tagged full range, swscale takes another path, a level off on 37-49% of the pixels),
+# and mostly one level lower where the chroma is not neutral (0.8 on average, benchmarks/RESULTS.md).
 LUMA_TO_GREY = np.clip(np.floor((np.arange(256) - 16) * 255 / 219 + 1e-9), 0, 255).astype(np.uint8)
 I420 = int.from_bytes(b"I420", "little")  # OpenCV's CAP_PROP_CODEC_PIXEL_FORMAT for yuv420p
 
@@ -215,17 +216,22 @@ def _open(cv2, p: Path, luma: bool = False):
 
 def luma_agrees(luma: np.ndarray, bgr: np.ndarray) -> bool:
     """Whether a decoder's luma plane, through ``LUMA_TO_GREY``, is the grey of the same frame decoded to
-    BGR: the mean within 1.5 levels, 99% of the pixels within 3 (saturated colours clip in the BGR route,
-    a few levels more), and nearer than the luma read as full-range grey (a full-range stream, yuvj420p
-    from MJPEG say, reports the same pixel format as yuv420p; a frame that cannot tell the two apart, flat
-    near level 113, fails). A 10-bit stream, or a decoder that hands over something else, is tens of
-    levels off."""
+    BGR: exactly so at every neutral pixel (B = G = R), which makes a grey video encode identically either
+    way and refuses the conversions the table does not model (odd heights, streams tagged full range);
+    elsewhere the mean within 1.5 levels and 99% of the pixels within 3 (saturated colours clip in the BGR
+    route, a few levels more); and nearer than the luma read as full-range grey (a full-range stream,
+    yuvj420p from MJPEG say, reports the same pixel format as yuv420p; a frame that cannot tell the two
+    apart, flat near level 113, fails). A 10-bit stream, or a decoder that hands over something else, is
+    tens of levels off."""
     import cv2
 
     if luma.dtype != np.uint8 or luma.ndim != 2 or bgr.dtype != np.uint8 or bgr.shape != (*luma.shape, 3):
         return False
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.int16)
     d = np.abs(cv2.LUT(luma, LUMA_TO_GREY).astype(np.int16) - grey)
+    neutral = (bgr[..., 0] == bgr[..., 1]) & (bgr[..., 1] == bgr[..., 2])
+    if d[neutral].any():
+        return False
     full = np.abs(luma.astype(np.int16) - grey)
     return float(d.mean()) <= 1.5 and float(np.mean(d > 3)) <= 0.01 and float(d.mean()) < float(full.mean())
 
@@ -233,29 +239,43 @@ def luma_agrees(luma: np.ndarray, bgr: np.ndarray) -> bool:
 def _capture(cv2, p: Path, channels: int):
     """(capture, first frame or None, frames as luma planes?). For a one-channel model and a yuv420p
     video the capture hands over the luma plane and skips the conversion to BGR, which costs as much as
-    decoding (0.17 vs 0.41 ms a 640x480 frame, benchmarks/RESULTS.md); the first frame, decoded both ways,
-    must agree (``luma_agrees``), else the video is read as BGR. Any other case reads BGR frames."""
-    if channels == 1:
-        cap = _open(cv2, p, luma=True)
-        if cap is not None:
-            if int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == I420:
-                ok, y = cap.read()
-                check = _open(cv2, p)
-                ok2, bgr = check.read() if check.isOpened() else (False, None)
-                if ok and ok2 and luma_agrees(y, bgr):
-                    check.release()
-                    return cap, y, True
+    decoding (0.10 against 0.21 ms a 640x480 frame on one decoder thread, benchmarks/RESULTS.md); the
+    first frame, decoded both ways, must agree (``luma_agrees``), else the video is read as BGR. Only the
+    first frame is checked: a stream that changes its pixel format later is not seen. Any other case
+    reads BGR frames. No capture is left open on an error."""
+    if channels != 1:
+        return _open(cv2, p), None, False
+    cap = _open(cv2, p, luma=True)
+    if cap is None:
+        return _open(cv2, p), None, False
+    check = None
+    try:
+        if int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == I420:
+            ok, y = cap.read()
+            check = _open(cv2, p)
+            ok2, bgr = check.read() if check.isOpened() else (False, None)
+            if ok and ok2 and luma_agrees(y, bgr):
+                check.release()
+                return cap, y, True
+            if ok2:  # frame 0 decoded to BGR: read on from there
                 cap.release()
-                return check, (bgr if ok2 else None), False
-            cap.release()
-    return _open(cv2, p), None, False
+                return check, bgr, False
+            check.release()  # its failed read may have moved past frame 0: a fresh capture below
+        cap.release()
+        return _open(cv2, p), None, False
+    except BaseException:
+        cap.release()
+        if check is not None:
+            check.release()
+        raise
 
 
-def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None, luma: bool = True) -> VideoEncoding:
+def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None, allow_luma: bool = True) -> VideoEncoding:
     """Streams a video through the encoder: a reader thread decodes (``_Reader``), the caller's thread
-    converts frames into one preallocated batch (``_Converter``) and encodes it. ``luma``: a one-channel
-    model may read the frames as the decoder's luma planes (``_capture``); False: always BGR frames, so
-    that the result is bit-identical to encoding the decoded frames as images."""
+    converts frames into one preallocated batch (``_Converter``) and encodes it. ``allow_luma``: a
+    one-channel model may read a yuv420p video's frames as the decoder's luma planes (``_capture``;
+    ``VideoEncoding.luma`` says whether it did); False: always BGR frames, converted as images are, so
+    that the encoder sees what it sees for the decoded frames saved as images."""
     from sami_rt.images import load_cv2
 
     cv2 = load_cv2()
@@ -267,35 +287,35 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None, luma:
         raise VideoError(f"every must be a positive frame step, got {every!r}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise VideoError(f"batch must be a positive number of frames, got {batch!r}")
-    cap, first, luma = _capture(cv2, p, rt.bundle.channels if luma else 3)
-    if not cap.isOpened():
-        cap.release()
-        raise VideoError(f"{p} is not a video OpenCV can open")
     b = rt.bundle
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    notes: list[str] = []
-    convert = _Converter(b.channels, (b.height, b.width), notes, p.name, luma)
-    encode = getattr(rt.backend, "stream_encode", rt.backend.encode)
-    frames, mus, vars_, pix_curv = [], [], [], []
-    # one preallocated batch, with the two frames before it kept in front for the pixel curvature
-    buf = np.empty((batch + 2, *b.image_shape), dtype=np.float32)
-    n_prev, n = 0, 0  # frames kept in front (0..2), frames in the current batch
-
-    def flush():
-        nonlocal n_prev, n
-        mu, var = encode(buf[2 : 2 + n])
-        mus.append(np.array(mu, copy=True))
-        vars_.append(np.array(var, copy=True))
-        seq = buf[2 - n_prev : 2 + n]
-        if len(seq) >= 3:
-            pix_curv.append(angles(seq))
-        keep = min(2, n_prev + n)
-        buf[2 - keep : 2] = buf[2 + n - keep : 2 + n].copy()
-        n_prev, n = keep, 0
-
-    reader = _Reader(cap, every, first)
+    cap, first, luma = _capture(cv2, p, b.channels if allow_luma else 3)
+    reader = None
     try:
+        if not cap.isOpened():
+            raise VideoError(f"{p} is not a video OpenCV can open")
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        notes: list[str] = []
+        convert = _Converter(b.channels, (b.height, b.width), notes, p.name, luma)
+        encode = getattr(rt.backend, "stream_encode", rt.backend.encode)
+        frames, mus, vars_, pix_curv = [], [], [], []
+        # one preallocated batch, with the two frames before it kept in front for the pixel curvature
+        buf = np.empty((batch + 2, *b.image_shape), dtype=np.float32)
+        n_prev, n = 0, 0  # frames kept in front (0..2), frames in the current batch
+
+        def flush():
+            nonlocal n_prev, n
+            mu, var = encode(buf[2 : 2 + n])
+            mus.append(np.array(mu, copy=True))
+            vars_.append(np.array(var, copy=True))
+            seq = buf[2 - n_prev : 2 + n]
+            if len(seq) >= 3:
+                pix_curv.append(angles(seq))
+            keep = min(2, n_prev + n)
+            buf[2 - keep : 2] = buf[2 + n - keep : 2 + n].copy()
+            n_prev, n = keep, 0
+
+        reader = _Reader(cap, every, first)
         for i, frame in reader:
             convert(frame, buf[2 + n])
             frames.append(i)
@@ -307,7 +327,10 @@ def encode_video(rt, path, every: int = 1, batch: int = 64, progress=None, luma:
         if n:
             flush()
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()  # stops the thread and releases the capture
+        else:
+            cap.release()
     stopped = reader.read if total and reader.read < total else None
     if not frames:
         raise VideoError(f"{p} has no frames that OpenCV could decode")

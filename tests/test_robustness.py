@@ -156,6 +156,45 @@ def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path):
     np.testing.assert_allclose(cut.mu[:k], full.mu[:k], atol=1e-5)
 
 
+def _grey_avi(path: Path, fourcc: str, frames: int, seed: int, size=(64, 48)):
+    """A grey AVI of smooth random fields: MJPG decodes to full-range yuvj420p, XVID to yuv420p."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, size, isColor=False)
+    assert w.isOpened()
+    rng = np.random.default_rng(seed)
+    field = cv2.resize(rng.integers(0, 256, (6, 8), dtype=np.uint8), (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_CUBIC)
+    for k in range(frames):
+        w.write(np.ascontiguousarray(field[k : k + size[1], 2 * k : 2 * k + size[0]]))
+    w.release()
+
+
+def test_a_full_range_mjpeg_video_is_read_as_bgr(rt, tmp_path, fresh_seed):
+    """MJPEG decodes to full-range yuvj420p, which OpenCV reports with yuv420p's pixel format: the first
+    frame's check sees the luma is not video range, and the BGR route runs."""
+    _grey_avi(tmp_path / "m.avi", "MJPG", 8, fresh_seed)
+    v = rt.encode_video(tmp_path / "m.avi")
+    assert not v.luma and len(v.frames) == 8
+    w = rt.encode_video(tmp_path / "m.avi", allow_luma=False)
+    np.testing.assert_allclose(v.mu, w.mu, rtol=1e-5, atol=1e-5)
+
+
+def test_a_truncated_video_read_as_luma_planes_keeps_the_frames_before_the_cut(rt, tmp_path, fresh_seed):
+    from tests.conftest import write_y4m
+
+    rng = np.random.default_rng(fresh_seed)
+    field = cv2.resize(rng.integers(16, 236, (6, 8), dtype=np.uint8), (128, 96), interpolation=cv2.INTER_CUBIC)
+    write_y4m(tmp_path / "full.y4m", [np.ascontiguousarray(field[k : k + 48, 2 * k : 2 * k + 64]) for k in range(30)])
+    data = (tmp_path / "full.y4m").read_bytes()
+    (tmp_path / "cut.y4m").write_bytes(data[: len(data) // 2])  # the cut falls inside frame 15
+    full, cut = rt.encode_video(tmp_path / "full.y4m"), rt.encode_video(tmp_path / "cut.y4m")
+    assert full.luma and cut.luma and len(full.frames) == 30 and 5 <= len(cut.frames) < 30
+    if cut.stopped_at is not None:
+        assert cut.stopped_at == len(cut.frames)
+    n = len(cut.frames)
+    np.testing.assert_allclose(cut.mu, full.mu[:n], atol=1e-5)  # raw frames: no partly decoded one
+    bgr = rt.encode_video(tmp_path / "cut.y4m", allow_luma=False)
+    np.testing.assert_array_equal(bgr.frames, cut.frames)
+
+
 def test_a_one_frame_video_has_undefined_curvature(rt, tmp_path):
     _avi(tmp_path / "one.avi", 1)
     v = rt.encode_video(tmp_path / "one.avi")
