@@ -17,8 +17,8 @@ Writes DIR/bench-DEVICE.json for each device and DIR/acceptance.json, prints a t
 criterion fails. Needs torch with CUDA, onnxruntime-gpu for ``cuda`` and ``pip install ".[trt]"`` for
 ``tensorrt``; ``--device cpu`` runs the same steps on the CPU (a smoke test of this script: the criteria
 are GPU ones and are reported, not checked, there), and ``--config disks-small`` a small architecture
-in place of celeba64. Budget the export: on the 2-core CPU machine, celeba64's guidance graph alone took
-over 12 minutes to export (tracing the input gradient), and --fp16 traces it twice more.
+in place of celeba64. On the 2-core CPU machine the whole celeba64 export (float32 and float16 graphs, no
+parity check) takes about 3.5 minutes and the CPU smoke run about 5 (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
