@@ -47,7 +47,7 @@ def run(cmd: list[str], log: Path) -> None:
     shown = " ".join(cmd[2:4]) if cmd[1] == "-m" else cmd[1]
     print(f"  {shown} ... {time.perf_counter() - t0:.1f} s", flush=True)
     if r.returncode:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n" + "".join(open(log).readlines()[-30:]))
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n" + "\n".join(log.read_text().splitlines()[-30:]))
 
 
 def random_images(folder: Path, n: int = 8, size: int = 64, seed: int = 0) -> None:

@@ -74,7 +74,7 @@ class PlainGroupNorm(nn.Module):
 
     Every size but the batch is a concrete number in the reshapes: with ``-1`` (or ``x.shape``) the symbolic
     trace of the guidance spent its time in sympy, simplifying the floor division that infers the size
-    (celeba64's encoder: over 12 minutes, against 23 s with the sizes written out; benchmarks/RESULTS.md)."""
+    (celeba64's encoder: unfinished after 11 minutes, against 5 s with the sizes written out; benchmarks/RESULTS.md)."""
 
     def __init__(self, gn: nn.GroupNorm):
         super().__init__()

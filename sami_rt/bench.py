@@ -9,7 +9,8 @@ Figures, for the loaded bundle and backend:
 - ``generate``: N samples, DDIM, one batch; the time inside backend calls and the loop's own share, and
   (when N is one of the batch sizes) the whole sample's time against steps x one ``guided_eps`` call;
 - video: a synthetic 640x480 video (or the one given): decoding alone and ``encode_video`` (decoding
-  included), interleaved over several rounds (median times, and the median of the rounds' ratios), and
+  included), interleaved over several rounds (median times, and the median of the rounds' ratios), where
+  ``encode_video`` read luma planes also decoding alone to luma planes (decoding without the conversion), and
   inference alone on the decoded frames (decoding excluded), in frames per second;
 - FLOPs of one step from the bundle (counted at export) and the achieved rate, and on a GPU whose peak is
   known, the fraction of that peak.
@@ -284,7 +285,7 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         vid["rounds"] = rounds
         vid["encode_vs_decode_per_round"] = [d / e for d, e in zip(decodes, encodes)]
         vid["encode_vs_decode"] = float(np.median(vid["encode_vs_decode_per_round"]))  # median of the rounds' ratios
-        vid["luma"] = bool(enc.luma)  # frames read as luma planes (grey model, yuv420p) rather than BGR
+        vid["luma"] = luma  # frames read as luma planes (grey model, yuv420p) rather than BGR
         if decodes_luma:
             vid["decode_luma_fps"] = nf / float(np.median(decodes_luma))
             vid["encode_vs_decode_luma"] = float(np.median([d / e for d, e in zip(decodes_luma, encodes)]))
