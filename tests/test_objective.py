@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import tiny_config
 from train.nets import ConvEncoder, HalfUNetEncoder
-from train.objective import guidance, kl_std_normal, kl_weight, log_q, sami_loss, sample_t
+from train.objective import guidance, kl_std_normal, kl_term, kl_weight, log_q, sami_loss, sample_t
 
 
 @pytest.mark.parametrize("make", [
@@ -75,7 +75,7 @@ def test_loss_matches_the_linear_gaussian_closed_form():
     s2, a_enc, v, abar_t, beta = 0.7, 1.3, 0.4, 0.35, 0.05
     abar = torch.tensor([abar_t], dtype=torch.float64)
     model = SimpleNamespace(encoder=LinearEncoder(a_enc, v), denoiser=ExactGaussianDenoiser(abar, s2))
-    cfg = SimpleNamespace(T=1, t_power=1.0, latent_dim=4, guidance_scale=1.0, loss_weight="none")
+    cfg = SimpleNamespace(T=1, t_power=1.0, latent_dim=4, guidance_scale=1.0, loss_weight="none", kl_free_bits=0.0)
     B = 200_000
     x0 = math.sqrt(s2) * torch.randn(B, 1, 2, 2, generator=g, dtype=torch.float64)
     loss, stats = sami_loss(model, x0, abar, cfg, beta, g)
@@ -122,3 +122,22 @@ def test_timestep_bias_towards_high_noise():
     b = sample_t(100_000, 400, 3.0, g).double()
     assert u.min() == 0 and u.max() == 399 and abs(u.mean().item() - 199.5) < 3
     assert abs(b.mean().item() - 0.75 * 400) < 3  # density ~ t^2: mean 3/4 T
+
+
+def test_free_bits_floor_each_dimensions_batch_mean_kl(fresh_seed):
+    """kl_term = sum_d max(floor, mean_b KL_d); without a floor it is the mean of kl_std_normal."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    mu = torch.randn(64, 5, generator=g, dtype=torch.float64)
+    mu[:, :2] *= 0.01  # two nearly collapsed dimensions (KL ~ 0)
+    var = torch.rand(64, 5, generator=g, dtype=torch.float64) * 0.5 + 0.5
+    var[:, :2] = 1.0
+    per_dim = (0.5 * (var + mu**2 - 1 - var.log())).mean(0)
+    assert kl_term(mu, var).item() == pytest.approx(kl_std_normal(mu, var).mean().item(), rel=1e-12)
+    floor = 0.1
+    assert (per_dim[:2] < floor).all() and (per_dim[2:] > floor).all()
+    want = 2 * floor + per_dim[2:].sum().item()
+    assert kl_term(mu, var, floor).item() == pytest.approx(want, rel=1e-12)
+    # the floored dimensions get no gradient from the KL: free bits let them carry information at no cost
+    mu.requires_grad_(True)
+    kl_term(mu, var, floor).backward()
+    assert mu.grad[:, :2].abs().max() == 0 and mu.grad[:, 2:].abs().max() > 0

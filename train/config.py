@@ -51,6 +51,7 @@ class Config:
     kl_weight: float = 1e-3  # final beta
     kl_anneal_start: float = 1e-4  # beta starts at kl_anneal_start * kl_weight ...
     kl_anneal_frac: float = 0.5  # ... and grows exponentially to kl_weight over this fraction of training
+    kl_free_bits: float = 0.0  # a floor (nats) on each latent dimension's batch-mean KL in the loss (0 = off)
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
     loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
     guidance_scale: float = 1.0  # s in eps_hat during training; 1 is the exact ELBO

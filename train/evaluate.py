@@ -1,8 +1,11 @@
-"""Evaluate a run: ``python train/evaluate.py RUN_DIR [--ckpt FILE] [--raw]``.
+"""Evaluate a run: ``python train/evaluate.py RUN_DIR [--ckpt FILE] [--raw]``, or any model's codes:
+``python train/evaluate.py --metrics CODES.npz [--json OUT]`` (disentanglement_lib's metrics on arrays; the
+layout is in ``load_codes``).
 
 Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and prints a summary:
-- factor prediction from posterior means of held-out images (k-NN and linear R^2), MIG, DCI,
-  Modularity, SAP (data sets with ground-truth factors);
+- factor prediction from posterior means of held-out images (k-NN, linear and single-axis R^2) and
+  disentanglement_lib's MIG, DCI, SAP, Modularity and FactorVAE score, the earlier variants under
+  ``legacy`` (data sets with ground-truth factors; train/metrics.py);
 - the paper's variability (mean squared distance of samples from their own mean, per pixel) of the
   test set and of samples guided by one image, and the MSE from guide to guided and to unconditional
   samples, at the run's ``sampling_scale`` (the scale its bundle samples with by default) and, where that
@@ -28,7 +31,9 @@ import torch  # noqa: E402
 
 from train.data import DISK_FACTORS, eval_set  # noqa: E402
 from train.io import atomic_path, write_json, write_text  # noqa: E402
-from train.metrics import all_metrics  # noqa: E402
+from train.metrics import all_metrics, disentanglement_metrics  # noqa: E402
+
+METRIC_KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "factor_vae")
 from train.sampling import sample  # noqa: E402
 
 FIT_SEED_OFFSET = 2_000_029  # the set the regressors are fitted on (held-out data uses the default offset)
@@ -193,9 +198,7 @@ def summarise(res: dict) -> dict:
         f = res["factors"]
         s["knn_r2"] = {k: round(v, 3) for k, v in f["knn_r2"].items()}
         s["linear_r2"] = {k: round(v, 3) for k, v in f["linear_r2"].items()}
-        s.update(mig=round(f["mig"], 3), dci_d=round(f["dci"]["disentanglement"], 3),
-                 dci_c=round(f["dci"]["completeness"], 3), modularity=round(f["modularity"], 3),
-                 sap=round(f["sap"], 3))
+        s.update({k: round(f[k], 3) for k in METRIC_KEYS})
     if "guidance_gain" in res:
         s["guidance_gain"] = {r["t"]: round(r["ratio"], 3) for r in res["guidance_gain"]}
     if "generation" in res:
@@ -209,9 +212,55 @@ def summarise(res: dict) -> dict:
     return s
 
 
+class CodesError(ValueError):
+    """A --metrics file that cannot be scored, in one sentence."""
+
+
+def load_codes(path: Path) -> dict:
+    """A --metrics file: an .npz (numpy.savez) with ``codes_train [N, D]``, ``factors_train [N, K]`` (integer
+    classes; a non-integer column is binned into 20 equal-width classes), ``codes_test [M, D]``,
+    ``factors_test [M, K]`` and optionally ``attributes [M, A]`` (0/1, for the test codes: adds TAD)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CodesError(f"{path}: not a readable .npz file ({e})") from None
+    need = ("codes_train", "factors_train", "codes_test", "factors_test")
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise CodesError(f"{path}: missing array(s) {', '.join(missing)}; expected {', '.join(need)} (+ attributes)")
+    for k in (*need, "attributes"):
+        if k in arrays:
+            a = arrays[k]
+            if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+                raise CodesError(f"{path}: {k} must be a 2-d array of finite numbers, got shape {a.shape} {a.dtype}")
+    for split in ("train", "test"):
+        if len(arrays[f"codes_{split}"]) != len(arrays[f"factors_{split}"]):
+            raise CodesError(f"{path}: codes_{split} and factors_{split} have different numbers of rows")
+    if arrays["codes_train"].shape[1] != arrays["codes_test"].shape[1] or \
+            arrays["factors_train"].shape[1] != arrays["factors_test"].shape[1]:
+        raise CodesError(f"{path}: the train and test arrays have different widths")
+    if "attributes" in arrays:
+        att = arrays["attributes"]
+        if len(att) != len(arrays["codes_test"]) or not np.isin(att, (0, 1)).all():
+            raise CodesError(f"{path}: attributes must be 0/1 with one row per test code")
+    return arrays
+
+
+def metrics_on_codes(path: Path, seed: int = 0) -> dict:
+    a = load_codes(path)
+    return disentanglement_metrics(a["codes_train"], a["factors_train"], a["codes_test"], a["factors_test"],
+                                   a.get("attributes"), seed=seed)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("run_dir", type=Path, nargs="?", help="run directory (or --metrics)")
+    ap.add_argument("--metrics", type=Path, metavar="CODES.npz",
+                    help="score the arrays of CODES.npz instead of a run (codes_train, factors_train, codes_test, "
+                    "factors_test, optional attributes) and print one JSON object")
+    ap.add_argument("--json", type=Path, metavar="OUT", help="with --metrics: also write the JSON object to OUT")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the randomised estimators (default 0)")
     ap.add_argument("--ckpt", type=Path, help="checkpoint file (default RUN_DIR/checkpoint.pt)")
     ap.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA")
     ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
@@ -221,6 +270,19 @@ def main(argv=None) -> int:
                     "sampling_scale; figures at 1 are added when it is not 1); another scale than the run's writes "
                     "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
     args = ap.parse_args(argv)
+    if args.metrics is not None:
+        try:
+            res = metrics_on_codes(args.metrics, args.seed)
+        except CodesError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        text = json.dumps(res, indent=2)
+        if args.json:
+            write_text(args.json, text + "\n")
+        print(text)
+        return 0
+    if args.run_dir is None:
+        ap.error("give a run directory or --metrics CODES.npz")
     if not (args.run_dir / "config.json").is_file():
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
     torch.manual_seed(0)

@@ -4,6 +4,8 @@
     eps_hat        = eps_theta(x_t, t) - s * sqrt(1 - abar_t) * g(x_t, z)
     loss           = E[ lambda_t * ||eps - eps_hat||^2 ] + beta * KL(q_phi(z | x_0) || N(0, I))
 
+(the KL optionally with a per-dimension floor, ``kl_free_bits``: see kl_term)
+
 with z ~ q_phi(z | x_0) by reparameterisation. Training differentiates g with respect to phi, so the
 guidance is computed with create_graph=True (double backward through the encoder).
 """
@@ -18,6 +20,15 @@ from sami_reference.guidance import LOG_2PI, guidance, guided_eps, log_q  # noqa
 def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag var) || N(0, I)) per sample [B]."""
     return 0.5 * (var + mu**2 - 1.0 - torch.log(var)).sum(dim=1)
+
+
+def kl_term(mu: torch.Tensor, var: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
+    """The KL term of the loss: sum_d max(free_bits, mean_b KL_d) (Kingma et al. 2016's free bits, per latent
+    dimension over the minibatch); with free_bits 0 it is the plain mean_b KL(q(z | x_0) || N(0, I))."""
+    kl_d = (0.5 * (var + mu**2 - 1.0 - torch.log(var))).mean(0)
+    if free_bits > 0:
+        kl_d = torch.clamp(kl_d, min=free_bits)
+    return kl_d.sum()
 
 
 def kl_weight(step: int, total: int, final: float, start_ratio: float, frac: float) -> float:
@@ -75,7 +86,7 @@ def sami_loss(model, x0: torch.Tensor, abar: torch.Tensor, cfg, beta: float, gen
     lam = loss_weight(cfg.loss_weight, a)
     rec = (lam * ((eps - eps_hat) ** 2).flatten(1).sum(1)).mean()
     kl = kl_std_normal(mu0, var0).mean()
-    loss = rec + beta * kl
+    loss = rec + beta * kl_term(mu0, var0, cfg.kl_free_bits)
     stats = {"loss": loss.item(), "rec": rec.item(), "kl": kl.item(), "beta": beta,
              "var0": var0.mean().item()}
     return loss, stats
