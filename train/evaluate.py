@@ -164,7 +164,7 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
 
 
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 2000, steps: int = 100,
-                 ema: bool = True, generate: bool = True, scale: float | None = None) -> dict:
+                 ema: bool = True, generate: bool = True, scale: float | None = None, interp_pairs: int = 50) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
@@ -179,6 +179,14 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
         res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
         corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
         res["factors"]["correlation"] = corr.tolist()
+        if cfg.dataset == "disks":
+            from train.factor_figures import axis_r2_table, interpolation_check, latent_grids
+
+            table = axis_r2_table(mu, f_test.numpy(), names, run_dir / "axis_r2.csv")
+            res["factors"].update(factor_axes=table["factor_axes"], factor_axis_r2=table["factor_axis_r2"])
+            res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
+            if generate and interp_pairs > 0:
+                res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
     if generate:
         res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
     curve = posterior_variance_curve(model, abar, x_test[:256])
@@ -199,6 +207,12 @@ def summarise(res: dict) -> dict:
         s["knn_r2"] = {k: round(v, 3) for k, v in f["knn_r2"].items()}
         s["linear_r2"] = {k: round(v, 3) for k, v in f["linear_r2"].items()}
         s.update({k: round(f[k], 3) for k in METRIC_KEYS})
+        if "factor_axis_r2" in f:
+            s["factor_axis_r2"] = {k: round(v, 3) for k, v in f["factor_axis_r2"].items()}
+    if "posterior" in res:
+        s["mean_std"] = [round(v, 3) for v in res["posterior"]["mean_std"]]
+    if "interpolation" in res:
+        s["interpolation_passed"] = f"{res['interpolation']['passed']}/{res['interpolation']['pairs']}"
     if "guidance_gain" in res:
         s["guidance_gain"] = {r["t"]: round(r["ratio"], 3) for r in res["guidance_gain"]}
     if "generation" in res:
@@ -266,6 +280,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
     ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
+    ap.add_argument("--interp-pairs", type=int, default=50, help="disk pairs of the interpolation check (0 = skip)")
     ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
                     "sampling_scale; figures at 1 are added when it is not 1); another scale than the run's writes "
                     "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
@@ -287,7 +302,7 @@ def main(argv=None) -> int:
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
-                       generate=not args.no_generate, scale=args.scale)
+                       generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs)
     print(json.dumps(res["summary"], indent=2))
     return 0
 

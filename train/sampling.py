@@ -15,22 +15,25 @@ from train.objective import guided_eps
 
 @torch.no_grad()
 def sample(model, abar: np.ndarray, shape, z=None, steps: int = 100, eta: float = 1.0, scale: float = 1.0,
-           mask=None, generator: torch.Generator | None = None, batch: int = 256) -> torch.Tensor:
-    """Draw images [N, C, H, W]; ``z`` [N, D] guides (None: unconditional, eps_theta alone)."""
+           mask=None, generator: torch.Generator | None = None, batch: int = 256,
+           x_init: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw images [N, C, H, W]; ``z`` [N, D] guides (None: unconditional, eps_theta alone); ``x_init``
+    [N, C, H, W] the starting noise x_T (default: drawn from ``generator``)."""
     N = shape[0]
     outs = []
     for lo in range(0, N, batch):
         n = min(batch, N - lo)
         outs.append(_sample_batch(model, abar, (n, *shape[1:]), None if z is None else z[lo : lo + n], steps, eta,
-                                  scale, None if mask is None else mask[lo : lo + n], generator))
+                                  scale, None if mask is None else mask[lo : lo + n], generator,
+                                  None if x_init is None else x_init[lo : lo + n]))
     return torch.cat(outs)
 
 
-def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator):
+def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator, x_init=None):
     dev = next(model.parameters()).device
     T = len(abar)
     co = step_coefficients(abar, respace(T, steps), eta)
-    x = torch.randn(shape, generator=generator).to(dev)
+    x = (torch.randn(shape, generator=generator) if x_init is None else x_init.clone()).to(dev)
     for i, t in enumerate(co["t"]):
         tt = torch.full((shape[0],), int(t), dtype=torch.int64, device=dev)
         if z is None:
