@@ -144,7 +144,8 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 
 
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
-                  fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print) -> Path:
+                  fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
+                  description: str = "") -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -222,6 +223,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         ev = run_dir / "eval.json"
         manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
         manifest["sampling"] = {"scale": float(cfg.sampling_scale)}
+        if description:
+            manifest["description"] = description
         manifest["evaluation"] = json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {}
         manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
                                              "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},

@@ -26,12 +26,15 @@ def main(argv=None) -> int:
                     help="also write float16 graphs (encoder variance and guidance arithmetic kept in float32), "
                          "validated against the float32 graphs")
     ap.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
+    ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
+                    "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)
     from export.core import ExportError, export_bundle
 
     try:
         print(f"exporting {args.source} -> {args.out}")
-        export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt)
+        export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt,
+                      description=args.description)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -39,7 +39,8 @@ def model_options(fn):
     fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                       help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
     fn = click.option("--model", type=click.Path(path_type=Path), default=None,
-                      help="Model bundle directory (default: the disks model shipped in the package).")(fn)
+                      help="Model bundle directory, or the name of a model shipped in the package (`sami-rt info "
+                      "--list`; default: disks-small).")(fn)
     return fn
 
 
@@ -342,22 +343,47 @@ def bench(batches, repeats, warmup, n, steps, frames, video, no_baseline, json_o
         click.echo(f"figures -> {json_out}")
 
 
+def list_models() -> None:
+    from sami_rt.bundle import BundleError, read_bundle
+    from sami_rt.runtime import DEFAULT_MODEL, shipped_models
+
+    for name, path in shipped_models().items():
+        try:
+            b = read_bundle(path)
+        except BundleError as e:
+            click.echo(f"{name}: unreadable ({e})")
+            continue
+        ev = b.manifest.get("evaluation") or {}
+        figs = ", ".join(f"{k} {ev[k]}" for k in ("mig", "factor_axis_r2") if k in ev)
+        click.echo(f"{name}{' (default)' if path == DEFAULT_MODEL else ''}: {b.channels}x{b.height}x{b.width}, "
+                   f"latent dim {b.latent_dim}, guidance scale {b.default_scale:g}" + (f"; {figs}" if figs else ""))
+        desc = b.manifest.get("description")
+        if isinstance(desc, str) and desc:
+            click.echo(f"    {desc}")
+
+
 @main.command()
 @model_options
+@click.option("--list", "list_", is_flag=True, help="List the models shipped in the package and exit.")
 @friendly
-def info(model, device, threads):
+def info(model, device, threads, list_):
     """Show the model bundle, the backend and the versions in use."""
     import onnxruntime
 
     from sami_rt import __version__
     from sami_rt.sampler import has_extension
 
+    if list_:
+        list_models()
+        return
     rt = open_runtime(model, device, threads)
     b = rt.bundle
     m = b.manifest
     click.echo(f"sami-rt {__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
     click.echo(f"C++ sampler loop: {'built' if has_extension() else 'not built (numpy loop)'}")
     click.echo(f"bundle: {b.root} (format {m['format_version']})")
+    if isinstance(m.get("description"), str) and m["description"]:
+        click.echo(f"about: {m['description']}")
     click.echo(f"image: {b.channels}x{b.height}x{b.width}, latent dim {b.latent_dim}, "
                f"{m['schedule'].get('kind', '?')} schedule, T={b.T}")
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"

@@ -16,7 +16,31 @@ from sami_rt.images import IMAGE_EXTS, read_image
 from sami_rt.sampler import SamplingError, initial_noise, run_loop
 from sami_rt.schedule import respace, step_coefficients
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "disks-small"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "disks-small"
+
+
+def shipped_models() -> dict[str, Path]:
+    """The bundles inside the package, by name (their directory names)."""
+    if not MODELS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "manifest.json").is_file()}
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A bundle directory, or the name of a bundle shipped in the package (an existing path wins)."""
+    from sami_rt.bundle import BundleError
+
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model)
+    if path.exists():
+        return path
+    shipped = shipped_models()
+    if len(path.parts) == 1 and path.name in shipped:
+        return shipped[path.name]
+    raise BundleError(f"{model}: no such bundle directory, nor a model shipped in the package "
+                      f"(shipped: {', '.join(shipped) or 'none'})")
 SAMPLERS = ("ddpm", "ddim")
 
 
@@ -48,7 +72,8 @@ class Runtime:
     """A loaded model bundle and a backend to run it.
 
     Args:
-        model: bundle directory; ``None`` loads the default disks model shipped inside the package.
+        model: bundle directory, or the name of a bundle shipped inside the package (``shipped_models()``);
+            ``None`` loads the default disks model.
         device: ``auto`` (fastest present: TensorRT, CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
         threads: intra-op threads for the backend (0 = its default).
         precision: ``auto`` (float16 denoiser on a GPU when the bundle has float16 graphs or engines, else
@@ -59,7 +84,7 @@ class Runtime:
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", threads: int = 0,
                  precision: str = "auto"):
-        self.bundle: Bundle = read_bundle(model if model is not None else DEFAULT_MODEL)
+        self.bundle: Bundle = read_bundle(resolve_model(model))
         self.backend = open_backend(self.bundle, device, threads, precision)
 
     @property
