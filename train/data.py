@@ -1,4 +1,5 @@
-"""Data sets: the procedural disks, Fashion-MNIST (Debian package files), image folders and CelebA.
+"""Data sets: the procedural disks, dSprites (procedural, train/dsprites.py), Fashion-MNIST (Debian package
+files), image folders and CelebA.
 
 Every data set yields images as float32 tensors [N, C, H, W] scaled to [-1, 1]; the disks also return
 their generative factors. Minibatches are drawn i.i.d. from a ``torch.Generator`` that the training loop
@@ -214,6 +215,13 @@ class BatchSource:
                 seed = cfg.data_seed if split == "train" else cfg.data_seed + 1_000_003
                 n = cfg.n_train if split == "train" else cfg.eval_n
                 self.images, _ = make_disks(n, seed, **disk_options(cfg))
+        elif cfg.dataset == "dsprites":
+            self.dsprites = dsprites_source(cfg)
+            if cfg.n_train == 0 and split == "train":
+                self.fresh = True
+            else:
+                g = torch.Generator().manual_seed(cfg.data_seed if split == "train" else cfg.data_seed + 1_000_003)
+                self.images = self.dsprites(sample_classes(cfg.n_train if split == "train" else cfg.eval_n, g))
         elif cfg.dataset == "fashion-mnist":
             self.images, _ = load_fashion_mnist(cfg.data_path, split, cfg.image_size)
         elif cfg.dataset == "folder":
@@ -221,7 +229,7 @@ class BatchSource:
         elif cfg.dataset == "celeba":
             self.lazy = CelebA(cfg.data_path, cfg.image_size, split)
         else:
-            raise DataError(f"unknown dataset {cfg.dataset!r}; expected disks, fashion-mnist, folder or celeba")
+            raise DataError(f"unknown dataset {cfg.dataset!r}; expected disks, dsprites, fashion-mnist, folder or celeba")
 
     def __len__(self) -> int:
         if self.fresh:
@@ -230,6 +238,8 @@ class BatchSource:
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
+        if self.fresh and cfg.dataset == "dsprites":
+            return self.dsprites(sample_classes(n, generator))
         if self.fresh:
             f = sample_disk_factors(n, cfg.image_size, cfg.disk_radius, generator, (cfg.disk_bg_min, cfg.disk_bg_max))
             return render_disks(f, cfg.image_size, cfg.disk_radius, cfg.disk_foreground)
@@ -239,10 +249,32 @@ class BatchSource:
         return torch.stack([self.lazy[int(i)] for i in idx])
 
 
+def dsprites_source(cfg):
+    """classes [N, 5] -> images, procedural or from the published file given as --data-path."""
+    from train.dsprites import DSpritesFile, render_dsprites
+
+    if cfg.data_path:
+        if not Path(cfg.data_path).is_file():
+            raise DataError(f"dSprites file {cfg.data_path} not found (a dsprites_ndarray_*.npz, or no --data-path "
+                            "for the procedural generator)")
+        f = DSpritesFile(cfg.data_path)
+        return lambda c: f.render(c, cfg.image_size)
+    return lambda c: render_dsprites(c, cfg.image_size)
+
+
+def sample_classes(n, generator):
+    from train.dsprites import sample_classes as draw
+
+    return draw(n, generator)
+
+
 def eval_set(cfg, n: int, seed_offset: int = 1_000_003):
     """Held-out images and factors (None when the data set has none) for evaluation."""
     if cfg.dataset == "disks":
         return make_disks(n, cfg.data_seed + seed_offset, **disk_options(cfg))
+    if cfg.dataset == "dsprites":
+        c = sample_classes(n, torch.Generator().manual_seed(cfg.data_seed + seed_offset))
+        return dsprites_source(cfg)(c), torch.from_numpy(c.astype(np.float64))
     if cfg.dataset == "fashion-mnist":
         x, _ = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
         return x[:n], None

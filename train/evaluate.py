@@ -175,7 +175,10 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
     if f_test is not None:
         x_fit, f_fit = eval_set(cfg, n_fit, FIT_SEED_OFFSET)
         mu_fit, _ = encode(model, x_fit)
-        names = DISK_FACTORS if cfg.dataset == "disks" else tuple(f"f{j}" for j in range(f_test.shape[1]))
+        from train.dsprites import DSPRITES_FACTORS
+
+        names = {"disks": DISK_FACTORS, "dsprites": DSPRITES_FACTORS}.get(
+            cfg.dataset, tuple(f"f{j}" for j in range(f_test.shape[1])))
         res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
         corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
         res["factors"]["correlation"] = corr.tolist()
