@@ -155,6 +155,9 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         except TensorRTUnavailable as e:
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
+    if cfg.model != "sami":
+        raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "
+                          "encoder) export to a bundle")
     external = getattr(model.denoiser, "kind", None) == "onnx"  # a frozen ONNX denoiser: wrapped, not traced
     if external and fp16:
         raise ExportError("--fp16 is not available for a model on an external ONNX denoiser (its graph is "

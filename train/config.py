@@ -21,6 +21,11 @@ class Config:
     disk_foreground: float = 0.5  # disk intensity in [0, 1]
     disk_bg_min: float = 0.0  # background intensity, uniform in [disk_bg_min, disk_bg_max]
     disk_bg_max: float = 1.0
+    # model: sami, or a baseline with the same encoder and a convolutional decoder (train/baselines.py)
+    model: str = "sami"  # sami | vae | beta-vae
+    vae_beta: float = 4.0  # beta-vae: the final KL weight (the vae's is 1)
+    vae_likelihood: str = "gaussian"  # gaussian (fixed sigma) | bernoulli (pixels mapped to [0, 1])
+    vae_sigma: float = 0.1  # gaussian likelihood: standard deviation in [-1, 1] pixel units
     # noise schedule
     schedule: str = "linear"  # linear | cosine
     T: int = 400

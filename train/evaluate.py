@@ -163,11 +163,12 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
     plt.close(fig)
 
 
-def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 2000, steps: int = 100,
+def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int = 100,
                  ema: bool = True, generate: bool = True, scale: float | None = None, interp_pairs: int = 50) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
+    n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
     x_test, f_test = eval_set(cfg, n_test)
     res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test)}
     mu, var = encode(model, x_test)
@@ -188,16 +189,19 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int = 200
             table = axis_r2_table(mu, f_test.numpy(), names, run_dir / "axis_r2.csv")
             res["factors"].update(factor_axes=table["factor_axes"], factor_axis_r2=table["factor_axis_r2"])
             res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
-            if generate and interp_pairs > 0:
+            if generate and interp_pairs > 0 and cfg.model == "sami":
                 res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
-    if generate:
-        res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
-    curve = posterior_variance_curve(model, abar, x_test[:256])
-    write_curve(run_dir, curve)
-    res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
+    if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
+        res["model"] = cfg.model
+    else:
+        if generate:
+            res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
+        curve = posterior_variance_curve(model, abar, x_test[:256])
+        write_curve(run_dir, curve)
+        res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
     res["summary"] = summarise(res)
     name = "eval" if ema else "eval_raw"
-    if generate and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
+    if "generation" in res and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
         name += f"_scale_{res['generation']['scale']:g}"
     write_json(run_dir / f"{name}.json", res)
     return res

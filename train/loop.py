@@ -25,6 +25,7 @@ from train.config import Config
 from train.data import BatchSource, eval_set
 from train.io import atomic_path, write_json
 from train.nets import SAMI
+from train.baselines import vae_beta, vae_loss
 from train.objective import kl_weight, sami_loss
 from train.sampling import sample, save_grid
 
@@ -113,7 +114,16 @@ def checkpoint_path(source) -> Path:
 
 def build_model(cfg: Config) -> tuple[SAMI, Config]:
     """The SAMI pair for a configuration; with ``cfg.denoiser`` the denoiser is the frozen one it names, and
-    the configuration takes that denoiser's schedule and image shape."""
+    the configuration takes that denoiser's schedule and image shape. ``cfg.model`` vae / beta-vae: the
+    baseline (train/baselines.py)."""
+    from train.baselines import MODELS, VAE
+
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of {', '.join(MODELS)}")
+    if cfg.model != "sami":
+        if cfg.denoiser:
+            raise ValueError(f"--denoiser is for SAMI; a {cfg.model} has no diffusion decoder")
+        return VAE(cfg), cfg
     if not cfg.denoiser:
         return SAMI(cfg), cfg
     from train.frozen import resolve
@@ -148,7 +158,10 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         lr_enc = cfg.enc_lr or cfg.lr
         groups = [{"params": self.model.encoder.parameters(), "lr": lr_enc, "base_lr": lr_enc}]
-        if not cfg.denoiser:  # a frozen denoiser never reaches the optimiser
+        self.baseline = cfg.model != "sami"
+        if self.baseline:
+            groups.insert(0, {"params": self.model.decoder.parameters(), "lr": cfg.lr, "base_lr": cfg.lr})
+        elif not cfg.denoiser:  # a frozen denoiser never reaches the optimiser
             groups.insert(0, {"params": self.model.denoiser.parameters(), "lr": cfg.lr, "base_lr": cfg.lr})
         self.opt = torch.optim.Adam(groups)
         self.abar_np = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
@@ -196,9 +209,13 @@ class Trainer:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * lr_factor(self.step, cfg)
-        beta = kl_weight(self.step, cfg.steps, cfg.kl_weight, cfg.kl_anneal_start, cfg.kl_anneal_frac)
+        final = vae_beta(cfg) if self.baseline else cfg.kl_weight
+        beta = kl_weight(self.step, cfg.steps, final, cfg.kl_anneal_start, cfg.kl_anneal_frac)
         x0 = self.data.sample(cfg.batch // self.dist.world, self.gen).to(self.device)
-        loss, stats = sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
+        if self.baseline:
+            loss, stats = vae_loss(self.model, x0, cfg, beta, self.gen)
+        else:
+            loss, stats = sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"loss is {stats['loss']} at step {self.step} (rec {stats['rec']}, kl {stats['kl']})")
         self.opt.zero_grad(set_to_none=True)
@@ -226,6 +243,12 @@ class Trainer:
         g = torch.Generator().manual_seed(1234)
         mu, var = self.ema.encoder(x.to(self.device))
         z = (mu[:, None] + var.sqrt()[:, None] * torch.randn(8, 7, cfg.latent_dim, generator=g).to(self.device))
+        if self.baseline:  # decoded posterior samples
+            with torch.no_grad():
+                s = self.ema.decode(z.reshape(56, -1))
+            grid = torch.cat([x[:, None].to(s.device), s.reshape(8, 7, *s.shape[1:])], dim=1).flatten(0, 1)
+            save_grid(grid, self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=8)
+            return
         s = sample(self.ema, self.abar_np, (56, cfg.channels, cfg.image_size, cfg.image_size),
                    z=z.reshape(56, -1), steps=min(50, cfg.T), scale=cfg.sampling_scale, generator=g)
         grid = torch.cat([x[:, None].to(s.device), s.reshape(8, 7, *s.shape[1:])], dim=1).flatten(0, 1)

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.out or Path("runs") / f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
     except ValueError as e:
         ap.error(str(e))
+    from train.baselines import MODELS
+
+    if cfg.model not in MODELS:
+        ap.error(f"--model expects one of {', '.join(MODELS)}, got {cfg.model!r}")
+    if cfg.model != "sami" and cfg.denoiser:
+        ap.error(f"--denoiser is for SAMI; a {cfg.model} has no diffusion decoder")
     if args.print_config:
         print(cfg.to_json())
         return 0
