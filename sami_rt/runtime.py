@@ -39,7 +39,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     shipped = shipped_models()
     if len(path.parts) == 1 and path.name in shipped:
         return shipped[path.name]
-    raise BundleError(f"{model}: no such bundle directory, nor a model shipped in the package "
+    raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
                       f"(shipped: {', '.join(shipped) or 'none'})")
 SAMPLERS = ("ddpm", "ddim")
 

@@ -30,8 +30,8 @@ def test_a_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
 
 
 def test_an_unknown_model_name_says_which_exist():
-    with pytest.raises(BundleError, match="no such bundle directory, nor a model shipped in the package "
-                                          r"\(shipped: .*disks-small"):
+    with pytest.raises(BundleError, match="model bundle no-such-model is not a directory, nor the name of a model "
+                                          r"shipped in the package \(shipped: .*disks-small"):
         resolve_model("no-such-model")
     r = cli("info", "--model", "no-such-model")
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "shipped:" in r.stderr

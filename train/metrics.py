@@ -17,7 +17,8 @@ first binned into 20 equal-width classes by ``factor_classes``). The defaults fo
 - FactorVAE score (Kim & Mnih 2018): a vote is a batch of 64 codes sharing one factor's value; the code
   dimension of least variance relative to its global variance (dimensions with global std < 0.05 pruned)
   votes for that factor; the majority-vote classifier from 10,000 training votes is scored on 5,000 more.
-  On arrays the batch is drawn from the given codes whose factor has that value (see ``factor_vae_score``).
+  On arrays the batch is drawn, with replacement, from the given codes whose factor has that value
+  (``factor_vae_score``).
 - TAD (Yeats et al. 2022, as InfoDiffusion evaluates it): AUROC of every axis against every binary
   attribute (max over the axis and its negation); an attribute counts when its best AUROC is >= 0.75 and
   no other attribute explains more than 20% of its entropy; TAD is the sum over counted attributes of the
@@ -265,9 +266,9 @@ def _factor_vae_votes(codes, classes, n_votes, batch, global_var, active, rng) -
     for _ in range(n_votes):
         k = rng.integers(K)
         members = groups[k][classes[rng.integers(N), k]]
-        pick = rng.choice(members, size=min(batch, len(members)), replace=False) if len(members) > 1 else members
-        if len(pick) < 2:
+        if len(members) < 2:  # a value seen once has no variance to measure
             continue
+        pick = rng.choice(members, size=batch, replace=True)
         local = codes[pick].var(0, ddof=1)
         votes[k, np.argmin(local[active] / global_var[active])] += 1
     return votes
@@ -276,9 +277,9 @@ def _factor_vae_votes(codes, classes, n_votes, batch, global_var, active, rng) -
 def factor_vae_score(codes_train, classes_train, codes_test=None, classes_test=None, seed: int = 0,
                      batch: int = 64, n_train: int = 10_000, n_eval: int = 5_000, threshold: float = 0.05) -> dict:
     """FactorVAE score on arrays. A vote fixes factor k (uniform) at the value of a random code's factor k
-    (so values come with their frequency) and takes ``batch`` codes with that value, drawn without
-    replacement from the given set (all of them when fewer): on a full factor grid this is
-    disentanglement_lib's draw of observations with one factor fixed. Global variances (ddof 1) from the
+    (so values come with their frequency) and takes ``batch`` codes with that value, drawn with replacement
+    from the given set: on a full factor grid (every combination once) this is exactly disentanglement_lib's
+    draw, which fixes one factor and samples the others uniformly and independently. Global variances (ddof 1) from the
     train set; dimensions with std < ``threshold`` pruned; the vote's index counts among the active
     dimensions, as in disentanglement_lib. Votes from the test set (default: the train set) score it."""
     rng = np.random.default_rng(seed)
