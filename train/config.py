@@ -136,6 +136,32 @@ PRESETS: dict[str, Config] = {
         sampling_scale=3.0,
         sample_every=1000,
     ),
+    # Three latent dimensions for the disks' three factors, with the largest KL weight below posterior collapse
+    # (benchmarks/kl_search.py, benchmarks/RESULTS.md): an encoder trained against a frozen denoiser (give
+    # --denoiser, e.g. the disks-small bundle's denoiser.onnx with --denoiser-param eps). Not the paper's
+    # Cartesian code: x and y share two axes, rotated and folded (RESULTS.md).
+    "disks-3d": Config(
+        latent_dim=3,
+        disk_foreground=1.0,
+        disk_bg_max=0.6,
+        unet_channels=16,
+        unet_mult=(1, 2, 2),
+        enc_channels=(32, 64),
+        enc_hidden=128,
+        enc_bias=True,
+        enc_var_init=1e-3,
+        n_train=0,
+        steps=1500,
+        batch=64,
+        lr=2e-3,
+        enc_lr=1e-3,
+        kl_weight=3.0,
+        kl_anneal_start=1e-3,
+        t_power=2.0,
+        loss_weight="inv-snr-trunc",
+        sampling_scale=3.0,
+        sample_every=1000,
+    ),
     "fashion-mnist": Config(
         dataset="fashion-mnist",
         latent_dim=16,

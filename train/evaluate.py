@@ -32,9 +32,9 @@ import torch  # noqa: E402
 from train.data import DISK_FACTORS, eval_set  # noqa: E402
 from train.io import atomic_path, write_json, write_text  # noqa: E402
 from train.metrics import all_metrics, disentanglement_metrics  # noqa: E402
+from train.sampling import sample  # noqa: E402
 
 METRIC_KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "factor_vae")
-from train.sampling import sample  # noqa: E402
 
 FIT_SEED_OFFSET = 2_000_029  # the set the regressors are fitted on (held-out data uses the default offset)
 
@@ -256,6 +256,8 @@ def load_codes(path: Path) -> dict:
             if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
                 raise CodesError(f"{path}: {k} must be a 2-d array of finite numbers, got shape {a.shape} {a.dtype}")
     for split in ("train", "test"):
+        if len(arrays[f"codes_{split}"]) < 2:
+            raise CodesError(f"{path}: codes_{split} needs at least 2 rows")
         if len(arrays[f"codes_{split}"]) != len(arrays[f"factors_{split}"]):
             raise CodesError(f"{path}: codes_{split} and factors_{split} have different numbers of rows")
     if arrays["codes_train"].shape[1] != arrays["codes_test"].shape[1] or \

@@ -143,13 +143,49 @@ def judge_path(counts: np.ndarray, centres: np.ndarray, max_step: float, slack: 
             "max_step": float(steps.max()), "distance": dist}
 
 
+def _plot_interpolation(starts, ends, lines, results, lam, path, rows: int = 8) -> None:
+    """Labelled figure: per row a pair's two disks and the images decoded along the line, with its verdict."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from train.sampling import save_grid
+
+        n = min(len(starts), rows)
+        save_grid(torch.cat([starts[:n, None], lines[:n], ends[:n, None]], 1).flatten(0, 1), path, nrow=lines.shape[1] + 2)
+        return
+    n, P = min(len(starts), rows), lines.shape[1]
+    fig, axs = plt.subplots(n, P + 2, figsize=(0.9 * (P + 2) + 1.6, 0.95 * n + 0.6), squeeze=False)
+    for i in range(n):
+        tiles = [starts[i], *lines[i], ends[i]]
+        for j, im in enumerate(tiles):
+            ax = axs[i, j]
+            ax.imshow(im[0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("disk A" if j == 0 else "disk B" if j == P + 1 else f"{lam[j - 1]:.2f}", fontsize=8)
+        r = results[i]
+        verdict = "pass" if r["passed"] else ("fail: blobs" if not r["one_blob"] else
+                                              "fail: goes back" if not r["monotone"] else "fail: jump")
+        axs[i, -1].text(1.15, 0.5, verdict, transform=axs[i, -1].transAxes, va="center", fontsize=8,
+                        color="green" if r["passed"] else "red")
+    fig.suptitle("Decoded along z = (1 - l) mu(A) + l mu(B) (DDIM, one x_T per row)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def interpolation_check(model, cfg, abar, out_dir: Path | None = None, pairs: int = 50, points: int = 8,
                         steps: int = 50, scale: float = 1.0, max_step: float = 0.35, min_distance: float = 8.0,
                         seed: int = 0) -> dict:
     """``pairs`` pairs of fresh disks at least ``min_distance`` px apart, both with a visible disk; ``points``
     decoded images along each line (ends included)."""
     from train.data import make_disks, disk_options
-    from train.sampling import sample, save_grid
+    from train.sampling import sample
 
     x, f = make_disks(8 * pairs + 64, cfg.data_seed + 3_000_017 + seed, **disk_options(cfg))
     f = f.numpy()
@@ -182,8 +218,6 @@ def interpolation_check(model, cfg, abar, out_dir: Path | None = None, pairs: in
            "monotone": int(sum(r["monotone"] for r in results)),
            "median_max_step": float(np.nanmedian([r["max_step"] for r in results]))}
     if out_dir is not None:
-        show = min(len(A), 8)
-        rows = torch.cat([torch.cat([x[A[:show], None], imgs.reshape(len(A), points, *imgs.shape[1:])[:show],
-                                     x[B[:show], None]], 1)]).reshape(-1, *imgs.shape[1:])
-        save_grid(rows, out_dir / "interpolation.png", nrow=points + 2)
+        _plot_interpolation(x[A], x[B], imgs.reshape(len(A), points, *imgs.shape[1:]), results, lam.numpy(),
+                            out_dir / "interpolation.png")
     return out
