@@ -20,7 +20,7 @@ def test_find_disks_recovers_rendered_centres(fresh_seed):
 def test_find_disks_counts_a_second_blob_and_noise_free_images(fresh_seed):
     rng = np.random.default_rng(fresh_seed)
     bg = rng.uniform(0, 0.5)
-    two = np.maximum(render_disks(torch.tensor([[8.0, 8.0, bg]]), 32, 4.0, 1.0),
+    two = torch.maximum(render_disks(torch.tensor([[8.0, 8.0, bg]]), 32, 4.0, 1.0),
                      render_disks(torch.tensor([[24.0, 22.0, bg]]), 32, 4.0, 1.0))[:, 0].numpy()
     flat = np.full((1, 32, 32), bg * 2 - 1)
     counts, centres = find_disks(np.r_[two, flat], 1.0)
