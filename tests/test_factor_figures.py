@@ -41,6 +41,12 @@ def test_judge_path_passes_an_even_path_and_fails_jumps_and_reversals():
     twice = ones.copy()
     twice[5] = 2
     assert not judge_path(twice, even, 0.35)["passed"]
+    # against the true disks: a path that never leaves A's side misses B; the even path reaches both
+    ends = even[[0, -1]] + 0.5
+    assert judge_path(ones, even, 0.35, ends)["passed"]
+    still = np.repeat(even[:1], 8, 0)
+    r = judge_path(ones, still, 0.35, ends)
+    assert not r["passed"] and r["monotone"] and not r["reaches_ends"]
 
 
 def test_axis_table_assigns_one_axis_per_factor(fresh_seed, tmp_path):

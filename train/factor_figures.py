@@ -8,9 +8,10 @@
   assigned to its two factors: a Cartesian code draws a regular grid, a folded one a self-crossing sheet.
 - ``interpolation_check``: along the straight line between the posterior means of two disks, images are
   decoded (DDIM from one shared x_T, so only z changes along the line); in each decoded image the disk is
-  found from its pixels (``find_disks``). A pair passes when every image has exactly one disk, its centre
-  moves monotonically from the first end to the other (projection onto the end-to-end direction, 5% slack)
-  and no step between neighbours is longer than ``max_step`` of the distance between the ends.
+  found from its pixels (``find_disks``). A pair passes when every image has exactly one disk, the decoded
+  ends lie near the two true disks (within a quarter of their distance, at least 2 px), the centre moves
+  monotonically from one to the other (projection onto the true A -> B segment, 5% slack) and no step
+  between neighbours is longer than ``max_step`` of the distance between the true disks.
 """
 
 from __future__ import annotations
@@ -129,18 +130,27 @@ def find_disks(images: np.ndarray, foreground: float, min_pixels: int = 3, level
     return np.array(counts), np.array(centres)
 
 
-def judge_path(counts: np.ndarray, centres: np.ndarray, max_step: float, slack: float = 0.05) -> dict:
-    """One interpolation line: one blob everywhere, monotone progress, no step over max_step of the distance."""
+def judge_path(counts: np.ndarray, centres: np.ndarray, max_step: float, ends: np.ndarray | None = None,
+               slack: float = 0.05, end_tol: float = 0.25) -> dict:
+    """One interpolation line: one blob everywhere, monotone progress, no step over ``max_step`` of the distance.
+
+    With ``ends`` [2, 2] (the true centres of the two disks) progress and steps are measured along and in units
+    of the true A -> B segment, and the decoded ends must lie within ``end_tol`` of its length (at least 2 px)
+    of the true centres; without, along the decoded ends' own segment."""
     one_blob = bool((counts == 1).all())
-    d = centres[-1] - centres[0]
+    a, b = (ends[0], ends[1]) if ends is not None else (centres[0], centres[-1])
+    d = b - a
     dist = float(np.hypot(*d))
     if not one_blob or dist < 1e-6:
-        return {"passed": False, "one_blob": one_blob, "monotone": False, "max_step": float("nan"), "distance": dist}
-    proj = (centres - centres[0]) @ d / dist**2
+        return {"passed": False, "one_blob": one_blob, "monotone": False, "reaches_ends": False,
+                "max_step": float("nan"), "distance": dist}
+    proj = (centres - a) @ d / dist**2
     steps = np.hypot(*np.diff(centres, axis=0).T) / dist
     monotone = bool((np.diff(proj) >= -slack).all())
-    return {"passed": bool(monotone and steps.max() <= max_step), "one_blob": True, "monotone": monotone,
-            "max_step": float(steps.max()), "distance": dist}
+    tol = max(end_tol * dist, 2.0)
+    reaches = ends is None or bool(np.hypot(*(centres[0] - a)) <= tol and np.hypot(*(centres[-1] - b)) <= tol)
+    return {"passed": bool(monotone and reaches and steps.max() <= max_step), "one_blob": True, "monotone": monotone,
+            "reaches_ends": reaches, "max_step": float(steps.max()), "distance": dist}
 
 
 def _plot_interpolation(starts, ends, lines, results, lam, path, rows: int = 8) -> None:
@@ -169,7 +179,8 @@ def _plot_interpolation(starts, ends, lines, results, lam, path, rows: int = 8) 
                 ax.set_title("disk A" if j == 0 else "disk B" if j == P + 1 else f"{lam[j - 1]:.2f}", fontsize=8)
         r = results[i]
         verdict = "pass" if r["passed"] else ("fail: blobs" if not r["one_blob"] else
-                                              "fail: goes back" if not r["monotone"] else "fail: jump")
+                                              "fail: goes back" if not r["monotone"] else
+                                              "fail: misses an end" if not r["reaches_ends"] else "fail: jump")
         axs[i, -1].text(1.15, 0.5, verdict, transform=axs[i, -1].transAxes, va="center", fontsize=8,
                         color="green" if r["passed"] else "red")
     fig.suptitle("Decoded along z = (1 - l) mu(A) + l mu(B) (DDIM, one x_T per row)", fontsize=9)
@@ -211,11 +222,13 @@ def interpolation_check(model, cfg, abar, out_dir: Path | None = None, pairs: in
     imgs = sample(model, abar, x_T.shape, z=z, steps=min(steps, cfg.T), eta=0.0, scale=scale, x_init=x_T)
     counts, centres = find_disks(imgs[:, 0].numpy(), cfg.disk_foreground)
     counts, centres = counts.reshape(len(A), points), centres.reshape(len(A), points, 2)
-    results = [judge_path(counts[i], centres[i], max_step) for i in range(len(A))]
+    results = [judge_path(counts[i], centres[i], max_step, np.stack([f[A[i], :2], f[B[i], :2]]))
+               for i in range(len(A))]
     out = {"pairs": len(A), "points": points, "steps": steps, "scale": scale, "max_step_allowed": max_step,
            "passed": int(sum(r["passed"] for r in results)),
            "one_blob": int(sum(r["one_blob"] for r in results)),
            "monotone": int(sum(r["monotone"] for r in results)),
+           "reaches_ends": int(sum(r["reaches_ends"] for r in results)),
            "median_max_step": float(np.nanmedian([r["max_step"] for r in results]))}
     if out_dir is not None:
         _plot_interpolation(x[A], x[B], imgs.reshape(len(A), points, *imgs.shape[1:]), results, lam.numpy(),
