@@ -164,11 +164,14 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
 
 
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int = 100,
-                 ema: bool = True, generate: bool = True, scale: float | None = None, interp_pairs: int = 50) -> dict:
+                 ema: bool = True, generate: bool = True, scale: float | None = None,
+                 interp_pairs: int | None = None) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
     n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
+    if interp_pairs is None:  # 50 for the default 1,000 held-out images; fewer for a quick evaluation
+        interp_pairs = min(50, max(1, n_test // 20))
     x_test, f_test = eval_set(cfg, n_test)
     res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test)}
     mu, var = encode(model, x_test)
@@ -289,7 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
     ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
-    ap.add_argument("--interp-pairs", type=int, default=50, help="disk pairs of the interpolation check (0 = skip)")
+    ap.add_argument("--interp-pairs", type=int, help="disk pairs of the interpolation check (0 = skip; default: "
+                    "min(50, held-out images / 20))")
     ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
                     "sampling_scale; figures at 1 are added when it is not 1); another scale than the run's writes "
                     "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
