@@ -82,3 +82,32 @@ def test_training_data_and_evaluation_set(fresh_seed):
     xe, fe = eval_set(cfg, 20)
     assert xe.shape == (20, 1, 32, 32) and fe.shape == (20, 5)
     assert torch.equal(fe, fe.round()) and (fe.max(0).values < torch.tensor(DSPRITES_SIZES)).all()
+
+
+def test_the_published_file_is_read_by_factor_classes(tmp_path, fresh_seed):
+    """A file in the published layout (imgs uint8 0/1, latents_classes with the colour column first)."""
+    from conftest import tiny_config
+    from train.data import BatchSource, DataError, eval_set
+    from train.dsprites import DSpritesFile
+
+    rng = np.random.default_rng(fresh_seed)
+    grid = full_grid()
+    pick = rng.choice(len(grid), 50, replace=False)
+    classes = grid[pick]
+    imgs = (rng.random((50, 64, 64)) > 0.5).astype(np.uint8)
+    path = tmp_path / "dsprites_ndarray_test.npz"
+    np.savez(path, imgs=imgs, latents_classes=np.c_[np.zeros(50, np.int64), classes])
+    f = DSpritesFile(path)
+    order = rng.permutation(50)
+    got = f.render(classes[order])
+    assert torch.equal(got, torch.from_numpy(imgs[order, None].astype(np.float32)) * 2 - 1)
+    assert f.render(classes[:3], size=32).shape == (3, 1, 32, 32)
+    absent = np.array([c for c in grid[:200] if not (c == classes).all(1).any()][:1])
+    with pytest.raises(DataError, match="holds 50 of the 737280 factor combinations"):
+        f.render(absent)
+    cfg = tiny_config(dataset="dsprites", image_size=64, data_path=str(tmp_path / "missing.npz"))
+    with pytest.raises(DataError, match="dSprites file .*missing.npz not found"):
+        BatchSource(cfg)
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a dSprites .npz"):
+        eval_set(cfg.replace(data_path=str(tmp_path / "bad.npz")), 4)

@@ -93,7 +93,12 @@ class DSpritesFile:
         self.strides = strides
 
     def render(self, classes: np.ndarray, size: int = 64) -> torch.Tensor:
+        from train.data import DataError
+
         idx = self.index[np.asarray(classes) @ self.strides]
+        if (idx < 0).any():
+            raise DataError(f"the dSprites file holds {len(self.classes)} of the {len(self.index)} factor combinations; "
+                            f"combination {np.asarray(classes)[np.argmax(idx < 0)].tolist()} is not among them")
         x = torch.from_numpy(self.imgs[idx].astype(np.float32))[:, None] * 2 - 1
         if size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
