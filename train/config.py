@@ -140,7 +140,8 @@ PRESETS: dict[str, Config] = {
     # alone collapses the code between 3 and 5 (x and y go first), and below that x and y share two axes, rotated
     # and folded. With free bits (2.5 nats per dimension) a large KL weight (100) cannot collapse it and pushes
     # every dimension to the same small information, which gave one axis per factor (single-axis R^2 0.76 /
-    # 0.81 / 0.98, MIG 0.34). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
+    # 0.81 / 0.98, MIG 0.34) at this encoder lr; at 3e-3 x and y were rotated again (one seed each: not a
+    # robust recipe). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
     # disks-small bundle's denoiser.onnx with --denoiser-param eps.
     "disks-3d": Config(
         latent_dim=3,
