@@ -10,9 +10,15 @@ from sami_reference.guidance import guided_eps
 
 
 class TorchBaseline:
-    """``device``: the runtime's device; a runtime on a GPU (``cuda``, ``tensorrt``) is compared with PyTorch
+    """Registered as the ``sami_rt.baselines`` entry point ``pytorch`` (setup.py), which is how ``sami-rt bench``
+    finds it without naming this package. ``device``: the runtime's device; a runtime on a GPU (``cuda``, ``tensorrt``) is compared with PyTorch
     on the same card where torch has CUDA, else with PyTorch on the CPU (``where`` says which). Calls take
     and give numpy arrays, as the runtime's do, so both pay the same host-device copies."""
+
+    key = "torch"  # the suffix of the bench's figures: guided_eps_torch, torch_seconds, ...
+    version = torch.__version__
+    name = "PyTorch eager"  # in the bench's tables
+    label = f"PyTorch {torch.__version__} eager"  # in its one-line description
 
     def __init__(self, bundle, threads: int = 0, device: str = "cpu"):
         if threads:

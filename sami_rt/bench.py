@@ -1,11 +1,12 @@
-"""``sami-rt bench``: the runtime's figures against a PyTorch eager baseline, in one process and one run.
+"""``sami-rt bench``: the runtime's figures against a registered baseline, in one process and one run.
 
 Figures, for the loaded bundle and backend:
 - per call: ``guided_eps`` and ``encoder`` latency at each batch size (median and interquartile range over
-  ``repeats`` timed calls after ``warmup`` calls); with torch importable, the same calls in PyTorch eager
-  (the denoiser's forward plus ``torch.autograd.grad`` of log q for the guidance, the way a research script
-  does it), interleaved with the runtime's so that machine noise hits both alike, and the ratio; PyTorch
-  runs on the runtime's card when the runtime is on a GPU and torch has CUDA, else on the CPU;
+  ``repeats`` timed calls after ``warmup`` calls); with a baseline registered under the entry-point group
+  ``sami_rt.baselines`` and its framework installed (``load_baseline``: the reference model in eager mode,
+  denoiser forward plus autograd guidance, the way a research script does it), the same calls, interleaved
+  with the runtime's so that machine noise hits both alike, and the ratio; the baseline runs on the
+  runtime's card where it can, else on the CPU (its ``where`` says which);
 - ``generate``: N samples, DDIM, one batch; the time inside backend calls and the loop's own share, and
   (when N is one of the batch sizes) the whole sample's time against steps x one ``guided_eps`` call;
 - video: a synthetic 640x480 video (or the one given): decoding alone and ``encode_video`` (decoding
@@ -109,22 +110,21 @@ def decode_alone(path, luma: bool = False) -> int:
     return n
 
 
-def torch_version() -> str | None:
-    """The installed torch's version, read from its metadata: sami_rt itself never imports torch."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return None
+BASELINE_GROUP = "sami_rt.baselines"
 
 
 def load_baseline(bundle, threads: int = 0, device: str = "cpu"):
-    """The PyTorch eager baseline from the separate ``sami_reference`` package (which needs torch), on the
-    runtime's card when the runtime runs on a GPU and torch has CUDA."""
-    import importlib
+    """The comparison baseline another installed package registers under the entry-point group
+    ``sami_rt.baselines`` (``sami_reference`` registers its PyTorch eager model), or None when none does. A
+    baseline is built as ``cls(bundle, threads, device)`` and has ``guided_eps`` and ``encode`` on numpy arrays,
+    ``key`` (the suffix of its figures' names), ``name`` (for tables), ``label`` (what it is, with its version),
+    ``version`` and ``where``. An
+    ImportError while loading it (its framework not installed) propagates to the caller."""
+    from importlib.metadata import entry_points
 
-    return importlib.import_module("sami_reference.baseline").TorchBaseline(bundle, threads, device)
+    for ep in entry_points(group=BASELINE_GROUP):
+        return ep.load()(bundle, threads, device)
+    return None
 
 
 def timed_generate(rt, **kw) -> dict:
@@ -166,7 +166,7 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         "backend": be.name, "device": getattr(be, "device", "?"), "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-        "torch": torch_version(), "gpu": gpu_name(), "repeats": repeats, "warmup": warmup}}
+        "gpu": gpu_name(), "repeats": repeats, "warmup": warmup}}
     ref = None
     if not baseline:
         res["meta"]["baseline"] = "none: skipped"
@@ -175,10 +175,16 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
     else:
         try:
             ref = load_baseline(b, threads, getattr(be, "device", "cpu"))
-        except ImportError:
-            res["meta"]["baseline"] = "none: torch is not installed"
+        except ImportError as e:
+            res["meta"]["baseline"] = f"none: {e.name or 'its framework'} is not installed"
         else:
-            res["meta"]["baseline"] = f"PyTorch {res['meta']['torch']} eager on {ref.where}"
+            if ref is None:
+                res["meta"]["baseline"] = "none: no installed package registers one"
+            else:
+                res["meta"]["baseline"] = f"{ref.label} on {ref.where}"
+                res["meta"]["baseline_key"], res["meta"]["baseline_name"] = ref.key, ref.name
+                res["meta"][ref.key] = ref.version
+    k = ref.key if ref is not None else None
     rng = np.random.default_rng()
     C, H, W = b.image_shape
     D = b.latent_dim
@@ -194,14 +200,14 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         scale = np.ones(B, np.float32)
         fns = {"guided_eps": lambda: be.guided_eps(x, t, z, mask, scale), "encoder": lambda: be.encode(x0)}
         if ref is not None:
-            fns["guided_eps_torch"] = lambda: ref.guided_eps(x, t, z, mask, scale)
-            fns["encoder_torch"] = lambda: ref.encode(x0)
+            fns[f"guided_eps_{k}"] = lambda: ref.guided_eps(x, t, z, mask, scale)
+            fns[f"encoder_{k}"] = lambda: ref.encode(x0)
         log(f"per call, batch {B}")
         st = _interleaved(fns, repeats, warmup)
         row = {"batch": B, **{k: v for k, v in st.items()}}
         if ref is not None:
-            row["guided_eps_speedup"] = st["guided_eps_torch"]["median_ms"] / st["guided_eps"]["median_ms"]
-            row["encoder_speedup"] = st["encoder_torch"]["median_ms"] / st["encoder"]["median_ms"]
+            row["guided_eps_speedup"] = st[f"guided_eps_{k}"]["median_ms"] / st["guided_eps"]["median_ms"]
+            row["encoder_speedup"] = st[f"encoder_{k}"]["median_ms"] / st["encoder"]["median_ms"]
             row["guided_eps_max_abs_diff"] = float(np.abs(be.guided_eps(x, t, z, mask, scale)
                                                           - ref.guided_eps(x, t, z, mask, scale)).max())
         flops = (b.manifest.get("flops") or {}).get("guided_eps")
@@ -228,14 +234,14 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         ones, tb = np.ones((n, D), np.float32), np.empty(n, np.int64)
         sc = np.ones(n, np.float32)
 
-        def torch_step(x_t, i):
+        def baseline_step(x_t, i):
             tb.fill(ts[i])
             return ref.guided_eps(x_t, tb, z, ones, sc)
 
         t0 = time.perf_counter()
-        loop_numpy(torch_step, xs, co["c_x"], co["c_eps"], co["sigma"], 0, np.arange(n))
-        gen["torch_seconds"] = time.perf_counter() - t0
-        gen["speedup"] = gen["torch_seconds"] / total
+        loop_numpy(baseline_step, xs, co["c_x"], co["c_eps"], co["sigma"], 0, np.arange(n))
+        gen[f"{k}_seconds"] = time.perf_counter() - t0
+        gen["speedup"] = gen[f"{k}_seconds"] / total
     res["generate"] = gen
 
     # ----------------------------------------------------------------------------- video
@@ -277,7 +283,7 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
         xs = np.stack(xs)
         per = {"runtime": lambda: [be.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)]}
         if ref is not None:
-            per["torch"] = lambda: [ref.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)]
+            per[k] = lambda: [ref.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)]
         st = _interleaved(per, max(3, repeats // 10), 1)
         vid = {"frames": nf, "size": size,
                "decode_fps": nf / decode, "encode_fps": len(enc.frames) / encode,
@@ -290,7 +296,7 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
             vid["decode_luma_fps"] = nf / float(np.median(decodes_luma))
             vid["encode_vs_decode_luma"] = float(np.median([d / e for d, e in zip(decodes_luma, encodes)]))
         if ref is not None:
-            vid["torch_inference_fps"] = nf / (st["torch"]["median_ms"] * 1e-3)
+            vid[f"{k}_inference_fps"] = nf / (st[k]["median_ms"] * 1e-3)
         res["video"] = vid
 
     # ----------------------------------------------------------------------------- FLOPs and peak
@@ -313,15 +319,16 @@ def format_report(res: dict) -> str:
     """The figures as Markdown tables."""
     m = res["meta"]
     lines = [f"sami-rt bench, {m['date']}: {m['backend']}; baseline: {m['baseline']}", ""]
-    torch = any("guided_eps_torch" in r for r in res["calls"])
-    head = "| batch | call | runtime ms (median, IQR) |" + (" PyTorch eager ms | speed-up |" if torch else "")
+    k = m.get("baseline_key")
+    name = m.get("baseline_name")
+    head = "| batch | call | runtime ms (median, IQR) |" + (f" {name} ms | speed-up |" if k else "")
     lines += [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in res["calls"]:
         for call in ("guided_eps", "encoder"):
             s = r[call]
             row = f"| {r['batch']} | {call} | {s['median_ms']:.3f} ({s['iqr_ms']:.3f}) |"
-            if torch:
-                ts = r[f"{call}_torch"]
+            if k:
+                ts = r[f"{call}_{k}"]
                 row += f" {ts['median_ms']:.3f} ({ts['iqr_ms']:.3f}) | {r[f'{call}_speedup']:.2f}x |"
             lines.append(row)
     g = res["generate"]
@@ -329,7 +336,7 @@ def format_report(res: dict) -> str:
               f"{g['backend_seconds']:.3f} s; the loop's own share {100 * g['loop_share']:.2f}%"
               + (f"; {g['vs_steps_x_call']:.2f}x {g['steps']} x one guided_eps call at batch {g['n']}"
                  if "vs_steps_x_call" in g else "")
-              + (f"; PyTorch eager {g['torch_seconds']:.3f} s ({g['speedup']:.2f}x)" if "speedup" in g else "")]
+              + (f"; {name} {g[f'{k}_seconds']:.3f} s ({g['speedup']:.2f}x)" if "speedup" in g else "")]
     v = res["video"]
     per = ", ".join(f"{100 * r:.0f}" for r in v["encode_vs_decode_per_round"])
     lines.append(f"video ({v['frames']} frames, {v['size']}; medians of {v['rounds']} interleaved rounds): decoding alone "
@@ -339,7 +346,7 @@ def format_report(res: dict) -> str:
                  + (f"; decoding alone to luma planes {v['decode_luma_fps']:.0f} frames/s "
                     f"({100 * v['encode_vs_decode_luma']:.0f}% of that)" if "decode_luma_fps" in v else "")
                  + f"; inference alone {v['inference_fps']:.0f} frames/s"
-                 + (f" (PyTorch {v['torch_inference_fps']:.0f})" if "torch_inference_fps" in v else ""))
+                 + (f" ({name} {v[f'{k}_inference_fps']:.0f})" if k and f"{k}_inference_fps" in v else ""))
     if "flops_per_sample" in res:
         f = res["flops_per_sample"]
         lines.append(f"FLOPs per sample: guided_eps {f.get('guided_eps', 0) / 1e6:.1f} M, encoder "

@@ -310,7 +310,7 @@ def axes(images, model, device, threads):
               help="Frames of the synthetic 640x480 video (300 decode in ~70 ms: too short to time steadily).")
 @click.option("--video", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Use this video instead of the synthetic one.")
-@click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline.")
+@click.option("--no-baseline", is_flag=True, help="Skip the comparison baseline (described above).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write every figure as JSON.")
 @model_options
 @friendly
@@ -319,8 +319,8 @@ def bench(batches, repeats, warmup, n, steps, frames, video, no_baseline, json_o
 
     \b
     Per-call latency of guided_eps and the encoder, a full generate, and video encoding throughput
-    (decoding included and excluded); with torch installed (pip install torch), the same figures for
-    PyTorch eager (denoiser forward plus torch.autograd.grad guidance) and the ratios.
+    (decoding included and excluded); where a baseline is installed (sami_reference's PyTorch eager model,
+    with `pip install torch`: denoiser forward plus autograd guidance), the same figures for it and the ratios.
     \b
     Examples:
       sami-rt bench

@@ -48,3 +48,30 @@ def test_gpu_peak_table_prefers_the_specific_name():
     assert gpu_peak("NVIDIA H100 PCIe") == (51.0, 756.0)
     assert gpu_peak("NVIDIA H100 80GB HBM3") == (67.0, 989.0)
     assert gpu_peak("Some Other GPU") is None and gpu_peak(None) is None
+
+
+def test_sami_rt_code_never_names_torch_or_the_reference_package():
+    """Imports and string constants of every sami_rt module (docstrings aside): the baseline is reached through
+    the entry-point group, so the runtime package names neither the framework nor the package that uses it."""
+    import ast
+    from pathlib import Path
+
+    import sami_rt
+
+    hits = []
+    for path in Path(sami_rt.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                names = [node.value]
+            hits += [f"{path.name}:{node.lineno}: {n!r}" for n in names
+                     if "torch" in n.lower() or "sami_reference" in n]
+    assert not hits, hits
