@@ -1,6 +1,6 @@
 """guided_eps per call: onnxruntime (CPU) against PyTorch eager (denoiser forward + torch.autograd.grad guidance).
 
-    python benchmarks/bench_guided_eps.py BUNDLE_DIR RUN_DIR [--batch 1 16] [--repeats 50] [--threads N]
+    python -m benchmarks.bench_guided_eps BUNDLE_DIR RUN_DIR [--batch 1 16] [--repeats 50] [--threads N]
 
 Both run in this one process, interleaved, on the same random inputs; the figure of merit is the ratio of
 medians. Prints a Markdown table row per batch size and, with --json, writes the figures.
@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def main(argv=None) -> int:

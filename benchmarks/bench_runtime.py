@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -32,8 +30,7 @@ def peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=cwd, env=env)
+    r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=cwd)
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr[-500:]}")
     return int(r.stdout.strip()) / 1024, time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """How low the conditioned variability could go with a model's code alone, whatever the sampler does.
 
-    python benchmarks/code_bound.py MODEL [MODEL ...] [--n 40000] [--k 8] [--guides 100]
+    python -m benchmarks.code_bound MODEL [MODEL ...] [--n 40000] [--k 8] [--guides 100]
 
 MODEL is a bundle directory (rebuilt from its reference weights) or a run directory. For each of --guides
 held-out disks, the --k other disks (of --n) nearest to it in code space (distance in units of the guide's
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def load(path: Path):

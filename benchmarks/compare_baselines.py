@@ -1,6 +1,6 @@
 """SAMI against a VAE and a beta-VAE with the same encoder, data and budget: disentanglement_lib's metrics.
 
-    python benchmarks/compare_baselines.py --out DIR [--data disks dsprites] [--models sami vae beta-vae]
+    python -m benchmarks.compare_baselines --out DIR [--data disks dsprites] [--models sami vae beta-vae]
         [--seeds 0 1 2] [--steps 1500] [--sami-seeds 0] [--threads 1] [--table OUT.md]
 
 Each (data, model, seed) trains one run with ``train/run.py --config CONFIG --model MODEL --seed S --steps N
@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CONFIGS = {"disks": ("disks-small", ["--latent-dim", "3"]), "dsprites": ("dsprites", [])}
 KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "factor_vae")

@@ -1,6 +1,6 @@
 """train/metrics.py against disentanglement_lib itself, on the same arrays.
 
-    python benchmarks/dlib_crosscheck.py [--wheel PATH] [--model BUNDLE] [--seed 0] [--json OUT]
+    python -m benchmarks.dlib_crosscheck [--wheel PATH] [--model BUNDLE] [--seed 0] [--json OUT]
 
 disentanglement_lib (Locatello et al. 2019) needs TensorFlow 1 and gin to import as a whole; its metric
 functions on arrays (``mig._compute_mig``, ``dci._compute_dci``, ``sap_score._compute_sap``,
@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def load_dlib(wheel: Path | None, tmp: Path):
@@ -54,7 +53,14 @@ def load_dlib(wheel: Path | None, tmp: Path):
     six.moves.range = range
     sys.modules.update({"gin": gin, "gin.tf": gin.tf, "absl": absl, "absl.logging": absl.logging, "six": six,
                         "six.moves": six.moves})
-    sys.path.insert(0, str(tmp / "x"))
+    import importlib.util
+
+    root = tmp / "x" / "disentanglement_lib"  # imported as a package from the unpacked wheel, sys.path untouched
+    spec = importlib.util.spec_from_file_location("disentanglement_lib", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["disentanglement_lib"] = pkg
+    spec.loader.exec_module(pkg)
     from disentanglement_lib.evaluation.metrics import dci, factor_vae, mig, modularity_explicitness, sap_score, utils
 
     utils.make_discretizer = lambda target, num_bins=20, discretizer_fn=None: utils._histogram_discretize(target, 20)

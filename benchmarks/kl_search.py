@@ -1,7 +1,7 @@
 """Binary search of the KL weight up to the posterior-collapse threshold (the paper's appendix, "Choosing
 hyperparameters"): a larger KL weight gives a more factorised code, until the code stops carrying a factor.
 
-    python benchmarks/kl_search.py --out DIR --config disks-small [--lo 1e-3] [--hi 1] [--iters 5]
+    python -m benchmarks.kl_search --out DIR --config disks-small [--lo 1e-3] [--hi 1] [--iters 5]
         [--steps 1500] [--threads 1] [-- --latent-dim 3 --denoiser PATH --kl-free-bits 0.5 ...]
 
 Each trial trains a run (``train/run.py --no-eval``, everything after ``--`` passed on) into
@@ -26,20 +26,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def best_distinct_axes(r2: np.ndarray) -> tuple[list[int], list[float]]:
-    """One different axis per factor maximising the summed single-axis R^2 (exhaustive: D and K are small)."""
-    from itertools import permutations
-
-    D, K = r2.shape
-    best, arg = -1.0, None
-    for p in permutations(range(D), K):
-        s = sum(r2[p[k], k] for k in range(K))
-        if s > best:
-            best, arg = s, p
-    return list(arg), [float(r2[arg[k], k]) for k in range(K)]
 
 
 def factor_scores(run_dir: Path, n: int = 2000) -> dict:
@@ -48,6 +34,7 @@ def factor_scores(run_dir: Path, n: int = 2000) -> dict:
     from train.data import DISK_FACTORS, eval_set
     from train.evaluate import FIT_SEED_OFFSET, encode
     from train.loop import load_run
+    from train.factor_figures import best_distinct_axes
     from train.metrics import axis_r2, factor_classes, knn_r2, linear_r2, mig
 
     model, cfg, _, step = load_run(run_dir)
@@ -58,7 +45,8 @@ def factor_scores(run_dir: Path, n: int = 2000) -> dict:
     mu_fit, _ = encode(model, x_fit)
     f, f_fit = f.numpy(), f_fit.numpy()
     r2 = axis_r2(mu, f)
-    axes, best = best_distinct_axes(r2)
+    axes = best_distinct_axes(r2)
+    best = [float(r2[a, k]) for k, a in enumerate(axes)]
     kl = 0.5 * (var + mu**2 - 1 - np.log(var)).mean(0)
     return {
         "step": step,

@@ -136,36 +136,6 @@ PRESETS: dict[str, Config] = {
         sampling_scale=3.0,
         sample_every=1000,
     ),
-    # Three latent dimensions for the disks' three factors (benchmarks/kl_search.py, RESULTS.md): the KL weight
-    # alone collapses the code between 3 and 5 (x and y go first), and below that x and y share two axes, rotated
-    # and folded. With free bits (2.5 nats per dimension) a large KL weight (100) cannot collapse it and pushes
-    # every dimension to the same small information, which gave one axis per factor (single-axis R^2 0.76 /
-    # 0.81 / 0.98, MIG 0.34) at this encoder lr; at 3e-3 x and y were rotated again (one seed each: not a
-    # robust recipe). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
-    # disks-small bundle's denoiser.onnx with --denoiser-param eps.
-    "disks-3d": Config(
-        latent_dim=3,
-        disk_foreground=1.0,
-        disk_bg_max=0.6,
-        unet_channels=16,
-        unet_mult=(1, 2, 2),
-        enc_channels=(32, 64),
-        enc_hidden=128,
-        enc_bias=True,
-        enc_var_init=1e-3,
-        n_train=0,
-        steps=1500,
-        batch=64,
-        lr=2e-3,
-        enc_lr=1e-3,
-        kl_weight=100.0,
-        kl_free_bits=2.5,
-        kl_anneal_start=1e-3,
-        t_power=2.0,
-        loss_weight="inv-snr-trunc",
-        sampling_scale=3.0,
-        sample_every=1000,
-    ),
     "fashion-mnist": Config(
         dataset="fashion-mnist",
         latent_dim=16,
@@ -271,6 +241,15 @@ PRESETS: dict[str, Config] = {
         ckpt_every=2000,
     ),
 }
+
+# Three latent dimensions for the disks' three factors (benchmarks/kl_search.py, RESULTS.md): the KL weight
+# alone collapses the code between 3 and 5 (x and y go first), and below that x and y share two axes, rotated
+# and folded. With free bits (2.5 nats per dimension) a large KL weight (100) cannot collapse it and pushes
+# every dimension to the same small information, which gave one axis per factor (single-axis R^2 0.76 /
+# 0.81 / 0.98, MIG 0.34) at this encoder lr; at 3e-3 x and y were rotated again (one seed each: not a
+# robust recipe). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
+# disks-small bundle's denoiser.onnx with --denoiser-param eps.
+PRESETS["disks-3d"] = PRESETS["disks-small"].replace(latent_dim=3, steps=1500, kl_weight=100.0, kl_free_bits=2.5)
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:

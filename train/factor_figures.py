@@ -23,12 +23,7 @@ import numpy as np
 import torch
 
 from train.io import atomic_path, write_text
-
-
-def axis_r2(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    from train.metrics import axis_r2 as r2
-
-    return r2(np.asarray(codes, np.float64), np.asarray(factors, np.float64))
+from train.metrics import axis_r2
 
 
 def best_distinct_axes(r2: np.ndarray) -> list[int]:
@@ -39,7 +34,7 @@ def best_distinct_axes(r2: np.ndarray) -> list[int]:
 
 
 def axis_r2_table(codes, factors, names, path: Path | None = None) -> dict:
-    r2 = axis_r2(codes, factors)
+    r2 = axis_r2(np.asarray(codes, np.float64), np.asarray(factors, np.float64))
     axes = best_distinct_axes(r2)
     if path is not None:
         lines = ["axis," + ",".join(names)] + [f"z{d}," + ",".join(f"{v:.4f}" for v in row) for d, row in enumerate(r2)]
