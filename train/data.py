@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.dsprites import sample_classes
+
 DISK_FACTORS = ("x", "y", "background")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -250,22 +252,17 @@ class BatchSource:
 
 
 def dsprites_source(cfg):
-    """classes [N, 5] -> images, procedural or from the published file given as --data-path."""
-    from train.dsprites import DSpritesFile, render_dsprites
+    """classes [N, 5] -> images, procedural or from the published file given as --data-path (read once per
+    process: training and evaluation share it)."""
+    from train.dsprites import open_file, render_dsprites
 
     if cfg.data_path:
         if not Path(cfg.data_path).is_file():
             raise DataError(f"dSprites file {cfg.data_path} not found (a dsprites_ndarray_*.npz, or no --data-path "
                             "for the procedural generator)")
-        f = DSpritesFile(cfg.data_path)
+        f = open_file(str(Path(cfg.data_path).resolve()))
         return lambda c: f.render(c, cfg.image_size)
     return lambda c: render_dsprites(c, cfg.image_size)
-
-
-def sample_classes(n, generator):
-    from train.dsprites import sample_classes as draw
-
-    return draw(n, generator)
 
 
 def eval_set(cfg, n: int, seed_offset: int = 1_000_003):

@@ -20,6 +20,7 @@ Factor classes are integer indices into these grids (``DSPRITES_SIZES``), in the
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,9 @@ class DSpritesFile:
         if size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
         return x
+
+
+@lru_cache(maxsize=2)
+def open_file(path: str) -> DSpritesFile:
+    """The published file at ``path``, read once per process (its images are 3 GB as uint8)."""
+    return DSpritesFile(path)

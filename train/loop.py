@@ -246,11 +246,9 @@ class Trainer:
         if self.baseline:  # decoded posterior samples
             with torch.no_grad():
                 s = self.ema.decode(z.reshape(56, -1))
-            grid = torch.cat([x[:, None].to(s.device), s.reshape(8, 7, *s.shape[1:])], dim=1).flatten(0, 1)
-            save_grid(grid, self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=8)
-            return
-        s = sample(self.ema, self.abar_np, (56, cfg.channels, cfg.image_size, cfg.image_size),
-                   z=z.reshape(56, -1), steps=min(50, cfg.T), scale=cfg.sampling_scale, generator=g)
+        else:
+            s = sample(self.ema, self.abar_np, (56, cfg.channels, cfg.image_size, cfg.image_size),
+                       z=z.reshape(56, -1), steps=min(50, cfg.T), scale=cfg.sampling_scale, generator=g)
         grid = torch.cat([x[:, None].to(s.device), s.reshape(8, 7, *s.shape[1:])], dim=1).flatten(0, 1)
         save_grid(grid, self.run_dir / "samples" / f"step_{self.step:07d}.png", nrow=8)
 
