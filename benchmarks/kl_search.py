@@ -8,7 +8,9 @@ Each trial trains a run (``train/run.py --no-eval``, everything after ``--`` pas
 DIR/kl_W and scores it on disks it never saw (``factor_scores``): k-NN and linear R^2 per factor, the
 linear R^2 of every single axis against every factor, MIG (20 equal-width bins), the spread of the
 posterior means and the KL per axis. A trial *collapses* when some factor's k-NN R^2 falls below
---collapse-r2 (0.8): the code no longer carries it. The search first checks both ends (--lo must hold
+--collapse-r2 (0.8): the code no longer carries it. On Fashion-MNIST (labelled, no factors) a trial is scored
+by the linear-probe class accuracy of its posterior means on test images (``label_scores``) and collapses
+when that falls below --collapse-acc (0.75, the shipped model's acceptance bar). The search first checks both ends (--lo must hold
 every factor, --hi must lose one), then halves the interval in log space --iters times. Every trial is a
 row of DIR/search.jsonl; a rerun reuses finished trials (resumable), and a run stopped early is resumed.
 """
@@ -63,6 +65,26 @@ def factor_scores(run_dir: Path, n: int = 2000) -> dict:
     }
 
 
+def label_scores(run_dir: Path, n_fit: int = 5000, n_test: int = 2000) -> dict:
+    """For a labelled data set (Fashion-MNIST): linear-probe class accuracy of the posterior means (fit on
+    training images, scored on test images), the KL per axis and the axes that carry information."""
+    from train.data import load_fashion_mnist
+    from train.evaluate import encode
+    from train.labelled import linear_probe
+    from train.loop import load_run
+
+    model, cfg, _, step = load_run(run_dir)
+    x_fit, y_fit = load_fashion_mnist(cfg.data_path, "train", cfg.image_size)
+    x, y = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
+    i = np.random.default_rng(0).choice(len(x_fit), n_fit, replace=False)
+    mu_fit, _ = encode(model, x_fit[i])
+    mu, var = encode(model, x[:n_test])
+    kl = 0.5 * (var + mu**2 - 1 - np.log(var)).mean(0)
+    return {"step": step, "probe_accuracy": linear_probe(mu_fit, y_fit.numpy()[i], mu, y.numpy()[:n_test])["accuracy"],
+            "kl_per_axis": kl.tolist(), "active_axes": int((kl > 0.05).sum()), "mean_std": mu.std(0).tolist(),
+            "var_mean": var.mean(0).tolist()}
+
+
 def train(run_dir: Path, args, kl: float) -> float:
     """Train (or resume) a trial run; returns the seconds spent."""
     ckpt = run_dir / "checkpoint.pt"
@@ -85,6 +107,17 @@ def trial(args, kl: float, rows: dict) -> dict:
     run_dir = args.out / f"kl_{key}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     secs = train(run_dir, args, kl)
+    if args.labels:
+        s = label_scores(run_dir)
+        row = {"kl_weight": kl, "run": str(run_dir), "train_s": round(secs, 1), "extra": args.extra, **s,
+               "collapsed": bool(s["probe_accuracy"] < args.collapse_acc)}
+        with open(args.out / "search.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        rows[key] = row
+        print(f"kl {kl:.4g}: probe accuracy {s['probe_accuracy']:.3f}, {s['active_axes']} axes with KL > 0.05, KL/axis "
+              f"{np.round(s['kl_per_axis'], 2).tolist()} {'COLLAPSED' if row['collapsed'] else 'ok'} ({secs:.0f} s)",
+              flush=True)
+        return row
     s = factor_scores(run_dir)
     row = {"kl_weight": kl, "run": str(run_dir), "train_s": round(secs, 1), "extra": args.extra, **s,
            "collapsed": bool(min(s["knn_r2"]) < args.collapse_r2)}
@@ -112,7 +145,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--collapse-r2", type=float, default=0.8)
+    ap.add_argument("--collapse-acc", type=float, default=0.75,
+                    help="labelled data sets: a trial collapses when the linear-probe class accuracy falls below this")
     args = ap.parse_args(argv)
+    args.labels = args.config.startswith("fashion-mnist")
     args.extra = extra
     args.out.mkdir(parents=True, exist_ok=True)
     rows = {}

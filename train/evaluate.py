@@ -11,6 +11,9 @@ Writes RUN_DIR/eval.json, posterior_variance.csv and posterior_variance.png, and
   samples, at the run's ``sampling_scale`` (the scale its bundle samples with by default) and, where that
   is not 1, also at s = 1 (the exact model) under ``exact``;
 - the posterior variance of every latent dimension as a function of the noise level (paper Fig. 3D);
+- on labelled data (Fashion-MNIST classes, CelebA attributes): the paper's natural-image analyses
+  (train/natural.py: probes, participation ratio, TAD, variance spectra, traversal, global axes) and FID and
+  class keeping of samples (train/fid.py), each with its figure;
 - the guidance gain per noise level: the denoising error of the guided estimate (z = the clean image's
   posterior mean) over that of the denoiser alone, on held-out images. An exact model scores what z leaves
   undetermined (for a linear-Gaussian model (sigma^2 / (1 - abar + sigma^2))^2, sigma^2 the posterior
@@ -165,7 +168,7 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
 
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int = 100,
                  ema: bool = True, generate: bool = True, scale: float | None = None,
-                 interp_pairs: int | None = None) -> dict:
+                 interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
@@ -194,6 +197,16 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
             res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
             if generate and interp_pairs > 0 and cfg.model == "sami":
                 res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
+    from train.natural import labelled_analyses
+
+    labels = labelled_analyses(model, cfg, abar, run_dir, n_fit=max(n_fit, 5000), n_test=max(n_test, 2000),
+                               generate=generate, seed=0)
+    if labels is not None:
+        res["labels"] = labels
+        if generate and cfg.dataset == "fashion-mnist" and fid_n > 0:
+            from train.fid import sample_quality
+
+            res["sample_quality"] = sample_quality(model, cfg, abar, run_dir, n=fid_n, steps=steps, inception=inception)
     if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
         res["model"] = cfg.model
     else:
@@ -219,6 +232,18 @@ def summarise(res: dict) -> dict:
         s.update({k: round(f[k], 3) for k in METRIC_KEYS})
         if "factor_axis_r2" in f:
             s["factor_axis_r2"] = {k: round(v, 3) for k, v in f["factor_axis_r2"].items()}
+    if "labels" in res:
+        lab = res["labels"]
+        if "probe_accuracy" in lab:
+            s["probe_accuracy"] = round(lab["probe_accuracy"], 3)
+        s.update(tad=round(lab["tad"], 3), captured=lab["captured"],
+                 participation_ratio=round(float(np.mean(lab["participation_ratio"])), 2))
+        if "global_axes" in lab:
+            s["global_axes_top"] = lab["global_axes"]["ranking"][:3]
+    if "sample_quality" in res:
+        q = res["sample_quality"]
+        s["fid_fashion_features"] = {k: round(v, 2) for k, v in q["fid_fashion_features"].items()}
+        s["class_keeping"] = round(q["class_keeping"], 3)
     if "posterior" in res:
         s["mean_std"] = [round(v, 3) for v in res["posterior"]["mean_std"]]
     if "interpolation" in res:
@@ -297,6 +322,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
                     "sampling_scale; figures at 1 are added when it is not 1); another scale than the run's writes "
                     "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
+    ap.add_argument("--fid-n", type=int, default=1000, help="labelled data: samples per FID (0 = skip FID and class "
+                    "keeping; default 1000)")
+    ap.add_argument("--inception", metavar="FILE", help="a local TorchScript FID Inception network "
+                    "(inception-2015-12-05.pt): adds the standard Inception FID")
     args = ap.parse_args(argv)
     if args.metrics is not None:
         try:
@@ -315,7 +344,8 @@ def main(argv=None) -> int:
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
-                       generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs)
+                       generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs, fid_n=args.fid_n,
+                       inception=args.inception)
     print(json.dumps(res["summary"], indent=2))
     return 0
 

@@ -1,0 +1,139 @@
+"""The natural-image analyses (train/labelled.py, train/natural.py, train/fid.py) against closed forms, and on
+the real Fashion-MNIST files (Debian package dataset-fashion-mnist; CI installs it)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from train.data import DataError, load_fashion_mnist
+from train.fid import FeatureNet, frechet_distance, predict, train_feature_net
+from train.labelled import attribute_probes, linear_probe, one_vs_rest, participation_ratio
+from train.natural import global_axes
+
+
+def fashion_or_skip(split="test"):
+    try:
+        return load_fashion_mnist("", split)
+    except DataError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install the Debian package dataset-fashion-mnist (.ci/run does)")
+        pytest.skip("Debian package dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def test_participation_ratio_ends_and_closed_form(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    D = int(rng.integers(3, 40))
+    one = np.zeros((1, D))
+    one[0, rng.integers(D)] = rng.normal() * 5
+    same = np.full((1, D), rng.normal()) * np.sign(rng.normal(size=D))
+    assert participation_ratio(one)[0] == pytest.approx(1.0)
+    assert participation_ratio(same)[0] == pytest.approx(np.sqrt(D))
+    w = rng.normal(size=(5, D))
+    k = int(rng.integers(1, D + 1))  # k axes equal, the rest zero: sqrt(k)
+    w_k = np.zeros(D)
+    w_k[rng.permutation(D)[:k]] = 2.5
+    assert participation_ratio(w_k[None])[0] == pytest.approx(np.sqrt(k))
+    expect = [np.sqrt((r**2).sum() ** 2 / (r**4).sum()) for r in w]
+    np.testing.assert_allclose(participation_ratio(w), expect, rtol=1e-12)
+    assert participation_ratio(w * 7.0) == pytest.approx(participation_ratio(w))  # scale-free
+
+
+def test_probes_find_a_class_carried_by_one_axis(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    n, D, C = 1500, 6, 4
+    y = rng.integers(C, size=n)
+    codes = rng.normal(size=(n, D))
+    codes[:, 2] = 3.0 * y + 0.2 * rng.normal(size=n)  # class is a linear function of axis 2 alone
+    acc = linear_probe(codes[:1000], y[:1000], codes[1000:], y[1000:])["accuracy"]
+    assert acc > 0.95
+    noise = linear_probe(codes[:1000, [0, 1]], y[:1000], codes[1000:, [0, 1]], y[1000:])["accuracy"]
+    assert noise < 0.45  # chance is 1/4
+    a = one_vs_rest(y, C)
+    assert a.shape == (n, C) and (a.sum(1) == 1).all() and (a.argmax(1) == y).all()
+    # one attribute decided by axis 2 alone -> participation ratio near 1
+    attr = (codes[:, 2] > 4.5).astype(int)[:, None]
+    res = attribute_probes(codes[:1000], attr[:1000], codes[1000:], attr[1000:])
+    assert res["balanced_accuracy"][0] > 0.95 and res["participation_ratio"][0] < 1.3
+
+
+class _StubEncoder(torch.nn.Module):
+    """mu = W x, var fixed per axis except axis 2, whose variance depends on the image."""
+
+    def __init__(self, W, var0):
+        super().__init__()
+        self.W, self.var0 = W, var0
+
+    def forward(self, x):
+        f = x.flatten(1)
+        mu = f @ self.W.T
+        var = self.var0.expand(len(x), -1).clone()
+        var[:, 2] = var[:, 2] * torch.exp(2 * f[:, 0])  # sensitive to the image
+        return mu, var
+
+
+def test_global_axis_measure_closed_form(fresh_seed):
+    g = torch.Generator().manual_seed(fresh_seed)
+    N, P = 800, 12
+    x = torch.randn(N, 1, 1, P, generator=g)
+    W = torch.zeros(3, P)
+    W[0, 0] = 0.05  # axis 0: clean means barely differ; wide constant posterior -> global
+    W[1, 1] = 2.0   # axis 1: means spread widely -> image-specific
+    W[2, 2] = 0.05  # axis 2: like axis 0 but its posterior variance depends on the image
+    var0 = torch.tensor([[1.0, 0.01, 1.0]])
+    model = type("M", (), {"encoder": _StubEncoder(W, var0)})()
+    abar = np.linspace(0.999, 0.001, 100)
+    mu, var = (a.double().numpy() for a in model.encoder(x))
+    res = global_axes(model, abar, x, mu, var, seed=fresh_seed)
+    assert res["abar"] == pytest.approx(0.1, abs=0.01)
+    pop = mu.var(0)
+    share = pop / (pop + var.mean(0))
+    np.testing.assert_allclose(res["spread_share"], share, rtol=1e-9)
+    assert res["sensitivity"][0] == pytest.approx(0.0, abs=1e-9) and res["sensitivity"][2] > 0.5
+    assert res["ranking"][0] == 0 and res["ranking"][-1] == 1
+    assert 0 <= min(res["score"]) and max(res["score"]) <= 1
+
+
+def test_frechet_distance_against_the_gaussian_closed_form(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    D, n = 4, 200_000
+    m1, m2 = rng.normal(size=D), rng.normal(size=D)
+    s1, s2 = rng.uniform(0.5, 2, D), rng.uniform(0.5, 2, D)
+    f1 = m1 + s1 * rng.normal(size=(n, D))
+    f2 = m2 + s2 * rng.normal(size=(n, D))
+    exact = ((m1 - m2) ** 2).sum() + ((s1 - s2) ** 2).sum()  # diagonal covariances
+    assert frechet_distance(f1, f2) == pytest.approx(exact, abs=0.05)
+    assert frechet_distance(f1[: n // 2], f1[n // 2 :]) < 0.01
+
+
+def test_feature_network_learns_fashion_mnist(fresh_seed):
+    x_te, y_te = fashion_or_skip("test")
+    x_tr, y_tr = load_fashion_mnist("", "train")
+    i = torch.randperm(len(x_tr), generator=torch.Generator().manual_seed(fresh_seed))[:5000]
+    net = train_feature_net(x_tr[i], y_tr[i], epochs=2, seed=fresh_seed, lr=2e-3, progress=lambda s: None)
+    acc = float((predict(net, x_te[:1000]) == y_te[:1000].numpy()).mean())
+    assert acc > 0.6, acc  # chance is 0.1
+    assert isinstance(net, FeatureNet) and net.features(x_te[:3]).shape == (3, 128)
+
+
+def test_labelled_analyses_write_every_figure(tmp_path, fresh_seed):
+    """An untrained small Fashion-MNIST model through every analysis: the files exist and the numbers are sane."""
+    fashion_or_skip()
+    from train.config import get_config
+    from train.loop import build_model
+    from train.natural import labelled_analyses
+
+    cfg = get_config("fashion-mnist").replace(T=20, unet_channels=8, unet_mult=(1, 2), enc_channels=(8, 8),
+                                              enc_hidden=16, latent_dim=6)
+    model, cfg = build_model(cfg)
+    model.eval()
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.2, cfg.T))
+    res = labelled_analyses(model, cfg, abar, tmp_path, n_fit=300, n_test=200, steps=2, seed=fresh_seed,
+                            progress=lambda s: None)
+    for f in ("probes.png", "variance_spectra.png", "variance_spectra.csv", "traversal.png", "global_axes.png",
+              "global_axes.csv"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    assert len(res["participation_ratio"]) == 10 and all(1 - 1e-9 <= p <= np.sqrt(6) + 1e-9
+                                                          for p in res["participation_ratio"])
+    assert 0 <= res["probe_accuracy"] <= 1 and sorted(res["global_axes"]["ranking"]) == list(range(6))
