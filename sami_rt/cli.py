@@ -177,20 +177,23 @@ def encode(path, out, every, plot, bgr_frames, model, device, threads):
     if path.suffix.lower() in VIDEO_EXTS:
         v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)
         write_npz(out, frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
-                  pixel_curvature=v.pixel_curvature, luma=v.luma)
+                  pixel_curvature=v.pixel_curvature, luma=v.luma,
+                  latent_straightness=np.nan if v.latent_straightness is None else v.latent_straightness,
+                  pixel_straightness=np.nan if v.pixel_straightness is None else v.pixel_straightness)
         click.echo(f"{len(v.frames)} frames -> {out}")
         for note in v.notes:
             click.echo(f"note: {note}", err=True)
         if v.stopped_at is not None:
             click.echo(f"note: decoding stopped at frame {v.stopped_at}; the frames before it were encoded", err=True)
         lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
-        click.echo(f"{'trajectory':<12}{'mean curvature (deg)':>22}{'median':>10}")
-        for name, vals, mean in (("latent", v.latent_curvature, lat), ("pixel", v.pixel_curvature, pix)):
+        click.echo(f"{'trajectory':<12}{'mean curvature (deg)':>22}{'median':>10}{'cosine straightness':>21}")
+        for name, vals, mean, cs in (("latent", v.latent_curvature, lat, v.latent_straightness),
+                                     ("pixel", v.pixel_curvature, pix, v.pixel_straightness)):
             fin = vals[np.isfinite(vals)]
             if mean is None:
                 click.echo(f"{name:<12}{'undefined (fewer than 3 frames)':>32}")
             else:
-                click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}")
+                click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}{cs:>21.3f}")
         if plot:
             plot_video(v, plot)
             click.echo(f"plot -> {plot}")
@@ -260,26 +263,36 @@ def interpolate(a, b, n, out, steps, sampler, eta, seed, scale, batch, model, de
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--axis", type=int, required=True, help="Latent dimension to move.")
-@click.option("--values", default="-2,-1,0,1,2", show_default=True, help="Comma-separated values for that dimension.")
+@click.option("--values", default="-2,-1,0,1,2", show_default=True,
+              help="Comma-separated offsets from the image's posterior mean, in --unit.")
+@click.option("--unit", type=click.Choice(["spread", "sd", "value"]), default=None,
+              help="spread: the code's spread on the axis (std of held-out posterior means, recorded in the bundle; "
+              "the default where it is); sd: the image's posterior standard deviation (the default otherwise); "
+              "value: --values are the coordinates themselves.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("traversal.png"), show_default=True)
 @sampling_options
 @model_options
 @friendly
-def traverse(image, axis, values, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
-    """Decode an image's latent with one dimension swept over values.
+def traverse(image, axis, values, unit, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+    """Decode an image's latent with one dimension moved by offsets (in the code's spread by default).
 
     \b
-    Example:
+    Examples:
       sami-rt traverse examples/guide.png --axis 0 --values=-2,-1,0,1,2
+      sami-rt traverse examples/guide.png --axis 0 --values=-3,0,3 --unit sd
+      sami-rt traverse examples/guide.png --axis 0 --values=-7,0,10 --unit value
     """
     try:
         vals = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {values!r}", param_hint="--values")
     rt = open_runtime(model, device, threads)
-    s = rt.traverse(str(image), axis, vals, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
+    unit = rt.traverse_unit(unit)
+    s = rt.traverse(str(image), axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
+                    batch=batch)
     write_grid(out, s, ncol=len(vals))
-    click.echo(f"{len(vals)} images -> {out}")
+    how = f"set to {values}" if unit == "value" else f"moved by {values} {unit}s"
+    click.echo(f"{len(vals)} images (axis {axis} {how}) -> {out}")
 
 
 @main.command()
@@ -287,16 +300,20 @@ def traverse(image, axis, values, out, steps, sampler, eta, seed, scale, batch, 
 @model_options
 @friendly
 def axes(images, model, device, threads):
-    """Rank latent dimensions by posterior variance over an image or a folder (small = rigid, informative).
+    """Rank latent dimensions by posterior variance over an image or a folder (small = rigid, informative),
+    with the scale a traversal moves in: the code's spread per axis (std of held-out posterior means,
+    recorded in the bundle) and the posterior sd in spreads.
 
     \b
     Example:
       sami-rt axes examples/
     """
     rt = open_runtime(model, device, threads)
-    click.echo(f"{'dim':>4}{'mean posterior variance':>26}")
-    for d, v in rt.axes(str(images)):
-        click.echo(f"{d:>4}{v:>26.4g}")
+    click.echo(f"{'dim':>4}{'posterior var':>15}{'posterior sd':>14}{'mean':>10}{'spread':>10}{'sd/spread':>11}")
+    for r in rt.axes_table(str(images)):
+        sp = "-" if r["spread"] is None else f"{r['spread']:.3g}"
+        ratio = "-" if r["sd_in_spreads"] is None else f"{r['sd_in_spreads']:.3g}"
+        click.echo(f"{r['dim']:>4}{r['var']:>15.4g}{r['sd']:>14.4g}{r['mean']:>10.3g}{sp:>10}{ratio:>11}")
 
 
 @main.command()

@@ -145,6 +145,20 @@ class Runtime:
         v = var.mean(0)
         return [(int(d), float(v[d])) for d in np.argsort(v)]
 
+    def axes_table(self, images) -> list[dict]:
+        """``axes`` with the scale a traversal needs: per dimension (most certain first) the mean posterior
+        variance and standard deviation, the mean of the posterior means, the code's spread (None when the
+        bundle does not record it) and the posterior sd in spreads."""
+        mu, var = self.encode(images)
+        spread = self.code_spread()
+        rows = []
+        for d in np.argsort(var.mean(0)):
+            sd = float(np.sqrt(var[:, d]).mean())
+            sp = None if spread is None else float(spread[d])
+            rows.append({"dim": int(d), "var": float(var[:, d].mean()), "sd": sd, "mean": float(mu[:, d].mean()),
+                         "spread": sp, "sd_in_spreads": None if sp is None else sd / sp})
+        return rows
+
     # --------------------------------------------------------------------------------------- generate
     def generate(self, guide=None, z: np.ndarray | None = None, n: int = 1, steps: int | None = None,
                  sampler: str = "ddpm", eta: float | None = None, seed: int = 0, scale: float | None = None,
@@ -267,14 +281,55 @@ class Runtime:
         w = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
         return self.generate(z=(1 - w) * mu[0] + w * mu[1], n=n, **kw)
 
-    def traverse(self, image, axis: int, values: Sequence[float], **kw) -> Samples:
-        """Decode the image's posterior mean with dimension ``axis`` set to each of ``values``."""
+    def code_spread(self) -> np.ndarray | None:
+        """The spread of the code per axis: the standard deviation of the posterior means of the held-out
+        images the run was evaluated on (the manifest's ``evaluation.mean_std``); None when not recorded."""
+        ev = self.bundle.manifest.get("evaluation") or {}
+        s = ev.get("mean_std") if isinstance(ev, dict) else None
+        if not isinstance(s, list) or len(s) != self.bundle.latent_dim:
+            return None
+        try:
+            arr = np.asarray(s, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        return arr if np.isfinite(arr).all() and (arr > 0).all() else None
+
+    def axis_scale(self, unit: str, var: np.ndarray | None = None) -> np.ndarray:
+        """Per-axis length of one unit: ``spread`` (code_spread), ``sd`` (sqrt of the posterior variance
+        ``var`` of one image) or ``value`` (1: absolute)."""
+        D = self.bundle.latent_dim
+        if unit == "value":
+            return np.ones(D)
+        if unit == "sd":
+            return np.sqrt(np.asarray(var, np.float64).reshape(D))
+        if unit == "spread":
+            s = self.code_spread()
+            if s is None:
+                raise InputError("this bundle records no code spread (export it from an evaluated run); "
+                                 "use unit 'sd' or 'value'")
+            return s
+        raise InputError(f"unit must be spread, sd or value, got {unit!r}")
+
+    def traverse_unit(self, unit: str | None = None) -> str:
+        """The unit a traversal uses: ``unit`` itself, or by default 'spread' where the bundle records the
+        code's spread and 'sd' where it does not."""
+        return unit or ("spread" if self.code_spread() is not None else "sd")
+
+    def traverse(self, image, axis: int, values: Sequence[float], unit: str | None = None, **kw) -> Samples:
+        """Decode the image's posterior mean with dimension ``axis`` moved by each of ``values``, in units of
+        the code's spread on that axis (``unit='spread'``), of the image's posterior standard deviation on it
+        (``'sd'``), or set to the values themselves (``'value'``); default ``traverse_unit()``."""
+        unit = self.traverse_unit(unit)
         D = self.bundle.latent_dim
         if not 0 <= axis < D:
             raise InputError(f"axis must be in 0..{D - 1}, got {axis}")
-        mu, _ = self.encode(image)
+        mu, var = self.encode(image)
         z = np.repeat(mu[:1], len(values), axis=0)
-        z[:, axis] = np.asarray(values, dtype=np.float32)
+        v = np.asarray(values, dtype=np.float64)
+        if unit == "value":
+            z[:, axis] = v.astype(np.float32)
+        else:
+            z[:, axis] = (mu[0, axis] + v * self.axis_scale(unit, var[:1])[axis]).astype(np.float32)
         return self.generate(z=z, n=len(values), **kw)
 
     def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, allow_luma: bool = True):

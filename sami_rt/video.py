@@ -2,6 +2,8 @@
 
 Curvature (Henaff et al. 2019): for a trajectory p_0 .. p_{N-1} with steps v_k = p_{k+1} - p_k, the
 curvature at k is the angle between v_k and v_{k+1}, in degrees (0 = straight, 90 = orthogonal turn).
+Cosine straightness (Niu et al. 2024): the mean over k of cos(v_k, v_{k+1}), 1 for a straight line, 0 for
+orthogonal turns on average, -1 for a trajectory that reverses at every step.
 Frames are streamed: memory does not grow with the video's length.
 """
 
@@ -29,6 +31,14 @@ def angles(points: np.ndarray) -> np.ndarray:
     return ang
 
 
+def straightness(curvature_deg: np.ndarray) -> float | None:
+    """Cosine straightness: the mean cosine between successive steps, from their angles (``angles``); None
+    when no angle is defined."""
+    c = np.asarray(curvature_deg, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    return float(np.cos(np.radians(c)).mean()) if len(c) else None
+
+
 @dataclass
 class VideoEncoding:
     frames: np.ndarray  # frame indices in the video
@@ -50,6 +60,14 @@ class VideoEncoding:
     def mean_pixel_curvature(self) -> float | None:
         v = self.pixel_curvature[np.isfinite(self.pixel_curvature)]
         return float(v.mean()) if len(v) else None
+
+    @property
+    def latent_straightness(self) -> float | None:
+        return straightness(self.latent_curvature)
+
+    @property
+    def pixel_straightness(self) -> float | None:
+        return straightness(self.pixel_curvature)
 
 
 class _Reader:

@@ -137,3 +137,17 @@ def test_labelled_analyses_write_every_figure(tmp_path, fresh_seed):
     assert len(res["participation_ratio"]) == 10 and all(1 - 1e-9 <= p <= np.sqrt(6) + 1e-9
                                                           for p in res["participation_ratio"])
     assert 0 <= res["probe_accuracy"] <= 1 and sorted(res["global_axes"]["ranking"]) == list(range(6))
+
+
+def test_missing_fashion_mnist_is_one_line_saying_how_to_get_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "train" / "run.py"), "--config", "fashion-mnist", "--data-path",
+                        str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "dataset-fashion-mnist" in lines[0] and "--data-path" in lines[0]

@@ -99,7 +99,7 @@ def test_generate_refuses_bad_arguments_in_one_sentence(rt, kw, msg):
         rt.generate(**kw)
 
 
-def test_curvature_of_known_trajectories():
+def test_curvature_of_known_trajectories(fresh_seed):
     t = np.linspace(0, 1, 10)[:, None]
     line = np.c_[t, 2 * t, -t]
     assert np.allclose(angles(line), 0, atol=1e-6)
@@ -107,6 +107,17 @@ def test_curvature_of_known_trajectories():
     assert np.allclose(angles(square), 90)
     zigzag = np.array([[0, 0], [1, 0], [0, 0]], float)
     assert np.allclose(angles(zigzag), 180)
+    from sami_rt.video import straightness
+
+    assert straightness(angles(line)) == pytest.approx(1.0)
+    assert straightness(angles(square)) == pytest.approx(0.0, abs=1e-12)
+    assert straightness(angles(zigzag)) == pytest.approx(-1.0)
+    assert straightness(np.array([np.nan])) is None
+    rng = np.random.default_rng(fresh_seed)
+    p = rng.normal(size=(12, 5))
+    v = np.diff(p, axis=0)
+    cos = [(a @ b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(v[:-1], v[1:])]
+    assert straightness(angles(p)) == pytest.approx(np.mean(cos), rel=1e-9)  # Niu et al.'s mean cosine
 
 
 def test_encode_video_streams_every_frame(rt):
@@ -556,3 +567,35 @@ def test_cli_errors_are_one_line_with_an_exit_code(tmp_path, args, code, msg):
         (tmp_path / "x.png").write_bytes((EXAMPLES / "guide.png").read_bytes())
     r = _cli(*args, cwd=tmp_path)
     assert r.returncode == code and msg in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["disks-small", "disks-3d"])
+def test_traverse_offsets_in_spreads_sds_or_values(name, monkeypatch, fresh_seed):
+    """z handed to generate: the image's mean with one axis moved by offsets x (spread | sd | 1)."""
+    from sami_rt.runtime import Runtime, resolve_model
+
+    r = Runtime(resolve_model(name), device="cpu")
+    rng = np.random.default_rng(fresh_seed)
+    img = rng.integers(0, 256, r.bundle.image_shape[1:], dtype=np.uint8)
+    mu, var = r.encode(img)
+    seen = {}
+    monkeypatch.setattr(r, "generate", lambda z, n, **kw: seen.setdefault("z", z))
+    axis = int(rng.integers(r.bundle.latent_dim))
+    vals = rng.normal(size=3) * 2
+    spread = r.code_spread()
+    units = ["sd", "value"] + ([] if spread is None else ["spread"])
+    for unit in units:
+        seen.clear()
+        r.traverse(img, axis, vals, unit=unit)
+        z = seen["z"]
+        others = np.delete(z, axis, 1)
+        np.testing.assert_array_equal(others, np.repeat(np.delete(mu[:1], axis, 1), 3, 0))
+        step = {"sd": np.sqrt(var[0, axis]), "value": None, "spread": None if spread is None else spread[axis]}[unit]
+        expect = vals if unit == "value" else mu[0, axis] + vals * step
+        np.testing.assert_allclose(z[:, axis], expect, rtol=1e-5, atol=1e-5)
+    assert r.traverse_unit() == ("spread" if spread is not None else "sd")
+    if spread is None:
+        with pytest.raises(InputError, match="records no code spread"):
+            r.traverse(img, axis, vals, unit="spread")
+    rows = r.axes_table(img)
+    assert [row["dim"] for row in rows] == [d for d, _ in r.axes(img)]

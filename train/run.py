@@ -55,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from train.loop import Trainer
 
+    from train.data import DataError
     from train.frozen import FrozenDenoiserError
 
     try:
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
     except FrozenDenoiserError as e:
         ap.error(str(e))
+    except DataError as e:  # missing or unreadable data: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if trainer.dist.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
     trainer.run()
