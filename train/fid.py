@@ -189,6 +189,7 @@ def sample_quality(model, cfg, abar, out_dir: Path, n: int = 1000, steps: int = 
     rows = [[x_te[i]] + list(s[i * per_guide : (i + 1) * per_guide]) for i in range(n_guides)]
     names = [f"{FASHION_CLASSES[c]}\n{int((pred[i] == c).sum())}/{per_guide} kept" for i, c in enumerate(labels)]
     image_table(rows, names, ["guide"] + [f"sample {k}" for k in range(per_guide)],
-                f"guided samples (scale {cfg.sampling_scale:g}): class kept by the project's classifier in "
+                (f"guided samples (scale {cfg.sampling_scale:g})" if cfg.model == "sami" else
+                 f"{cfg.model}: decoded posterior samples") + f": class kept by the project's classifier in "
                 f"{out['class_keeping']:.0%}", Path(out_dir) / "guided_classes.png")
     return out
