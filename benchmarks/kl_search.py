@@ -10,7 +10,8 @@ linear R^2 of every single axis against every factor, MIG (20 equal-width bins),
 posterior means and the KL per axis. A trial *collapses* when some factor's k-NN R^2 falls below
 --collapse-r2 (0.8): the code no longer carries it. On Fashion-MNIST (labelled, no factors) a trial is scored
 by the linear-probe class accuracy of its posterior means on test images (``label_scores``) and collapses
-when that falls below --collapse-acc (0.75, the shipped model's acceptance bar). The search first checks both ends (--lo must hold
+when that falls below --collapse-acc (0.75, the shipped model's acceptance bar) or when any axis collapses to
+the prior (mean KL below 0.05 nats over the test images). The search first checks both ends (--lo must hold
 every factor, --hi must lose one), then halves the interval in log space --iters times. Every trial is a
 row of DIR/search.jsonl; a rerun reuses finished trials (resumable), and a run stopped early is resumed.
 """
@@ -110,7 +111,7 @@ def trial(args, kl: float, rows: dict) -> dict:
     if args.labels:
         s = label_scores(run_dir)
         row = {"kl_weight": kl, "run": str(run_dir), "train_s": round(secs, 1), "extra": args.extra, **s,
-               "collapsed": bool(s["probe_accuracy"] < args.collapse_acc)}
+               "collapsed": bool(s["probe_accuracy"] < args.collapse_acc or s["active_axes"] < len(s["kl_per_axis"]))}
         with open(args.out / "search.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         rows[key] = row
