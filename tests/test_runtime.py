@@ -569,7 +569,7 @@ def test_cli_errors_are_one_line_with_an_exit_code(tmp_path, args, code, msg):
     assert r.returncode == code and msg in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("name", ["disks-small", "disks-3d"])
+@pytest.mark.parametrize("name", ["disks-small", "disks-3d", "fashion-mnist"])
 def test_traverse_offsets_in_spreads_sds_or_values(name, monkeypatch, fresh_seed):
     """z handed to generate: the image's mean with one axis moved by offsets x (spread | sd | 1)."""
     from sami_rt.runtime import Runtime, resolve_model

@@ -199,14 +199,16 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
                 res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
     from train.natural import labelled_analyses
 
-    labels = labelled_analyses(model, cfg, abar, run_dir, n_fit=max(n_fit, 5000), n_test=max(n_test, 2000),
+    cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
+    labels = labelled_analyses(model, cfg_s, abar, run_dir, n_fit=max(n_fit, 5000), n_test=max(n_test, 2000),
                                generate=generate, seed=0)
     if labels is not None:
         res["labels"] = labels
         if generate and cfg.dataset == "fashion-mnist" and fid_n > 0:
             from train.fid import sample_quality
 
-            res["sample_quality"] = sample_quality(model, cfg, abar, run_dir, n=fid_n, steps=steps, inception=inception)
+            res["sample_quality"] = sample_quality(model, cfg_s, abar, run_dir, n=fid_n, steps=steps,
+                                                   inception=inception)
     if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
         res["model"] = cfg.model
     else:
@@ -342,6 +344,8 @@ def main(argv=None) -> int:
         ap.error("give a run directory or --metrics CODES.npz")
     if not (args.run_dir / "config.json").is_file():
         ap.error(f"{args.run_dir} is not a run directory (no config.json)")
+    if args.inception and not Path(args.inception).is_file():
+        ap.error(f"--inception {args.inception} not found (a TorchScript inception-2015-12-05.pt)")
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
                        generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs, fid_n=args.fid_n,

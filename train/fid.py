@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATURE_NET_VERSION = 1
+FEATURE_NET_VERSION = 2
 
 
 class FeatureNet(nn.Module):
@@ -45,7 +45,7 @@ def default_cache() -> Path:
     return Path(os.environ.get("SAMI_CACHE", Path.home() / ".cache" / "sami-rt"))
 
 
-def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 3, seed: int = 0, lr: float = 1e-3, progress=print) -> FeatureNet:
+def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 8, seed: int = 0, lr: float = 1e-3, progress=print) -> FeatureNet:
     """Adam (learning rate ``lr``), batch 128, ``epochs`` passes over (x, y) in a seeded order."""
     torch.manual_seed(seed)
     net = FeatureNet(x.shape[1], int(y.max()) + 1)
