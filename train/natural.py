@@ -6,7 +6,7 @@ one-vs-rest attributes, or CelebA's 40 attributes. ``labelled_analyses`` writes,
 - per-image posterior-variance spectra, the variances of each image's axes in ascending order (Fig. 3C):
   ``variance_spectra.csv`` and ``.png``;
 - a traversal along each of a few test images' lowest-variance axes (Fig. 3E): ``traversal.png``;
-- the global-axis measure of appendix A.8 for every axis (``global_axes``; docs/design.md derives it), as
+- the global-axis measure of appendix A.8 for every axis (``global_axes``; docs/design.md section 5 derives it), as
   ``global_axes.csv`` and a figure of the top axes applied to several images, ``global_axes.png``;
 - FID and class keeping of samples (train/fid.py), when the run generates.
 
@@ -173,7 +173,7 @@ def traversal(model, cfg, abar, x, mu, var, spread, out_dir: Path, n_images: int
 
 @torch.no_grad()
 def global_axes(model, abar, x, mu, var, seed: int = 0, high_abar: float = HIGH_NOISE_ABAR) -> dict:
-    """Appendix A.8's global-axis measure per axis d (docs/design.md section 6 derives it):
+    """Appendix A.8's global-axis measure per axis d (docs/design.md section 5 derives it):
 
     - spread share a_d = Var_x[mu_d(x)] / (Var_x[mu_d(x)] + E_x[var_d(x)]) (small: clean images' means
       barely differ along d);
