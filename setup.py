@@ -37,7 +37,7 @@ setup(
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sami_rt", "sami_rt.*", "sami_reference"]),
+    packages=find_packages(include=["sami_rt", "sami_rt.*", "sami_reference", "train", "export"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["numpy>=1.24", "onnxruntime>=1.18", "opencv-python-headless>=4.8", "click>=8.0"],

@@ -1,6 +1,6 @@
 """Conditioned variability and MSE to the guide against the guidance scale, on guides the evaluation never uses.
 
-    python benchmarks/guidance_scale.py RUN_DIR [--scales 1,2,3,4,5] [--threads N]
+    python -m benchmarks.guidance_scale RUN_DIR [--scales 1,2,3,4,5] [--threads N]
 
 The evaluation's generation figures (train/evaluate.py: 8 guides, 16 DDPM samples each, 100 steps) at each
 scale, with guides drawn from a seed of their own (not the evaluation's held-out set, nor the regressors'), so
@@ -18,8 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SELECTION_SEED_OFFSET = 3_000_017  # neither evaluate's held-out offset nor its FIT_SEED_OFFSET
 

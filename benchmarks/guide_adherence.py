@@ -1,6 +1,6 @@
 """How well guided samples keep the guide's disk: position and background, against unconditional samples.
 
-    python benchmarks/guide_adherence.py [--model BUNDLE] [--n 32] [--seed 1]
+    python -m benchmarks.guide_adherence [--model BUNDLE] [--n 32] [--seed 1]
 
 For examples/guide.png (its true disk centre and background in examples/moving_disk.json), n samples per
 setting: the median distance of the sample's disk centre (coverage-weighted centroid) from the guide's, the
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SETTINGS = [("DDPM 100 steps, the model's scale (default)", {}),
             ("the same with the posterior mean", {"guide_mean": True}),

@@ -1,6 +1,6 @@
 """Soak: encode the same video many times in one process; resident memory must stay flat.
 
-    python benchmarks/soak_video.py [--video examples/moving_disk.mp4] [--times 50] [--model BUNDLE]
+    python -m benchmarks.soak_video [--video examples/moving_disk.mp4] [--times 50] [--model BUNDLE]
 
 Prints the resident set size (from /proc/self/status, VmRSS) after the first pass and every tenth, and the
 growth from the first pass to the last.
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def rss_mb() -> float:

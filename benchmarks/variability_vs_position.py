@@ -2,7 +2,7 @@
 kept a guide's background exactly and placed its disk with a Gaussian error of standard deviation sigma
 (per axis), or ignored the guide's position altogether, for several versions of the disks data.
 
-    python benchmarks/variability_vs_position.py [--guides 20] [--per-guide 64] [--seed 0]
+    python -m benchmarks.variability_vs_position [--guides 20] [--per-guide 64] [--seed 0]
 
 The ratio is train/evaluate.py's: the mean squared distance of the samples from their own mean (per pixel),
 averaged over guides, over that of the test set. No model is involved: this is the floor that position
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from train.data import render_disks, sample_disk_factors  # noqa: E402
+from train.data import render_disks, sample_disk_factors
 
 DATA = [  # (label, foreground, background range, radius)
     ("DESIGN.md prototypes: 0.5 disk, background [0, 1], radius 4", 0.5, (0.0, 1.0), 4.0),

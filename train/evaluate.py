@@ -27,15 +27,14 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from train.data import DISK_FACTORS, eval_set  # noqa: E402
-from train.io import atomic_path, write_json, write_text  # noqa: E402
-from train.metrics import all_metrics, disentanglement_metrics  # noqa: E402
-from train.sampling import sample  # noqa: E402
+from train.data import DISK_FACTORS, eval_set
+from train.io import atomic_path, write_json, write_text
+from train.metrics import all_metrics, disentanglement_metrics
+from train.sampling import sample
 
 METRIC_KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "factor_vae")
 

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.config import PRESETS, Config, apply_overrides, get_config  # noqa: E402
+from train.config import PRESETS, Config, apply_overrides, get_config
 
 
 def main(argv: list[str] | None = None) -> int:
