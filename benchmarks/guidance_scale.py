@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     keep = None
     if cfg.dataset == "fashion-mnist":
         from train.data import load_fashion_mnist
-        from train.fid import _generate, class_keeping, fashion_feature_net
+        from train.fid import generate_samples, class_keeping, fashion_feature_net
 
         net, _ = fashion_feature_net(cfg)
         xg, yg = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
                                                                 generator=torch.Generator().manual_seed(5))).reshape(-1, cfg.latent_dim)
 
         def keep(s):
-            return class_keeping(net, _generate(model, cfg.replace(sampling_scale=s), abar.numpy(), len(zg), zg, 100, 6), yg)
+            return class_keeping(net, generate_samples(model, cfg.replace(sampling_scale=s), abar.numpy(), len(zg), zg, 100, 6), yg)
 
     for s in (float(v) for v in args.scales.split(",")):
         r = generation_figures(model, cfg, abar.numpy(), x, scale=s, exact=False)

@@ -85,10 +85,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from sami_rt.runtime import Runtime, resolve_model
-    from train.data import _read_idx, find_fashion_mnist
+    from train.data import load_fashion_mnist
 
-    d = find_fashion_mnist("")
-    items = _read_idx(next(iter(sorted(d.glob("t10k-images-idx3-ubyte*")))))[-2 * args.items :]
+    x_test, _ = load_fashion_mnist("", "test")  # padded to 32x32 in [-1, 1]: back to the 28x28 pixels
+    items = ((x_test[-2 * args.items :, 0, 2:30, 2:30].numpy() + 1.0) * 127.5).round()
     rt = Runtime(resolve_model(args.model), device="cpu")
     enc_base = None
     if args.baseline is not None:

@@ -295,11 +295,9 @@ class Runtime:
         return arr if np.isfinite(arr).all() and (arr > 0).all() else None
 
     def axis_scale(self, unit: str, var: np.ndarray | None = None) -> np.ndarray:
-        """Per-axis length of one unit: ``spread`` (code_spread), ``sd`` (sqrt of the posterior variance
-        ``var`` of one image) or ``value`` (1: absolute)."""
+        """Per-axis length of one unit: ``spread`` (code_spread) or ``sd`` (sqrt of the posterior variance
+        ``var`` of one image)."""
         D = self.bundle.latent_dim
-        if unit == "value":
-            return np.ones(D)
         if unit == "sd":
             return np.sqrt(np.asarray(var, np.float64).reshape(D))
         if unit == "spread":
@@ -308,7 +306,7 @@ class Runtime:
                 raise InputError("this bundle records no code spread (export it from an evaluated run); "
                                  "use unit 'sd' or 'value'")
             return s
-        raise InputError(f"unit must be spread, sd or value, got {unit!r}")
+        raise InputError(f"unit must be spread, sd or value, got {unit!r}")  # 'value' is traverse's own case
 
     def traverse_unit(self, unit: str | None = None) -> str:
         """The unit a traversal uses: ``unit`` itself, or by default 'spread' where the bundle records the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -100,20 +101,29 @@ def find_fashion_mnist(root: str = "") -> Path:
 
 
 def load_fashion_mnist(root: str = "", split: str = "train", pad_to: int = 32):
-    """Fashion-MNIST images [N,1,pad_to,pad_to] in [-1,1] (28x28 padded with black) and labels [N]."""
+    """Fashion-MNIST images [N,1,pad_to,pad_to] in [-1,1] (28x28 padded with black) and labels [N]. The decoded
+    arrays are kept per file (and its modification time): an evaluation reads each split once. The tensors
+    share them, so callers index or copy rather than write in place."""
     d = find_fashion_mnist(root)
     prefix = "train" if split == "train" else "t10k"
     img_file = next(iter(sorted(d.glob(f"{prefix}-images-idx3-ubyte*"))), None)
     lab_file = next(iter(sorted(d.glob(f"{prefix}-labels-idx1-ubyte*"))), None)
     if img_file is None or lab_file is None:
         raise DataError(f"Fashion-MNIST split {split!r} not found in {d}")
-    imgs = _read_idx(img_file).astype(np.float32) / 127.5 - 1.0
-    labels = _read_idx(lab_file).astype(np.int64)
+    imgs, labels = _fashion_arrays(str(img_file), str(lab_file), img_file.stat().st_mtime_ns,
+                                   lab_file.stat().st_mtime_ns, pad_to)
+    return torch.from_numpy(imgs), torch.from_numpy(labels)
+
+
+@lru_cache(maxsize=4)
+def _fashion_arrays(img_file: str, lab_file: str, _img_mtime: int, _lab_mtime: int, pad_to: int):
+    imgs = _read_idx(Path(img_file)).astype(np.float32) / 127.5 - 1.0
+    labels = _read_idx(Path(lab_file)).astype(np.int64)
     p = (pad_to - imgs.shape[-1]) // 2
     if p < 0:
         raise DataError(f"cannot pad 28x28 Fashion-MNIST images to {pad_to}")
     imgs = np.pad(imgs, ((0, 0), (p, pad_to - 28 - p), (p, pad_to - 28 - p)), constant_values=-1.0)
-    return torch.from_numpy(imgs[:, None].copy()), torch.from_numpy(labels.copy())
+    return np.ascontiguousarray(imgs[:, None]), labels.copy()
 
 
 # ------------------------------------------------------------------------------ image folder, CelebA

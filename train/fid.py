@@ -133,7 +133,7 @@ def class_keeping(net: FeatureNet, samples: torch.Tensor, guide_labels: np.ndarr
 
 
 @torch.no_grad()
-def _generate(model, cfg, abar, n: int, z: torch.Tensor | None, steps: int, seed: int) -> torch.Tensor:
+def generate_samples(model, cfg, abar, n: int, z: torch.Tensor | None, steps: int, seed: int) -> torch.Tensor:
     """SAMI: DDPM samples, guided by z at the run's sampling scale (None: unconditional). A VAE baseline:
     its decoder's mean image of z (None: z drawn from the prior)."""
     g = torch.Generator().manual_seed(seed)
@@ -165,9 +165,9 @@ def sample_quality(model, cfg, abar, out_dir: Path, n: int = 1000, steps: int = 
         mu, var = model.encoder(x_te[:n])
     z = mu + var.sqrt() * torch.randn(mu.shape, generator=g)
     progress(f"sample quality: {n} unconditional samples")
-    unc = _generate(model, cfg, abar, n, None, steps, seed + 1)
+    unc = generate_samples(model, cfg, abar, n, None, steps, seed + 1)
     progress(f"sample quality: {n} guided samples")
-    gui = _generate(model, cfg, abar, n, z, steps, seed + 2)
+    gui = generate_samples(model, cfg, abar, n, z, steps, seed + 2)
     out = {"feature_net_test_accuracy": acc, "n": n, "steps": steps,
            "fid_fashion_features": {"unconditional": frechet_distance(features(net, unc), ref),
                                     "guided": frechet_distance(features(net, gui), ref),
@@ -180,7 +180,7 @@ def sample_quality(model, cfg, abar, out_dir: Path, n: int = 1000, steps: int = 
         mu_g, var_g = model.encoder(x_te[:n_guides])
     zg = (mu_g[:, None] + var_g.sqrt()[:, None] * torch.randn(n_guides, per_guide, cfg.latent_dim, generator=g))
     progress(f"sample quality: {per_guide} guided samples of {n_guides} test images")
-    s = _generate(model, cfg, abar, n_guides * per_guide, zg.reshape(-1, cfg.latent_dim), steps, seed + 3)
+    s = generate_samples(model, cfg, abar, n_guides * per_guide, zg.reshape(-1, cfg.latent_dim), steps, seed + 3)
     labels = y_te.numpy()[:n_guides]
     out["class_keeping"] = class_keeping(net, s, labels)
     out["class_keeping_unconditional"] = class_keeping(net, unc[: n_guides * per_guide], labels)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from train.metrics import _standardise
+
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 
@@ -18,11 +20,6 @@ def one_vs_rest(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Class labels [N] -> 0/1 attributes [N, n_classes]."""
     labels = np.asarray(labels, np.int64)
     return (labels[:, None] == np.arange(n_classes)[None, :]).astype(np.int64)
-
-
-def _standardise(fit: np.ndarray, *others: np.ndarray):
-    m, s = fit.mean(0), fit.std(0) + 1e-12
-    return [(a - m) / s for a in (fit, *others)]
 
 
 def participation_ratio(w: np.ndarray) -> np.ndarray:
