@@ -37,21 +37,25 @@ def test_centroid_follows_x_and_y(fresh_seed):
         assert abs(cx - x) < 1.5 / 64 and abs(cy - y) < 1.5 / 64
 
 
-def test_area_grows_with_scale_squared_and_differs_by_shape(fresh_seed):
-    rng = np.random.default_rng(fresh_seed)
-    base = np.array([[0, 0, rng.integers(40), 15, 16]] * 6)
-    base[:, 1] = np.arange(6)
-    areas = {}
-    for shape in range(3):
-        c = base.copy()
-        c[:, 0] = shape
-        a = np.array([moments(im)[0] for im in render_dsprites(c)[:, 0].numpy()])
-        s = np.linspace(0.5, 1, 6)
-        assert np.allclose(a / a[-1], s**2, atol=0.06), (shape, a / a[-1])
-        areas[shape] = a[-1] / 64**2
-    # square side 0.25 (area 0.0625), ellipse pi * 0.125 * 0.0625 (0.0245), heart in between
-    assert areas[0] == pytest.approx(0.0625, rel=0.05) and areas[1] == pytest.approx(np.pi * 0.125 * 0.0625, rel=0.08)
-    assert areas[1] < areas[2] < areas[0]
+def test_area_grows_with_scale_squared_and_differs_by_shape():
+    # Every one of the 40 orientations (no draw). The scale law is checked on 256-px renders: at 64 px a square
+    # of side 14.4 px covers 14 or 15 pixel rows depending on where its edges fall, an error up to 0.07 in the
+    # area ratio (seen at 0.879 for 0.81) that is the grid's, not the renderer's; at 256 px it is below 0.02.
+    s = np.linspace(0.5, 1, 6)
+    for orientation in range(40):
+        base = np.array([[0, 0, orientation, 15, 16]] * 6)
+        base[:, 1] = np.arange(6)
+        areas = {}
+        for shape in range(3):
+            c = base.copy()
+            c[:, 0] = shape
+            a = np.array([moments(im)[0] for im in render_dsprites(c, size=256)[:, 0].numpy()])
+            assert np.allclose(a / a[-1], s**2, atol=0.03), (orientation, shape, a / a[-1])
+            areas[shape] = moments(render_dsprites(c[-1:], size=64)[0, 0].numpy())[0] / 64**2
+        # square side 0.25 (area 0.0625), ellipse pi * 0.125 * 0.0625 (0.0245), heart in between
+        assert areas[0] == pytest.approx(0.0625, rel=0.05), orientation
+        assert areas[1] == pytest.approx(np.pi * 0.125 * 0.0625, rel=0.05), orientation
+        assert areas[1] < areas[2] < areas[0], orientation
 
 
 def test_orientation_turns_the_ellipses_principal_axis(fresh_seed):
