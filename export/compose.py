@@ -2,6 +2,7 @@
 
 - ``wrap_denoiser``: the external graph inside the bundle's ``denoiser`` contract, ``(x_t [B,C,H,W], t [B]
   int64) -> eps``, with the conversion of train/frozen.py (eps, v, or EDM's D(x, sigma)) as graph nodes
+  built from the same definition (``sami_rt.schedule.eps_from_prediction``, ``ve_image``, ``ve_sigma``)
   and ``abar`` as a table inside the graph;
 - ``compose_guided_eps``: that denoiser and the exported ``guidance`` graph fused into the ``guided_eps``
   contract, ``eps_hat = eps - scale * sqrt(1 - abar_t) * g``, so a sampling step stays one call.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.schedule import eps_from_prediction, ve_image, ve_sigma
 
 def _onnx():
     import onnx
@@ -30,6 +32,43 @@ def _opset(model) -> int:
 
 def _io(helper, onnx, name, elem, dims):
     return helper.make_tensor_value_info(name, elem, dims)
+
+
+class _Graph:
+    """Arithmetic on the tensors of a graph being built: ``g(name)`` is a tensor, and ``+ - * /`` on tensors
+    append the ONNX nodes that compute them (to ``nodes``), so that ``sami_rt.schedule``'s conversions, written
+    for arrays, become graph nodes; ``g.name(tensor, name)`` gives a result its contract name."""
+
+    def __init__(self, helper, nodes: list, prefix: str):
+        self.helper, self.nodes, self.prefix = helper, nodes, prefix
+
+    def __call__(self, tensor: str) -> "_Tensor":
+        return _Tensor(self, tensor)
+
+    def op(self, op: str, a: "_Tensor", b: "_Tensor") -> "_Tensor":
+        out = f"{self.prefix}{op.lower()}{len(self.nodes)}"
+        self.nodes.append(self.helper.make_node(op, [a.tensor, b.tensor], [out]))
+        return _Tensor(self, out)
+
+    def name(self, t: "_Tensor", name: str) -> None:
+        self.nodes.append(self.helper.make_node("Identity", [t.tensor], [name]))
+
+
+class _Tensor:
+    def __init__(self, graph: _Graph, tensor: str):
+        self.graph, self.tensor = graph, tensor
+
+    def __add__(self, other):
+        return self.graph.op("Add", self, other)
+
+    def __sub__(self, other):
+        return self.graph.op("Sub", self, other)
+
+    def __mul__(self, other):
+        return self.graph.op("Mul", self, other)
+
+    def __truediv__(self, other):
+        return self.graph.op("Div", self, other)
 
 
 def wrap_denoiser(src: str | Path, param: str, abar: np.ndarray, C: int, H: int, W: int):
@@ -52,27 +91,23 @@ def wrap_denoiser(src: str | Path, param: str, abar: np.ndarray, C: int, H: int,
            helper.make_node("Sqrt", ["wrap/1ma"], ["wrap/s1ma"]),
            helper.make_node("Reshape", ["wrap/sa", "wrap/shape4"], ["wrap/sa4"]),
            helper.make_node("Reshape", ["wrap/s1ma", "wrap/shape4"], ["wrap/s1ma4"])]
-    post = []
+    post: list = []
+    pre_sym, post_sym = _Graph(helper, pre, "wrap/in_"), _Graph(helper, post, "wrap/out_")
     if param in ("eps", "v"):
         pre.append(helper.make_node("Identity", ["x_t"], [a_in]))
         pre.append(helper.make_node("Cast", ["t"], [b_in], to=b_type) if b_type != I64
                    else helper.make_node("Identity", ["t"], [b_in]))
-        if param == "eps":
-            post.append(helper.make_node("Identity", [out], ["eps"]))
-        else:  # eps = sqrt(a) v + sqrt(1 - a) x_t
-            post += [helper.make_node("Mul", ["wrap/sa4", out], ["wrap/t1"]),
-                     helper.make_node("Mul", ["wrap/s1ma4", "x_t"], ["wrap/t2"]),
-                     helper.make_node("Add", ["wrap/t1", "wrap/t2"], ["eps"])]
-    elif param == "x0":  # EDM: x = x_t / sqrt(a), sigma = sqrt((1 - a) / a); eps = (x_t - sqrt(a) D) / sqrt(1 - a)
-        pre += [helper.make_node("Div", ["x_t", "wrap/sa4"], [a_in]),
-                helper.make_node("Div", ["wrap/s1ma", "wrap/sa"], ["wrap/sigma"]),
-                helper.make_node("Cast", ["wrap/sigma"], [b_in], to=b_type) if b_type != F
-                else helper.make_node("Identity", ["wrap/sigma"], [b_in])]
-        post += [helper.make_node("Mul", ["wrap/sa4", out], ["wrap/t1"]),
-                 helper.make_node("Sub", ["x_t", "wrap/t1"], ["wrap/t2"]),
-                 helper.make_node("Div", ["wrap/t2", "wrap/s1ma4"], ["eps"])]
+        kind = param
+    elif param == "x0":  # EDM: x = x_t / sqrt(a), sigma = sqrt(1 - a) / sqrt(a); D is x0 on the VP scale
+        pre_sym.name(ve_image(pre_sym("x_t"), pre_sym("wrap/sa4")), a_in)
+        sigma = ve_sigma(pre_sym("wrap/sa"), pre_sym("wrap/s1ma"))
+        pre.append(helper.make_node("Cast", [sigma.tensor], [b_in], to=b_type) if b_type != F
+                   else helper.make_node("Identity", [sigma.tensor], [b_in]))
+        kind = "x0-vp"
     else:
         raise ValueError(f"unknown parameterisation {param!r}")
+    post_sym.name(eps_from_prediction(kind, post_sym(out), post_sym("x_t"), post_sym("wrap/sa4"),
+                                      post_sym("wrap/s1ma4")), "eps")
     graph = helper.make_graph(
         pre + list(inner.graph.node) + post, "denoiser",
         [_io(helper, onnx, "x_t", F, ["batch", C, H, W]), _io(helper, onnx, "t", I64, ["batch"])],

@@ -70,3 +70,34 @@ def step_coefficients(abar: np.ndarray, timesteps: np.ndarray, eta: float) -> di
     c_x = np.sqrt(a_s / a_t)
     c_eps = np.sqrt(np.clip(1 - a_s - sigma**2, 0.0, None)) - np.sqrt(a_s) * np.sqrt(1 - a_t) / np.sqrt(a_t)
     return {"t": t, "c_x": c_x, "c_eps": c_eps, "sigma": sigma, "sqrt_1m_abar": np.sqrt(1 - a_t)}
+
+
+# ------------------------------------------------------------------------------- parameterisations
+# What a denoiser predicts, converted to the noise prediction eps that this project trains and samples with,
+# on the variance-preserving scale (x_t = sqrt(a) x0 + sqrt(1 - a) eps, a = abar_t). Written with + - * /
+# alone, so that one definition serves numpy arrays, the training side's tensors (train/frozen.py) and the
+# symbols of an ONNX graph being built (export/compose.py); ``sqrt_a`` and ``sqrt_1ma`` broadcast against x_t.
+PREDICTIONS = ("eps", "v", "x0-vp")
+
+
+def eps_from_prediction(kind: str, out, x_t, sqrt_a, sqrt_1ma):
+    """``out`` in parameterisation ``kind`` as eps: ``eps`` itself; ``v`` (Salimans & Ho 2022,
+    v = sqrt(a) eps - sqrt(1 - a) x0): eps = sqrt(a) v + sqrt(1 - a) x_t; ``x0-vp`` (the clean image on the VP
+    scale, diffusers' ``sample``): eps = (x_t - sqrt(a) x0) / sqrt(1 - a)."""
+    if kind == "eps":
+        return out
+    if kind == "v":
+        return sqrt_a * out + sqrt_1ma * x_t
+    if kind == "x0-vp":
+        return (x_t - sqrt_a * out) / sqrt_1ma
+    raise ValueError(f"unknown parameterisation {kind!r}")
+
+
+def ve_image(x_t, sqrt_a):
+    """The VP noisy image on the variance-exploding scale of EDM (Karras et al. 2022): x = x_t / sqrt(a)."""
+    return x_t / sqrt_a
+
+
+def ve_sigma(sqrt_a, sqrt_1ma):
+    """EDM's noise level of that image: sigma = sqrt((1 - a) / a), as sqrt(1 - a) / sqrt(a)."""
+    return sqrt_1ma / sqrt_a

@@ -16,7 +16,7 @@ SOURCE is one of
   image D(x, sigma).
 
 Conversions to the noise prediction this project trains and samples with (VP: x_t = sqrt(a) x0 + sqrt(1-a) eps,
-a = abar_t):
+a = abar_t; defined once in ``sami_rt.schedule``, which export/compose.py builds its graphs from as well):
 - x0 (EDM): x = x_t / sqrt(a) and sigma = sqrt((1 - a) / a) (the same noisy image on the VE scale);
   eps = (x_t - sqrt(a) D(x, sigma)) / sqrt(1 - a);
 - v (Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0): eps = sqrt(a) v + sqrt(1 - a) x_t;
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sami_rt.schedule import make_abar
+from sami_rt.schedule import eps_from_prediction, make_abar, ve_image, ve_sigma
 
 PARAMS = ("eps", "x0", "v")
 DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled-linear", "squaredcos_cap_v2": "cosine"}
@@ -44,15 +44,10 @@ class FrozenDenoiserError(ValueError):
 
 
 def to_eps(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
-    """A denoiser's output in parameterisation ``kind`` (eps | v | x0-vp) as a noise prediction."""
+    """A denoiser's output in parameterisation ``kind`` (eps | v | x0-vp) as a noise prediction
+    (``sami_rt.schedule.eps_from_prediction``, the definition export's graphs use too)."""
     a = abar_t.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype)
-    if kind == "eps":
-        return out
-    if kind == "v":
-        return a.sqrt() * out + (1 - a).sqrt() * x_t
-    if kind == "x0-vp":
-        return (x_t - a.sqrt() * out) / (1 - a).sqrt()
-    raise ValueError(f"unknown parameterisation {kind!r}")
+    return eps_from_prediction(kind, out, x_t, a.sqrt(), (1 - a).sqrt())
 
 
 class FrozenDenoiser(nn.Module):
@@ -91,9 +86,10 @@ class FrozenDenoiser(nn.Module):
         if self.kind == "diffusers":
             return to_eps(self.param, self.net(x_t, t).sample, x_t, a)
         if self.param == "x0":  # EDM: the same image on the variance-exploding scale
-            s = (1 - a) / a
-            ve = (x_t / a.sqrt().reshape(-1, 1, 1, 1).to(x_t.dtype)).cpu().float().numpy()
-            d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: s.sqrt().cpu().float().numpy()})[0]
+            sa, s1ma = a.sqrt(), (1 - a).sqrt()
+            ve = ve_image(x_t, sa.reshape(-1, 1, 1, 1).to(x_t.dtype)).cpu().float().numpy()
+            sigma = ve_sigma(sa, s1ma).cpu().float().numpy()
+            d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: sigma})[0]
             return to_eps("x0-vp", torch.from_numpy(d).to(x_t), x_t, a)
         x = x_t.detach().cpu().float().numpy()
         out = self._session.run(None, {self._inputs[0]: x, self._inputs[1]: t.cpu().numpy().astype(np.int64)})[0]
