@@ -13,21 +13,15 @@ class TensorRTUnavailable(RuntimeError):
     """TensorRT engines cannot be built here (no GPU, no CUDA, or no tensorrt package)."""
 
 
-def gpu_name() -> str:
-    """Name of CUDA device 0, or raise TensorRTUnavailable with the reason in one sentence."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - export always has torch
-        raise TensorRTUnavailable("TensorRT engines need PyTorch with CUDA to find the GPU") from None
-    if not torch.cuda.is_available():
+def check_available() -> tuple[str, str]:
+    """(TensorRT version, GPU name), or raise TensorRTUnavailable. The name is ``sami_rt.gpu.gpu_name``'s,
+    the one the runtime compares a bundle's engines with."""
+    from sami_rt.gpu import gpu_name
+
+    gpu = gpu_name()
+    if gpu is None:
         raise TensorRTUnavailable("--tensorrt needs an NVIDIA GPU with CUDA, and none is visible on this machine; "
                                   "the ONNX graphs in the bundle still run everywhere")
-    return torch.cuda.get_device_name(0)
-
-
-def check_available() -> tuple[str, str]:
-    """(TensorRT version, GPU name), or raise TensorRTUnavailable."""
-    gpu = gpu_name()
     try:
         import tensorrt as trt
     except ImportError:

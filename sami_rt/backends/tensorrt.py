@@ -17,34 +17,11 @@ from collections import OrderedDict
 import numpy as np
 
 from sami_rt.backends import BackendError
+from sami_rt.gpu import check_cuda as _check
+from sami_rt.gpu import cuda_runtime, gpu_name
 
 NEEDED = ("encoder", "denoiser", "guided_eps")
 MAX_BOUND = 8
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            return None
-    return cudart
-
-
-def _check(result, what: str):
-    """cuda-python returns (err, *values): raise on an error, return the values."""
-    err, *vals = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise BackendError(f"CUDA error in {what}: {err}")
-    return vals[0] if len(vals) == 1 else vals
-
-
-def gpu_name(cudart) -> str:
-    props = _check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-    name = props.name
-    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
 
 
 def usable_engines(bundle, prefer_fp16: bool = True) -> tuple[dict, str | None]:
@@ -55,13 +32,12 @@ def usable_engines(bundle, prefer_fp16: bool = True) -> tuple[dict, str | None]:
         import tensorrt as trt
     except ImportError:
         return {}, "the tensorrt package is not installed (pip install 'sami-rt[trt]')"
-    cudart = _cudart()
-    if cudart is None:
+    if cuda_runtime() is None:
         return {}, "the cuda-python package is not installed (pip install 'sami-rt[trt]')"
     try:
-        gpu = gpu_name(cudart)
-    except Exception as e:  # no driver, no device
-        return {}, f"no CUDA device is usable ({e})"
+        gpu = gpu_name(required=True)
+    except BackendError as e:  # no driver, no device
+        return {}, str(e)
     out, why = {}, []
     for key, e in bundle.engines.items():
         if e.tensorrt != trt.__version__ or e.gpu != gpu:
@@ -170,7 +146,7 @@ class TrtBackend:
     def __init__(self, bundle, engines: dict):
         import tensorrt as trt
 
-        self.trt, self.cudart, self.bundle = trt, _cudart(), bundle
+        self.trt, self.cudart, self.bundle = trt, cuda_runtime(), bundle
         self.notes: list[str] = []
         self.logger = trt.Logger(trt.Logger.ERROR)
         self.runtime = trt.Runtime(self.logger)
