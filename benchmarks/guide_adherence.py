@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     from sami_rt.runtime import Runtime
-    from tests.test_runtime import _disk_centres
+    from sami_rt.disks import disk_centres
 
     rt = Runtime(args.model, device="cpu")
     print(f"model {rt.bundle.root}, its guidance scale {rt.bundle.default_scale:g}")
@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     print("| sampling | median distance | within 2 px | background error |\n| --- | --- | --- | --- |")
     for label, kw in SETTINGS:
         s = rt.generate(guide=str(ROOT / "examples" / "guide.png"), n=args.n, seed=args.seed, **kw).images
-        d = np.linalg.norm(_disk_centres(s, fg) - want, axis=1)
+        d = np.linalg.norm(disk_centres(s, fg) - want, axis=1)
         bg = np.median(s[..., 0].reshape(args.n, -1), axis=1) / 255.0
         print(f"| {label} | {np.median(d):.1f} px | {100 * (d < 2).mean():.0f}% | {np.abs(bg - g['background']).mean():.3f} |")
     s = rt.generate(n=args.n, seed=args.seed).images
-    print(f"| unconditional | {np.median(np.linalg.norm(_disk_centres(s, fg) - want, axis=1)):.1f} px | - | - |")
+    print(f"| unconditional | {np.median(np.linalg.norm(disk_centres(s, fg) - want, axis=1)):.1f} px | - | - |")
     return 0
 
 

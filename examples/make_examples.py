@@ -4,8 +4,8 @@
 
 The disks follow the definition the model was trained on (size, radius, disk intensity and background range,
 read from the bundle's manifest; default: the model shipped in the package), with anti-aliased edges; the
-video is upscaled 4x so that it is watchable, and the encoder's resize brings it back. Needs numpy and
-OpenCV only.
+video is upscaled 4x so that it is watchable, and the encoder's resize brings it back. Needs numpy, OpenCV
+and sami_rt only.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ def disk_definition(bundle: Path) -> dict:
 
 
 def render(cx: float, cy: float, background: float, d: dict) -> np.ndarray:
-    """One disk as uint8 [size, size] (pixels 0..255); coverage clamp(r + 0.5 - d, 0, 1) per pixel centre."""
-    c = np.arange(d["size"]) + 0.5
-    dist = np.sqrt((c[None, :] - cx) ** 2 + (c[:, None] - cy) ** 2)
-    cover = np.clip(d["radius"] + 0.5 - dist, 0.0, 1.0)
-    img = background * (1 - cover) + d["foreground"] * cover
-    return np.round(img * 255).astype(np.uint8)
+    """One disk as uint8 [size, size] (pixels 0..255), drawn as the training data draws it
+    (``sami_rt.disks.render_disks``)."""
+    from sami_rt.disks import render_disks, to_pixels
+
+    return to_pixels(render_disks([(cx, cy, background)], d["size"], d["radius"], d["foreground"])[0])
 
 
 def main(argv=None) -> int:

@@ -44,18 +44,11 @@ def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: 
 
 
 def render_disks(factors: torch.Tensor, size: int = 32, radius: float = 4.0, foreground: float = 0.5) -> torch.Tensor:
-    """Anti-aliased disks [n, 1, size, size] in [-1, 1] from factors [n, 3] (x, y, background).
+    """Anti-aliased disks [n, 1, size, size] in [-1, 1] from factors [n, 3] (x, y, background), drawn by
+    ``sami_rt.disks.render_disks`` (coverage clamp(radius + 0.5 - distance, 0, 1) from each pixel centre)."""
+    from sami_rt.disks import render_disks as draw
 
-    A pixel's disk coverage is clamp(radius + 0.5 - distance, 0, 1), distance measured from the pixel
-    centre, so the edge is a one-pixel linear ramp and the coverage-weighted centroid is the centre.
-    """
-    f = factors.to(torch.float64)
-    c = torch.arange(size, dtype=torch.float64) + 0.5
-    dx = c[None, None, :] - f[:, 0, None, None]  # (n, 1, W)
-    dy = c[None, :, None] - f[:, 1, None, None]  # (n, H, 1)
-    cover = (radius + 0.5 - torch.sqrt(dx**2 + dy**2)).clamp(0.0, 1.0)  # (n, H, W)
-    bg = f[:, 2, None, None]
-    img = bg * (1 - cover) + foreground * cover
+    img = torch.from_numpy(draw(factors.detach().cpu().to(torch.float64).numpy(), size, radius, foreground))
     return (img * 2 - 1).to(torch.float32)[:, None]
 
 
