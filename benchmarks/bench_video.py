@@ -2,12 +2,14 @@
 
     python benchmarks/bench_video.py [--frames 1000] [--rounds 6] [--model BUNDLE]
 
-A synthetic 640x480 mp4 (sami_rt.bench.write_test_video). Each round times, in one process and interleaved
+A synthetic 640x480 mp4 (sami_rt.disks.write_disk_video). Each round times, in one process and interleaved
 so that machine noise hits all alike: decoding alone (cv2.VideoCapture with OpenCV's defaults, frames
 read and dropped), decoding alone to luma planes (the same with CAP_PROP_CONVERT_RGB off), then
-``encode_video`` as shipped and with one choice undone:
-- ``BGR frames``: frames decoded to BGR and converted to grey, not read as the decoder's luma plane;
-- ``ffmpeg default threads``: the capture opened with FFmpeg's default thread count instead of one;
+``encode_video`` as shipped and with one choice undone (``sami_rt.video.encode_video``'s own arguments):
+- ``BGR frames``: frames decoded to BGR and converted to grey, not read as the decoder's luma plane
+  (``allow_luma=False``);
+- ``ffmpeg default threads``: the capture opened with FFmpeg's default thread count instead of one
+  (``decoder_threads=0``);
 - ``default encoder session``: inference through ``backend.encode`` (onnxruntime's default threads, which
   spin while idle) instead of ``backend.stream_encode``.
 Printed: each variant's throughput as a fraction of decoding alone, per round and the median.
@@ -24,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=1000)
@@ -32,36 +33,28 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
 
-    from sami_rt import video
-    from sami_rt.bench import decode_alone, write_test_video
+    from sami_rt.disks import write_disk_video
+    from sami_rt.frames import decode_alone
     from sami_rt.runtime import Runtime
+    from sami_rt.video import encode_video
 
     rt = Runtime(args.model, device="cpu")
-    shipped_open, shipped_capture, stream = video._open, video._capture, rt.backend.stream_encode
+    spec, stream = rt.bundle.image, getattr(rt.backend, "stream_encode", rt.backend.encode)
 
-    def variant(open_fn=shipped_open, capture_fn=shipped_capture, encode_fn=stream):
-        def run(path):
-            video._open, video._capture, rt.backend.stream_encode = open_fn, capture_fn, encode_fn
-            try:
-                rt.encode_video(path)
-            finally:
-                video._open, video._capture, rt.backend.stream_encode = shipped_open, shipped_capture, stream
-        return run
-
-    def default_threads(cv2_, p, luma=False):
-        return cv2_.VideoCapture(str(p), cv2_.CAP_ANY, [cv2_.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2_.VideoCapture(str(p))
+    def variant(encode=stream, **kw):
+        return lambda path: encode_video(encode, spec, path, **kw)
 
     variants = {
         "decoding alone": decode_alone,
         "decoding alone, luma planes": lambda path: decode_alone(path, luma=True),
-        "encode_video (shipped)": variant(),
-        "BGR frames": variant(capture_fn=lambda cv2_, p, channels: (shipped_open(cv2_, p), None, False)),
-        "ffmpeg default threads": variant(open_fn=default_threads),
-        "default encoder session": variant(encode_fn=rt.backend.encode),
+        "encode_video (shipped)": rt.encode_video,
+        "BGR frames": variant(allow_luma=False),
+        "ffmpeg default threads": variant(decoder_threads=0),
+        "default encoder session": variant(encode=rt.backend.encode),
     }
     with tempfile.TemporaryDirectory(prefix="sami-rt-bench-video-") as d:
         path = Path(d) / "disk-640x480.mp4"
-        write_test_video(path, args.frames)
+        write_disk_video(path, args.frames)
         for f in variants.values():  # warm-up: sessions created, file in the page cache
             f(path)
         times: dict[str, list[float]] = {k: [] for k in variants}

@@ -339,4 +339,6 @@ class Runtime:
         as an image is converted."""
         from sami_rt.video import encode_video
 
-        return encode_video(self, path, every, batch, progress, allow_luma)
+        be = self.backend
+        return encode_video(getattr(be, "stream_encode", be.encode), self.bundle.image, path, every, batch, progress,
+                            allow_luma)
