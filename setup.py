@@ -42,9 +42,7 @@ setup(
     cmdclass=cmdclass,
     install_requires=["numpy>=1.24", "onnxruntime>=1.18", "opencv-python-headless>=4.8", "click>=8.0"],
     package_data={"sami_rt": ["models/*/*"]},
-    entry_points={"console_scripts": ["sami-rt=sami_rt.cli:main"],
-                  # sami-rt bench's comparison baseline, found by the group name (sami_rt never names it)
-                  "sami_rt.baselines": ["pytorch=sami_reference.baseline:TorchBaseline"]},
+    entry_points={"console_scripts": ["sami-rt=sami_rt.cli:main"]},
     extras_require={
         # torch stays a range here; constraints.txt pins the CPU build used by CI and the README.
         "train": ["torch>=2.1", "tqdm>=4.60", "scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9.0"],

@@ -36,18 +36,6 @@ def peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
     return int(r.stdout.strip()) / 1024, time.perf_counter() - t0
 
 
-def write_video(path: Path, frames: int) -> None:
-    import cv2
-
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480), isColor=False)
-    yy, xx = np.mgrid[0:480, 0:640]
-    for k in range(frames):
-        cx, cy = 80 + 480 * k / max(frames - 1, 1), 60 + 360 * k / max(frames - 1, 1)
-        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < 60**2, 128, 51).astype(np.uint8)
-        w.write(img)
-    w.release()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -60,7 +48,9 @@ def main(argv=None) -> int:
     import cv2
     import onnxruntime
 
-    from sami_rt.bench import decode_alone, timed_generate
+    from sami_rt.bench import timed_generate
+    from sami_rt.disks import write_disk_video
+    from sami_rt.frames import decode_alone
     from sami_rt.runtime import Runtime
     from sami_rt.sampler import has_extension
 
@@ -73,7 +63,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         video = d / "disk640.mp4"
-        write_video(video, args.frames)
+        write_disk_video(video, args.frames)
         t0 = time.perf_counter()
         n = decode_alone(video)
         decode = time.perf_counter() - t0

@@ -6,9 +6,9 @@
 Builds the ``celeba64`` architecture with random weights (the figures are about speed, not quality: one
 training step on random 64x64 images, so that the run directory is a real one), exports it with float16
 graphs (and TensorRT engines where ``tensorrt`` is installed; without the export's parity check unless
-``--validate``: the test suite checks parity on small models of the same families), then runs ``sami-rt bench`` at batch 1 with
-one ``--steps``-step sample on each device asked for, with PyTorch eager on the same card as the baseline,
-and checks:
+``--validate``: the test suite checks parity on small models of the same families), then runs
+``python -m sami_reference.bench`` at batch 1 with one ``--steps``-step sample on each device asked for, with
+PyTorch eager on the same card as the baseline, and checks:
 
 - one guided step at batch 1 at least 3x faster than PyTorch eager on the same card;
 - the whole sample within 1.5x of ``steps`` x one guided step (no per-step host overhead to speak of).
@@ -104,9 +104,9 @@ def main(argv=None) -> int:
             export.append("--no-validate")
         run(export, log)
         for dev in devices:
-            print(f"sami-rt bench --device {dev}", flush=True)
+            print(f"python -m sami_reference.bench --device {dev}", flush=True)
             js = args.out / f"bench-{dev}.json"
-            run([py, "-m", "sami_rt.cli", "bench", "--model", str(work / "bundle"), "--device", dev, "--batch", "1",
+            run([py, "-m", "sami_reference.bench", "--model", str(work / "bundle"), "--device", dev, "--batch", "1",
                  "-n", "1", "--steps", str(args.steps), "--repeats", str(args.repeats), "--frames", "300",
                  "--json", str(js)], log)
             results.append(check(dev, json.loads(js.read_text())))

@@ -1,5 +1,6 @@
-"""The PyTorch eager baseline of ``sami-rt bench``: a bundle's model rebuilt in PyTorch and called the way a
-research script calls it (denoiser forward plus ``torch.autograd.grad`` guidance), on numpy arrays."""
+"""The PyTorch eager baseline of ``python -m sami_reference.bench``: a bundle's model rebuilt in PyTorch and
+called the way a research script calls it (denoiser forward plus ``torch.autograd.grad`` guidance), on numpy
+arrays, with the interface ``sami_rt.bench.run_bench`` times a baseline through."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from sami_reference.guidance import guided_eps
 
 
 class TorchBaseline:
-    """Registered as the ``sami_rt.baselines`` entry point ``pytorch`` (setup.py), which is how ``sami-rt bench``
-    finds it without naming this package. ``device``: the runtime's device; a runtime on a GPU (``cuda``, ``tensorrt``) is compared with PyTorch
+    """``device``: the runtime's device; a runtime on a GPU (``cuda``, ``tensorrt``) is compared with PyTorch
     on the same card where torch has CUDA, else with PyTorch on the CPU (``where`` says which). Calls take
     and give numpy arrays, as the runtime's do, so both pay the same host-device copies."""
 

@@ -1,8 +1,9 @@
 """sami-rt: the runtime of SAMI (score-based autoencoder for multiscale inference).
 
 ``from sami_rt import Runtime`` loads a model bundle and runs guided generation and encoding with
-onnxruntime and a C++ sampling loop. This package never imports torch. Its numerical core (noise
-schedules, the bundle format) is shared with ``train/`` and ``export/`` so that they cannot disagree.
+onnxruntime and a C++ sampling loop, on numpy, OpenCV and click alone (no deep-learning framework: the
+reference model lives in ``sami_reference``). Its numerical core (noise schedules, the bundle format) is
+shared with ``train/`` and ``export/`` so that they cannot disagree.
 """
 
 __version__ = "0.1.0"

@@ -1,12 +1,7 @@
-"""``sami-rt bench``: the runtime's figures against a registered baseline, in one process and one run.
+"""``sami-rt bench``: the runtime's figures for the loaded bundle and backend, in one process and one run.
 
-Figures, for the loaded bundle and backend:
 - per call: ``guided_eps`` and ``encoder`` latency at each batch size (median and interquartile range over
-  ``repeats`` timed calls after ``warmup`` calls); with a baseline registered under the entry-point group
-  ``sami_rt.baselines`` and its framework installed (``load_baseline``: the reference model in eager mode,
-  denoiser forward plus autograd guidance, the way a research script does it), the same calls, interleaved
-  with the runtime's so that machine noise hits both alike, and the ratio; the baseline runs on the
-  runtime's card where it can, else on the CPU (its ``where`` says which);
+  ``repeats`` timed calls after ``warmup`` calls);
 - ``generate``: N samples, DDIM, one batch; the time inside backend calls and the loop's own share, and
   (when N is one of the batch sizes) the whole sample's time against steps x one ``guided_eps`` call;
 - video: a synthetic 640x480 video (or the one given): decoding alone and ``encode_video`` (decoding
@@ -15,6 +10,13 @@ Figures, for the loaded bundle and backend:
   inference alone on the decoded frames (decoding excluded), in frames per second;
 - FLOPs of one step from the bundle (counted at export) and the achieved rate, and on a GPU whose peak is
   known, the fraction of that peak.
+
+A comparison baseline can be handed to ``run_bench``: any object with the backends' ``guided_eps`` and
+``encode`` on numpy arrays, and ``key`` (the suffix of its figures' names), ``name`` (for tables), ``label``
+(what it is, with its version), ``version`` and ``where`` (the device it runs on). Its calls are then
+interleaved with the runtime's, so that machine noise hits both alike, and the ratios reported.
+``python -m sami_reference.bench`` does that with the reference model in eager mode; this package never
+loads one itself.
 """
 
 from __future__ import annotations
@@ -27,27 +29,15 @@ from typing import Callable
 
 import numpy as np
 
+from sami_rt.contract import GRAPHS
+
 # Dense peak throughput (TFLOP/s) of cards we know: float32 (no tensor cores) and float16 tensor cores.
 GPU_PEAKS = {
     "H100 SXM": (67.0, 989.0), "H100 PCIe": (51.0, 756.0), "H100 NVL": (60.0, 835.0), "H100": (67.0, 989.0),
     "H200": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0), "L4": (30.3, 121.0),
     "A10": (31.2, 125.0), "RTX 4090": (82.6, 165.2),
 }
-
-
-def gpu_name() -> str | None:
-    """The first GPU's name from nvidia-smi, or None."""
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                           text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+Log = Callable[[str], None]
 
 
 def gpu_peak(name: str | None) -> tuple[float, float] | None:
@@ -78,53 +68,10 @@ def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int
     return {k: _stats(v) for k, v in times.items()}
 
 
-def write_test_video(path: Path, frames: int, size=(640, 480)) -> None:
-    """A grey video of a disk moving along a straight line (mp4v)."""
-    import cv2
-
-    W, H = size
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (W, H), isColor=False)
-    if not w.isOpened():
-        raise RuntimeError("OpenCV cannot write mp4 (mp4v) video here")
-    yy, xx = np.mgrid[0:H, 0:W]
-    r = H // 8
-    for k in range(frames):
-        f = k / max(frames - 1, 1)
-        cx, cy = r + (W - 2 * r) * f, r + (H - 2 * r) * f
-        w.write(np.where((xx - cx) ** 2 + (yy - cy) ** 2 < r * r, 230, 40).astype(np.uint8))
-    w.release()
-
-
-def decode_alone(path, luma: bool = False) -> int:
-    """Decodes a video with OpenCV's defaults, dropping the frames (the floor ``encode_video`` is compared
-    with); returns the number of frames. ``luma``: with the conversion to BGR off (``CAP_PROP_CONVERT_RGB``
-    0), which for a yuv420p video hands over the luma plane: decoding's own cost."""
-    from sami_rt.images import load_cv2
-
-    cv2 = load_cv2()  # its log silenced: frames without BGR conversion draw a warning each
-    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
-BASELINE_GROUP = "sami_rt.baselines"
-
-
-def load_baseline(bundle, threads: int = 0, device: str = "cpu"):
-    """The comparison baseline another installed package registers under the entry-point group
-    ``sami_rt.baselines`` (``sami_reference`` registers its PyTorch eager model), or None when none does. A
-    baseline is built as ``cls(bundle, threads, device)`` and has ``guided_eps`` and ``encode`` on numpy arrays,
-    ``key`` (the suffix of its figures' names), ``name`` (for tables), ``label`` (what it is, with its version),
-    ``version`` and ``where``. An
-    ImportError while loading it (its framework not installed) propagates to the caller."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=BASELINE_GROUP):
-        return ep.load()(bundle, threads, device)
-    return None
+def _timed(f: Callable[[], object]) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    out = f()
+    return out, time.perf_counter() - t0
 
 
 def timed_generate(rt, **kw) -> dict:
@@ -143,175 +90,176 @@ def timed_generate(rt, **kw) -> dict:
 
     be.guided_eps = timed
     try:
-        t0 = time.perf_counter()
-        rt.generate(**kw)
-        total = time.perf_counter() - t0
+        _, total = _timed(lambda: rt.generate(**kw))
     finally:
         del be.guided_eps  # back to the class's method
     return {"seconds": total, "backend_seconds": inner["t"], "backend_calls": inner["calls"],
             "loop_share": 1 - inner["t"] / total}
 
 
-def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 16, steps: int = 100,
-              frames: int = 1000, video: str | Path | None = None, baseline: bool = True, threads: int = 0,
-              log: Callable[[str], None] = lambda s: None) -> dict:
-    """All figures as a dict (see the module docstring); ``baseline`` False skips PyTorch."""
+# ---------------------------------------------------------------------------------------------- meta
+def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
+    """Date, bundle, backend, versions, the GPU and the baseline (``"none"`` without one)."""
     import cv2
     import onnxruntime
 
-    b = rt.bundle
+    from sami_rt.gpu import gpu_name
+
     be = rt.backend
-    res: dict = {"meta": {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bundle": str(b.root),
-        "backend": be.name, "device": getattr(be, "device", "?"), "python": platform.python_version(),
-        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-        "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-        "gpu": gpu_name(), "repeats": repeats, "warmup": warmup}}
-    ref = None
-    if not baseline:
-        res["meta"]["baseline"] = "none: skipped"
-    elif b.reference is None:
-        res["meta"]["baseline"] = "none: the bundle has no reference weights"
-    else:
-        try:
-            ref = load_baseline(b, threads, getattr(be, "device", "cpu"))
-        except ImportError as e:
-            res["meta"]["baseline"] = f"none: {e.name or 'its framework'} is not installed"
-        else:
-            if ref is None:
-                res["meta"]["baseline"] = "none: no installed package registers one"
-            else:
-                res["meta"]["baseline"] = f"{ref.label} on {ref.where}"
-                res["meta"]["baseline_key"], res["meta"]["baseline_name"] = ref.key, ref.name
-                res["meta"][ref.key] = ref.version
-    k = ref.key if ref is not None else None
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bundle": str(rt.bundle.root),
+            "backend": be.name, "device": getattr(be, "device", "?"), "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "gpu": gpu_name(), "repeats": repeats, "warmup": warmup, "baseline": "none"}
+    if baseline is not None:
+        meta["baseline"] = f"{baseline.label} on {baseline.where}"
+        meta["baseline_key"], meta["baseline_name"] = baseline.key, baseline.name
+        meta[baseline.key] = baseline.version
+    return meta
+
+
+# ----------------------------------------------------------------------------------------- per call
+def bench_calls(rt, batches, repeats: int, warmup: int, baseline=None, log: Log = lambda s: None) -> list[dict]:
+    """Per batch size: ``guided_eps`` and ``encoder`` latency on the contract's example inputs (and the
+    baseline's, its ratios and its largest difference from the runtime's ``guided_eps``)."""
+    b, be, ref = rt.bundle, rt.backend, baseline
     rng = np.random.default_rng()
-    C, H, W = b.image_shape
-    D = b.latent_dim
-
-    # ----------------------------------------------------------------------------- per call
-    res["calls"] = []
+    flops = b.manifest.flops.get("guided_eps")
+    rows = []
     for B in batches:
-        x = rng.standard_normal((B, C, H, W)).astype(np.float32)
-        x0 = rng.uniform(-1, 1, (B, C, H, W)).astype(np.float32)
-        t = rng.integers(0, b.T, B).astype(np.int64)
-        z = rng.standard_normal((B, D)).astype(np.float32)
-        mask = np.ones((B, D), np.float32)
-        scale = np.ones(B, np.float32)
-        fns = {"guided_eps": lambda: be.guided_eps(x, t, z, mask, scale), "encoder": lambda: be.encode(x0)}
+        g = GRAPHS["guided_eps"].example_inputs(rng, B, b.manifest.dims, b.T)
+        x0 = GRAPHS["encoder"].example_inputs(rng, B, b.manifest.dims, b.T)["x"]
+        args = (g["x_t"], g["t"], g["z"], g["mask"], g["scale"])
+        fns = {"guided_eps": lambda: be.guided_eps(*args), "encoder": lambda: be.encode(x0)}
         if ref is not None:
-            fns[f"guided_eps_{k}"] = lambda: ref.guided_eps(x, t, z, mask, scale)
-            fns[f"encoder_{k}"] = lambda: ref.encode(x0)
+            fns[f"guided_eps_{ref.key}"] = lambda: ref.guided_eps(*args)
+            fns[f"encoder_{ref.key}"] = lambda: ref.encode(x0)
         log(f"per call, batch {B}")
-        st = _interleaved(fns, repeats, warmup)
-        row = {"batch": B, **{k: v for k, v in st.items()}}
+        row = {"batch": B, **_interleaved(fns, repeats, warmup)}
         if ref is not None:
-            row["guided_eps_speedup"] = st[f"guided_eps_{k}"]["median_ms"] / st["guided_eps"]["median_ms"]
-            row["encoder_speedup"] = st[f"encoder_{k}"]["median_ms"] / st["encoder"]["median_ms"]
-            row["guided_eps_max_abs_diff"] = float(np.abs(be.guided_eps(x, t, z, mask, scale)
-                                                          - ref.guided_eps(x, t, z, mask, scale)).max())
-        flops = (b.manifest.get("flops") or {}).get("guided_eps")
+            for call in ("guided_eps", "encoder"):
+                row[f"{call}_speedup"] = row[f"{call}_{ref.key}"]["median_ms"] / row[call]["median_ms"]
+            row["guided_eps_max_abs_diff"] = float(np.abs(be.guided_eps(*args) - ref.guided_eps(*args)).max())
         if flops:
-            row["guided_eps_tflops_achieved"] = flops * B / (st["guided_eps"]["median_ms"] * 1e-3) / 1e12
-        res["calls"].append(row)
+            row["guided_eps_tflops_achieved"] = flops * B / (row["guided_eps"]["median_ms"] * 1e-3) / 1e12
+        rows.append(row)
+    return rows
 
-    # ----------------------------------------------------------------------------- generate
+
+# ----------------------------------------------------------------------------------------- generate
+def baseline_sample_seconds(bundle, baseline, z: np.ndarray, steps: int) -> float:
+    """Seconds for the baseline to draw ``len(z)`` DDIM samples guided by ``z``: the runtime's numpy loop
+    and its step (``sampler.model_step``) around the baseline's ``guided_eps``."""
+    from sami_rt.sampler import initial_noise, loop_numpy, model_step
+    from sami_rt.schedule import respace, step_coefficients
+
+    n, D = z.shape
+    co = step_coefficients(bundle.abar, respace(bundle.T, steps), 0.0)
+    step = model_step(baseline, co["t"], n, z, np.ones((n, D), np.float32), np.ones(n, np.float32))
+    x = initial_noise(0, np.arange(n), bundle.image_shape)
+    return _timed(lambda: loop_numpy(step, x, co["c_x"], co["c_eps"], co["sigma"], 0, np.arange(n)))[1]
+
+
+def bench_generate(rt, n: int, steps: int, calls: list[dict], baseline=None, log: Log = lambda s: None) -> dict:
+    """A full DDIM ``generate`` of n samples in one batch, timed inside and out (``timed_generate``); against
+    steps x one ``guided_eps`` call where n is one of the per-call batch sizes; the baseline's time."""
+    b = rt.bundle
     log(f"generate: {n} samples, {steps} DDIM steps")
-    z = rng.standard_normal((n, D)).astype(np.float32)
+    z = np.random.default_rng().standard_normal((n, b.latent_dim)).astype(np.float32)
     rt.generate(z=z, n=n, steps=min(3, b.T), sampler="ddim", batch=n)  # warm-up at this batch size
     gen = {"n": n, "steps": steps, **timed_generate(rt, z=z, n=n, steps=steps, sampler="ddim", batch=n)}
-    total = gen["seconds"]
-    call = next((c for c in res["calls"] if c["batch"] == n), None)
+    call = next((c for c in calls if c["batch"] == n), None)
     if call is not None:  # the whole sample against steps x one call at its batch size: host overhead per step
-        gen["vs_steps_x_call"] = total / (steps * call["guided_eps"]["median_ms"] * 1e-3)
-    if ref is not None:
-        from sami_rt.sampler import initial_noise, loop_numpy
-        from sami_rt.schedule import respace, step_coefficients
+        gen["vs_steps_x_call"] = gen["seconds"] / (steps * call["guided_eps"]["median_ms"] * 1e-3)
+    if baseline is not None:
+        gen[f"{baseline.key}_seconds"] = baseline_sample_seconds(b, baseline, z, steps)
+        gen["speedup"] = gen[f"{baseline.key}_seconds"] / gen["seconds"]
+    return gen
 
-        co = step_coefficients(b.abar, respace(b.T, steps), 0.0)
-        ts = co["t"]
-        xs = initial_noise(0, np.arange(n), b.image_shape)
-        ones, tb = np.ones((n, D), np.float32), np.empty(n, np.int64)
-        sc = np.ones(n, np.float32)
 
-        def baseline_step(x_t, i):
-            tb.fill(ts[i])
-            return ref.guided_eps(x_t, tb, z, ones, sc)
+# -------------------------------------------------------------------------------------------- video
+def bench_video(rt, video: Path, repeats: int, baseline=None, log: Log = lambda s: None) -> dict:
+    """Decoding alone against ``encode_video`` in interleaved rounds (and decoding alone to luma planes where
+    the pipeline read them); inference alone on the decoded frames."""
+    from sami_rt.frames import decode_alone, model_frames
 
-        t0 = time.perf_counter()
-        loop_numpy(baseline_step, xs, co["c_x"], co["c_eps"], co["sigma"], 0, np.arange(n))
-        gen[f"{k}_seconds"] = time.perf_counter() - t0
-        gen["speedup"] = gen[f"{k}_seconds"] / total
-    res["generate"] = gen
+    rounds = max(3, repeats // 10)
+    log(f"video: decoding alone and encode_video, {rounds} rounds, interleaved")
+    luma = rt.encode_video(video).luma  # warm-up: the stream encoder session is created, the file is cached
+    decodes, encodes, decodes_luma = [], [], []
+    for _ in range(rounds):  # interleaved, so that machine noise hits both alike; medians reported
+        nf, dt = _timed(lambda: decode_alone(video))
+        decodes.append(dt)
+        if nf == 0:
+            raise RuntimeError(f"{video}: no frames could be decoded")
+        enc, dt = _timed(lambda: rt.encode_video(video))
+        encodes.append(dt)
+        if luma:  # the pipeline read luma planes: decoding's own cost, without the conversion to BGR
+            decodes_luma.append(_timed(lambda: decode_alone(video, luma=True))[1])
+    xs, (w, h) = model_frames(video, rt.bundle.image)
+    per = {"runtime": rt.backend.encode}
+    if baseline is not None:
+        per[baseline.key] = baseline.encode
+    st = _interleaved({k: (lambda f=f: [f(xs[i : i + 64]) for i in range(0, len(xs), 64)]) for k, f in per.items()},
+                      rounds, 1)
+    ratios = [d / e for d, e in zip(decodes, encodes)]
+    vid = {"frames": nf, "size": f"{w}x{h}", "decode_fps": nf / float(np.median(decodes)),
+           "encode_fps": len(enc.frames) / float(np.median(encodes)),
+           "inference_fps": nf / (st["runtime"]["median_ms"] * 1e-3), "rounds": rounds,
+           "encode_vs_decode_per_round": ratios,
+           "encode_vs_decode": float(np.median(ratios)),  # the median of the rounds' ratios
+           "luma": luma}  # frames read as luma planes (grey model, yuv420p) rather than BGR
+    if decodes_luma:
+        vid["decode_luma_fps"] = nf / float(np.median(decodes_luma))
+        vid["encode_vs_decode_luma"] = float(np.median([d / e for d, e in zip(decodes_luma, encodes)]))
+    if baseline is not None:
+        vid[f"{baseline.key}_inference_fps"] = nf / (st[baseline.key]["median_ms"] * 1e-3)
+    return vid
 
-    # ----------------------------------------------------------------------------- video
+
+def bench_video_file(rt, video: str | Path | None, frames: int, repeats: int, baseline=None,
+                     log: Log = lambda s: None) -> dict:
+    """``bench_video`` on ``video``, or on a synthetic 640x480 video of ``frames`` frames written for it."""
+    from sami_rt.disks import write_disk_video
+
+    if video is not None:
+        return bench_video(rt, Path(video), repeats, baseline, log)
     with tempfile.TemporaryDirectory(prefix="sami-rt-bench-") as d:
-        if video is None:
-            video = Path(d) / "disk-640x480.mp4"
-            log(f"video: writing {frames} frames of 640x480")
-            write_test_video(video, frames)
-        rounds = max(3, repeats // 10)
-        log(f"video: decoding alone and encode_video, {rounds} rounds, interleaved")
-        decodes, encodes, decodes_luma = [], [], []
-        # warm-up: the stream encoder session is created, the file is in the page cache
-        luma = rt.encode_video(video).luma
-        for _ in range(rounds):  # interleaved, so that machine noise hits both alike; medians reported
-            t0 = time.perf_counter()
-            nf = decode_alone(video)
-            decodes.append(time.perf_counter() - t0)
-            if nf == 0:
-                raise RuntimeError(f"{video}: no frames could be decoded")
-            t0 = time.perf_counter()
-            enc = rt.encode_video(video)
-            encodes.append(time.perf_counter() - t0)
-            if luma:  # the pipeline read luma planes: decoding's own cost, without the conversion to BGR
-                t0 = time.perf_counter()
-                decode_alone(video, luma=True)
-                decodes_luma.append(time.perf_counter() - t0)
-        decode, encode = float(np.median(decodes)), float(np.median(encodes))
-        from sami_rt.images import to_model
+        path = Path(d) / "disk-640x480.mp4"
+        log(f"video: writing {frames} frames of 640x480")
+        write_disk_video(path, frames)
+        return bench_video(rt, path, repeats, baseline, log)
 
-        cap = cv2.VideoCapture(str(video))
-        size = f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
-        xs = []
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            xs.append(to_model(f, C, (H, W)))
-        cap.release()
-        xs = np.stack(xs)
-        per = {"runtime": lambda: [be.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)]}
-        if ref is not None:
-            per[k] = lambda: [ref.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)]
-        st = _interleaved(per, max(3, repeats // 10), 1)
-        vid = {"frames": nf, "size": size,
-               "decode_fps": nf / decode, "encode_fps": len(enc.frames) / encode,
-               "inference_fps": nf / (st["runtime"]["median_ms"] * 1e-3)}
-        vid["rounds"] = rounds
-        vid["encode_vs_decode_per_round"] = [d / e for d, e in zip(decodes, encodes)]
-        vid["encode_vs_decode"] = float(np.median(vid["encode_vs_decode_per_round"]))  # median of the rounds' ratios
-        vid["luma"] = luma  # frames read as luma planes (grey model, yuv420p) rather than BGR
-        if decodes_luma:
-            vid["decode_luma_fps"] = nf / float(np.median(decodes_luma))
-            vid["encode_vs_decode_luma"] = float(np.median([d / e for d, e in zip(decodes_luma, encodes)]))
-        if ref is not None:
-            vid[f"{k}_inference_fps"] = nf / (st[k]["median_ms"] * 1e-3)
-        res["video"] = vid
 
-    # ----------------------------------------------------------------------------- FLOPs and peak
-    flops = b.manifest.get("flops") or {}
-    if flops:
-        res["flops_per_sample"] = flops
-        res["generate"]["tflops_achieved"] = flops.get("guided_eps", 0) * n * steps / total / 1e12
-        peak = gpu_peak(res["meta"]["gpu"]) if res["meta"]["device"] in ("cuda", "tensorrt") else None
-        if peak:
-            fp16 = bool(b.graphs_fp16) and getattr(be, "precision", "float32") == "float16"
-            p = peak[1] if fp16 else peak[0]
-            res["peak_tflops"] = p
-            for row in res["calls"]:
-                if "guided_eps_tflops_achieved" in row:
-                    row["guided_eps_fraction_of_peak"] = row["guided_eps_tflops_achieved"] / p
+# -------------------------------------------------------------------------------------------- FLOPs
+def add_flops(res: dict, rt) -> None:
+    """The bundle's FLOP counts, the rate ``generate`` achieved, and on a GPU whose peak is known, each
+    call's fraction of that peak (float16 or float32, as the backend runs)."""
+    b, be = rt.bundle, rt.backend
+    flops = b.manifest.flops
+    if not flops:
+        return
+    g = res["generate"]
+    res["flops_per_sample"] = flops
+    g["tflops_achieved"] = flops.get("guided_eps", 0) * g["n"] * g["steps"] / g["seconds"] / 1e12
+    peak = gpu_peak(res["meta"]["gpu"]) if res["meta"]["device"] in ("cuda", "tensorrt") else None
+    if peak:
+        fp16 = bool(b.graphs_fp16) and getattr(be, "precision", "float32") == "float16"
+        p = peak[1] if fp16 else peak[0]
+        res["peak_tflops"] = p
+        for row in res["calls"]:
+            if "guided_eps_tflops_achieved" in row:
+                row["guided_eps_fraction_of_peak"] = row["guided_eps_tflops_achieved"] / p
+
+
+def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 16, steps: int = 100,
+              frames: int = 1000, video: str | Path | None = None, baseline=None, log: Log = lambda s: None) -> dict:
+    """All figures as a dict (see the module docstring); ``baseline``: an object to compare with, or None."""
+    res = {"meta": bench_meta(rt, repeats, warmup, baseline)}
+    res["calls"] = bench_calls(rt, batches, repeats, warmup, baseline, log)
+    res["generate"] = bench_generate(rt, n, steps, res["calls"], baseline, log)
+    res["video"] = bench_video_file(rt, video, frames, repeats, baseline, log)
+    add_flops(res, rt)
     return res
 
 

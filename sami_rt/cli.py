@@ -1,91 +1,17 @@
-"""The ``sami-rt`` command line: parse, call sami_rt.Runtime, write files, print a short summary."""
+"""The ``sami-rt`` command line: parse, call sami_rt.Runtime, write files, print a short summary. The shared
+options and helpers are in ``sami_rt.cli_shared``, ``sami-rt bench`` in ``sami_rt.cli_bench``."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
-from sami_rt.backends import DEVICES, BackendError
-from sami_rt.bundle import BundleError
-from sami_rt.images import ImageError
-from sami_rt.runtime import SAMPLERS, InputError
-from sami_rt.sampler import SamplingError
-from sami_rt.video import VideoError
+from sami_rt.cli_bench import bench
+from sami_rt.cli_shared import friendly, model_options, open_runtime, run_with_progress, sampling_options, write_grid
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-USER_ERRORS = (InputError, ImageError, VideoError, BundleError, BackendError, SamplingError)
-
-
-def friendly(fn):
-    """Turn the runtime's own errors into one-line CLI errors (exit code 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-def model_options(fn):
-    fn = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                      help="Backend threads (0 = its default).")(fn)
-    fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-                      help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
-    fn = click.option("--model", type=click.Path(path_type=Path), default=None,
-                      help="Model bundle directory, or the name of a model shipped in the package (`sami-rt info "
-                      "--list`; default: disks-small).")(fn)
-    return fn
-
-
-def sampling_options(fn):
-    fn = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
-                      help="Samples per backend call.")(fn)
-    fn = click.option("--scale", type=float, default=None,
-                      help="Guidance scale s (default: the model's, shown by `sami-rt info`; 1 is the exact model).")(fn)
-    fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
-    fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
-    fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
-                      help="ddpm (ancestral) or ddim (deterministic unless --eta).")(fn)
-    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 100 for ddpm, 50 for ddim).")(fn)
-    return fn
-
-
-def open_runtime(model, device, threads):
-    from sami_rt.runtime import Runtime
-
-    rt = Runtime(model, device, threads)
-    click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
-    for note in getattr(rt.backend, "notes", []):
-        click.echo(f"note: {note}", err=True)
-    return rt
-
-
-def run_with_progress(label, fn, **kw):
-    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
-        state = {"last": 0}
-
-        def progress(done, total):
-            bar.length = max(total, 1)
-            bar.update(done - state["last"])
-            state["last"] = done
-
-        return fn(progress=progress, **kw)
-
-
-def write_grid(path: Path, samples, guide_x=None, ncol=8):
-    from sami_rt.images import from_model, grid, write_png
-
-    imgs = samples.images
-    if guide_x is not None:
-        imgs = np.concatenate([from_model(guide_x), imgs])
-    write_png(path, grid(imgs, ncol))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -316,48 +242,7 @@ def axes(images, model, device, threads):
         click.echo(f"{r['dim']:>4}{r['var']:>15.4g}{r['sd']:>14.4g}{r['mean']:>10.3g}{sp:>10}{ratio:>11}")
 
 
-@main.command()
-@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 16), show_default=True,
-              help="Batch size for the per-call figures (repeat the option for several).")
-@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True, help="Timed calls per figure (video: max(3, repeats / 10) rounds).")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
-@click.option("-n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples for generate.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="DDIM steps for generate.")
-@click.option("--frames", type=click.IntRange(min=3), default=1000, show_default=True,
-              help="Frames of the synthetic 640x480 video (300 decode in ~70 ms: too short to time steadily).")
-@click.option("--video", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="Use this video instead of the synthetic one.")
-@click.option("--no-baseline", is_flag=True, help="Skip the comparison baseline (described above).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write every figure as JSON.")
-@model_options
-@friendly
-def bench(batches, repeats, warmup, n, steps, frames, video, no_baseline, json_out, model, device, threads):
-    """Measure the runtime against PyTorch eager, in this one process.
-
-    \b
-    Per-call latency of guided_eps and the encoder, a full generate, and video encoding throughput
-    (decoding included and excluded); where a baseline is installed (sami_reference's PyTorch eager model,
-    with `pip install torch`: denoiser forward plus autograd guidance), the same figures for it and the ratios.
-    \b
-    Examples:
-      sami-rt bench
-      sami-rt bench --batch 1 --batch 16 --repeats 50 --json bench.json
-      sami-rt bench --device cuda --batch 1 --batch 64
-    """
-    import json
-
-    from sami_rt.bench import format_report, run_bench
-    from sami_rt.io import atomic_write_bytes
-
-    rt = open_runtime(model, device, threads)
-    if rt.bundle.T < steps:
-        raise click.BadParameter(f"the model has T={rt.bundle.T} levels", param_hint="--steps")
-    res = run_bench(rt, batches, repeats, warmup, n, steps, frames, video, not no_baseline, threads,
-                    log=lambda s: click.echo(f"... {s}", err=True))
-    click.echo(format_report(res))
-    if json_out:
-        atomic_write_bytes(json_out, (json.dumps(res, indent=2) + "\n").encode())
-        click.echo(f"figures -> {json_out}")
+main.add_command(bench)
 
 
 def list_models() -> None:

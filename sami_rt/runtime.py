@@ -1,4 +1,4 @@
-"""``sami_rt.Runtime``: guided generation and encoding with a model bundle, without torch."""
+"""``sami_rt.Runtime``: guided generation and encoding with a model bundle, on numpy and onnxruntime alone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from sami_rt.backends import open_backend
 from sami_rt.bundle import Bundle, is_finite_number, read_bundle
 from sami_rt.images import IMAGE_EXTS, read_image
-from sami_rt.sampler import SamplingError, initial_noise, run_loop
+from sami_rt.sampler import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.schedule import respace, step_coefficients
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -206,19 +206,12 @@ class Runtime:
             B = hi - lo
             idx = np.arange(lo, hi, dtype=np.int64)
             x = initial_noise(seed, idx, b.image_shape)
-            t_buf = np.empty(B, dtype=np.int64)
             if zz is None:
-                def backend(x_t, i, t_buf=t_buf):
-                    t_buf.fill(ts[i])
-                    return self.backend.denoise(x_t, t_buf)
+                backend = model_step(self.backend, ts, B)
             else:
-                zb = np.ascontiguousarray(zz[lo:hi])
-                mb = np.ascontiguousarray(np.broadcast_to(m, (B, b.latent_dim)))
-                sb = np.full(B, scale, dtype=np.float32)
-
-                def backend(x_t, i, t_buf=t_buf, zb=zb, mb=mb, sb=sb):
-                    t_buf.fill(ts[i])
-                    return self.backend.guided_eps(x_t, t_buf, zb, mb, sb)
+                backend = model_step(self.backend, ts, B, np.ascontiguousarray(zz[lo:hi]),
+                                     np.ascontiguousarray(np.broadcast_to(m, (B, b.latent_dim))),
+                                     np.full(B, scale, dtype=np.float32))
 
             def prog(i, total, lo=lo):
                 if progress is not None:

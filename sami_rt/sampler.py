@@ -51,6 +51,23 @@ def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed: int, in
         bad = int((~np.isfinite(x)).sum())
         if bad:
             raise RuntimeError(f"sampling step {i} produced {bad} non-finite values")
+def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> Backend:
+    """The loop's ``backend(x_t, i)`` for a model with the backends' interface (numpy arrays in and out): its
+    ``guided_eps`` at level ``ts[i]`` with latents ``z``, ``mask`` and ``scale`` (one row per sample), or
+    its ``denoise`` where ``z`` is None (unconditional sampling). ``Runtime.generate`` samples through it,
+    and so does the bench's comparison baseline."""
+    t = np.empty(batch, dtype=np.int64)
+    if z is None:
+        def step(x_t, i):
+            t.fill(ts[i])
+            return model.denoise(x_t, t)
+    else:
+        def step(x_t, i):
+            t.fill(ts[i])
+            return model.guided_eps(x_t, t, z, mask, scale)
+    return step
+
+
         if progress is not None:
             progress(i + 1, len(c_x))
     return len(c_x)

@@ -13,7 +13,7 @@ from sami_rt.bench import gpu_peak
 def test_bench_cli_writes_every_figure(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "bench", "--device", "cpu", "--batch", "1", "--batch", "3",
+    r = subprocess.run([sys.executable, "-m", "sami_reference.bench", "--device", "cpu", "--batch", "1", "--batch", "3",
                         "--repeats", "3", "--warmup", "1", "-n", "2", "--steps", "4", "--frames", "12",
                         "--json", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -41,7 +41,7 @@ def test_bench_without_the_baseline_needs_no_torch(tmp_path):
                         "'--warmup', '0', '-n', '2', '--steps', '2', '--frames', '5']; "
                         "runpy.run_module('sami_rt.cli', run_name='__main__')"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "baseline: none: torch is not installed" in r.stdout
+    assert "baseline: none" in r.stdout
 
 
 def test_gpu_peak_table_prefers_the_specific_name():
@@ -51,8 +51,8 @@ def test_gpu_peak_table_prefers_the_specific_name():
 
 
 def test_sami_rt_code_never_names_torch_or_the_reference_package():
-    """Imports and string constants of every sami_rt module (docstrings aside): the baseline is reached through
-    the entry-point group, so the runtime package names neither the framework nor the package that uses it."""
+    """Imports and string constants of every sami_rt module (docstrings aside): the comparison baseline is
+    handed in by sami_reference.bench, so the runtime package names neither the framework nor that package."""
     import ast
     from pathlib import Path
 

@@ -1,0 +1,83 @@
+"""What the ``sami-rt`` commands share: the error handler, the model and sampling options, opening the
+runtime, progress bars and image grids."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from sami_rt.backends import DEVICES
+from sami_rt.errors import SamiError
+from sami_rt.runtime import SAMPLERS
+
+
+def friendly(fn):
+    """Turn the runtime's own errors (``sami_rt.errors.SamiError``) into one-line CLI errors (exit code 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except SamiError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def model_options(fn):
+    fn = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                      help="Backend threads (0 = its default).")(fn)
+    fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                      help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
+    fn = click.option("--model", type=click.Path(path_type=Path), default=None,
+                      help="Model bundle directory, or the name of a model shipped in the package (`sami-rt info "
+                      "--list`; default: disks-small).")(fn)
+    return fn
+
+
+def sampling_options(fn):
+    fn = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+                      help="Samples per backend call.")(fn)
+    fn = click.option("--scale", type=float, default=None,
+                      help="Guidance scale s (default: the model's, shown by `sami-rt info`; 1 is the exact model).")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
+    fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
+    fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
+                      help="ddpm (ancestral) or ddim (deterministic unless --eta).")(fn)
+    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 100 for ddpm, 50 for ddim).")(fn)
+    return fn
+
+
+def open_runtime(model, device, threads):
+    from sami_rt.runtime import Runtime
+
+    rt = Runtime(model, device, threads)
+    click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
+    for note in getattr(rt.backend, "notes", []):
+        click.echo(f"note: {note}", err=True)
+    return rt
+
+
+def run_with_progress(label, fn, **kw):
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        state = {"last": 0}
+
+        def progress(done, total):
+            bar.length = max(total, 1)
+            bar.update(done - state["last"])
+            state["last"] = done
+
+        return fn(progress=progress, **kw)
+
+
+def write_grid(path: Path, samples, guide_x=None, ncol=8):
+    from sami_rt.images import from_model, grid, write_png
+
+    imgs = samples.images
+    if guide_x is not None:
+        imgs = np.concatenate([from_model(guide_x), imgs])
+    write_png(path, grid(imgs, ncol))
