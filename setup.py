@@ -14,7 +14,7 @@ try:
 except ImportError:  # pybind11 comes from pyproject.toml's build requirements; without it: numpy loop only
     Pybind11Extension = build_ext = None
 
-version = re.search(r'__version__ = "([^"]+)"', Path("sami_rt/__init__.py").read_text()).group(1)
+version = re.search(r'__version__ = "([^"]+)"', Path("sami_rt/_version.py").read_text()).group(1)
 
 ext_modules, cmdclass = [], {}
 if Pybind11Extension is not None:

@@ -32,7 +32,7 @@ def load(path: Path):
 
         b = read_bundle(path)
         model, _ = load_reference(b)
-        return model, Config.from_dict(b.manifest["training"]["config"])
+        return model, Config.from_dict(b.manifest.training["config"])
     from train.loop import load_run
 
     model, cfg, _, _ = load_run(path)

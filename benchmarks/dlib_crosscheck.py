@@ -134,7 +134,7 @@ def bundle_codes(model: str | None, n: int, seed: int):
     from train.data import make_disks, disk_options
 
     rt = Runtime(model, device="cpu")
-    cfg = Config.from_dict(rt.bundle.manifest["training"]["config"])
+    cfg = Config.from_dict(rt.bundle.manifest.training["config"])
     x, f = make_disks(n, seed, **disk_options(cfg))
     mu, _ = rt.encode(x.numpy())
     return np.asarray(mu, np.float64), f.numpy()

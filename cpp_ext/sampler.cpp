@@ -23,6 +23,11 @@ namespace py = pybind11;
 
 namespace {
 
+// A step that produced NaN or infinity (bound to sami_rt.errors.SamplingError in PYBIND11_MODULE).
+struct NonFinite : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 using FloatArray = py::array_t<float, py::array::c_style>;
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
@@ -76,8 +81,8 @@ int64_t sample_loop(py::object backend, FloatArray x, DoubleArray c_x, DoubleArr
       bad = update(xp, eps.data(), batch, per_sample, cx[i], ce[i], sg[i], seed, idx, static_cast<uint32_t>(i));
     }
     if (bad) {
-      throw std::runtime_error("sampling step " + std::to_string(i) + " produced " + std::to_string(bad) +
-                               " non-finite values");
+      throw NonFinite("sampling step " + std::to_string(i) + " produced " + std::to_string(bad) +
+                      " non-finite values");
     }
     if (!progress.is_none()) progress(i + 1, steps);
   }
@@ -99,6 +104,10 @@ py::array_t<float> normals(uint64_t seed, uint32_t index, uint32_t step, int64_t
 
 PYBIND11_MODULE(_sampler, m) {
   m.doc() = "The DDPM/DDIM sampling loop of sami-rt (one backend call per step, Philox noise).";
+  // NonFinite reaches Python as sami_rt.errors.SamplingError itself (registered with that class as its base,
+  // under the same name), so callers catch it by type, not by matching its text.
+  py::register_exception<NonFinite>(m, "SamplingError",
+                                   py::module_::import("sami_rt.errors").attr("SamplingError").ptr());
   m.attr("__version__") = "1";
   m.def("sample_loop", &sample_loop, py::arg("backend"), py::arg("x").noconvert(), py::arg("c_x"), py::arg("c_eps"),
         py::arg("sigma"), py::arg("seed"), py::arg("indices"), py::arg("progress") = py::none(),

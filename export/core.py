@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -13,12 +15,13 @@ import numpy as np
 import torch
 
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph, GuidedEpsGraph
-from sami_rt.bundle import GRAPH_IO, io_spec, new_manifest, read_bundle, sha256_file, write_manifest
+from sami_rt.bundle import read_bundle, sha256_file, write_manifest
+from sami_rt.contract import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest
 from train.config import Config
 from train.nets import SAMI
 from train.objective import guidance, guided_eps
 
-GRAPHS = tuple(GRAPH_IO)
+GRAPHS = tuple(GRAPH_SPECS)
 TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at export time
 # float16 graphs against the float32 graphs: float16 keeps 11 significant bits (unit roundoff 4.9e-4);
 # through the ~20 layers of a UNet (and the encoder's backward for the guidance) the roundoff of the
@@ -28,8 +31,7 @@ FP16_TOLERANCE = 2e-2
 VALIDATION_BATCHES = (1, 3, 17)
 
 
-class ExportError(RuntimeError):
-    """An export that failed, naming the graph and the reason."""
+from sami_rt.errors import ExportError  # noqa: E402  (re-exported: callers import it from here)
 
 
 def load_model(source: str | Path, ema: bool = True):
@@ -50,13 +52,10 @@ def load_model(source: str | Path, ema: bool = True):
     return model, cfg, abar, path
 
 
-def random_inputs(name: str, B: int, cfg: Config, g: torch.Generator) -> dict[str, torch.Tensor]:
-    C, S, D = cfg.channels, cfg.image_size, cfg.latent_dim
-    x = torch.rand(B, C, S, S, generator=g) * 2 - 1 if name == "encoder" else torch.randn(B, C, S, S, generator=g)
-    full = {"x": x, "x_t": x, "t": torch.randint(cfg.T, (B,), generator=g),
-            "z": torch.randn(B, D, generator=g), "mask": (torch.rand(B, D, generator=g) > 0.3).float(),
-            "scale": torch.rand(B, generator=g) * 1.5 + 0.5}
-    return {n: full[n] for n, _ in GRAPH_IO[name][0]}
+def random_inputs(name: str, B: int, cfg: Config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """The contract's example inputs of a graph (``GraphSpec.example_inputs``) as tensors."""
+    dims = {"C": cfg.channels, "H": cfg.image_size, "W": cfg.image_size, "D": cfg.latent_dim}
+    return {k: torch.from_numpy(v) for k, v in GRAPH_SPECS[name].example_inputs(rng, B, dims, cfg.T).items()}
 
 
 def reference(name: str, model: SAMI, abar: torch.Tensor, inp: dict) -> list[torch.Tensor]:
@@ -86,12 +85,33 @@ def build_graph_module(name: str, model: SAMI, abar: torch.Tensor, example: torc
 
 
 def export_onnx(module: torch.nn.Module, name: str, example: dict, path: Path, opset: int) -> None:
-    ins, outs = GRAPH_IO[name]
+    spec = GRAPH_SPECS[name]
     batch = torch.export.Dim("batch", min=1, max=65536)
-    args = tuple(example[n] for n, _ in ins)
-    torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, external_data=False,
-                      input_names=[n for n, _ in ins], output_names=[n for n, _ in outs],
-                      dynamic_shapes=tuple({0: batch} for _ in ins), verbose=False)
+    args = tuple(example[n] for n in spec.input_names)
+    module.eval()  # every graph is an inference graph (the exporter warns about a module left in training mode)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    quiet = _DropTorchvisionNotes()
+    registration.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            # every input shares the one batch axis on purpose; the exporter notes that it merges the names
+            warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
+            # torch's own pytree deprecation inside the exporter, not a call of ours
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, external_data=False,
+                              input_names=list(spec.input_names), output_names=list(spec.output_names),
+                              dynamic_shapes=tuple({0: batch} for _ in spec.inputs), verbose=False)
+    finally:
+        registration.removeFilter(quiet)
+
+
+class _DropTorchvisionNotes:
+    """Drops the exporter's 'torchvision is not installed. Skipping torchvision::...' notes: the graphs use no
+    torchvision operator, so the missing package changes nothing (4 lines per graph otherwise)."""
+
+    def filter(self, record) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
 
 
 def run_onnx(path: Path, inp: dict) -> list[np.ndarray]:
@@ -110,10 +130,10 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 def validate_graph(name: str, path: Path, model: SAMI, abar: torch.Tensor, cfg: Config, seed: int,
                    batches=VALIDATION_BATCHES) -> dict[str, float]:
     """Relative error against PyTorch on fresh random inputs at several batch sizes; raises beyond TOLERANCE."""
-    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     errors = {}
     for B in batches:
-        inp = random_inputs(name, B, cfg, g)
+        inp = random_inputs(name, B, cfg, rng)
         want = reference(name, model, abar, inp)
         got = run_onnx(path, inp)
         if len(got) != len(want) or any(a.shape != tuple(b.shape) for a, b in zip(got, want)):
@@ -130,10 +150,10 @@ def validate_graph(name: str, path: Path, model: SAMI, abar: torch.Tensor, cfg: 
 def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
                   batches=VALIDATION_BATCHES) -> dict[str, float]:
     """Relative error of a float16 graph against the float32 graph on the same fresh random inputs."""
-    g = torch.Generator().manual_seed(seed + 1)
+    rng = np.random.default_rng(seed + 1)
     errors = {}
     for B in batches:
-        inp = random_inputs(name, B, cfg, g)
+        inp = random_inputs(name, B, cfg, rng)
         got, want = run_onnx(path16, inp), run_onnx(path32, inp)
         err = max(relative_error(a, b) for a, b in zip(got, want))
         if not np.isfinite(err) or err > FP16_TOLERANCE:
@@ -167,20 +187,20 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         seed = int.from_bytes(np.random.default_rng().bytes(4), "little")
-        example_x = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
-        manifest = new_manifest(cfg.channels, cfg.image_size, cfg.image_size, cfg.latent_dim, abar.numpy(),
-                                {"kind": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start,
-                                 "beta_end": cfg.beta_end})
+        example_x = random_inputs("encoder", 2, cfg, np.random.default_rng(seed))["x"]
+        manifest = Manifest(cfg.image_spec(), cfg.latent_dim, abar.numpy().astype(np.float64),
+                            {"kind": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start, "beta_end": cfg.beta_end},
+                            architecture=cfg.architecture())
+        graphs: dict[str, dict] = {"graphs": {}, "graphs_fp16": {}}
         cache: dict = {}
         validation, validation16 = {}, {}
         precisions = ("float32", "float16") if fp16 else ("float32",)
         for precision in precisions:
             key, suffix = ("graphs", "") if precision == "float32" else ("graphs_fp16", ".fp16")
-            manifest[key] = {}
             for name in GRAPHS:
                 label = name if precision == "float32" else f"{name} (float16)"
                 t0 = time.time()
-                example = random_inputs(name, 2, cfg, torch.Generator().manual_seed(seed))
+                example = random_inputs(name, 2, cfg, np.random.default_rng(seed))
                 path = tmp / f"{name}{suffix}.onnx"
                 if external and name in ("denoiser", "guided_eps"):
                     _external_graph(name, model.denoiser, abar, cfg, tmp, path)
@@ -198,41 +218,41 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                 elif validate:
                     validation16[name] = validate_fp16(name, path, tmp / f"{name}.onnx", cfg, seed)
                     err = f", max relative error to float32 {max(validation16[name].values()):.2g}"
-                manifest[key][name] = {"file": path.name, **io_spec(name, cfg.channels, cfg.image_size,
-                                       cfg.image_size, cfg.latent_dim), "opset": opset, "precision": precision,
-                                       "sha256": sha256_file(path)}
+                graphs[key][name] = manifest.graph_entry(name, path.name, sha256_file(path), opset, precision)
                 log(f"  {label}: {path.stat().st_size / 1e6:.2f} MB in {time.time() - t0:.1f} s{err}")
+        engines = {}
         if tensorrt:
             from export.tensorrt import build_engine
 
             for key, suffix in (("graphs", ""), ("graphs_fp16", ".fp16")):
-                for name, g in manifest.get(key, {}).items():
+                for name, g in graphs[key].items():
                     t0 = time.time()
-                    entry = build_engine(tmp / g["file"], tmp / f"{name}{suffix}.plan", g["inputs"],
+                    profile = GRAPH_SPECS[name].trt_profile
+                    entry = build_engine(tmp / g.file, tmp / f"{name}{suffix}.plan", list(g.inputs), profile,
                                          fp16=bool(suffix))
-                    manifest["engines"][f"{name}{suffix}"] = entry
+                    engines[f"{name}{suffix}"] = EngineEntry(entry["file"], entry["sha256"], f"{name}{suffix}",
+                                                             entry["tensorrt"], entry["gpu"], entry["precision"],
+                                                             tuple(profile))
                     log(f"  {name}{suffix}.plan: TensorRT {entry['tensorrt']} on {entry['gpu']}, "
                         f"{time.time() - t0:.1f} s")
         from sami_reference import REFERENCE_FILE, save_reference
 
+        reference = None
         if not external and not cfg.denoiser:  # a plain SAMI model that load_reference can rebuild
             save_reference(model, tmp / REFERENCE_FILE)
-            manifest["reference"] = {"file": REFERENCE_FILE, "sha256": sha256_file(tmp / REFERENCE_FILE),
-                                     "content": "float32 state dict of the exported weights (npz, no pickle), "
-                                                "for the PyTorch baseline of `sami-rt bench`"}
-        if not external:  # PyTorch's counter cannot see inside an onnxruntime call
-            manifest["flops"] = count_flops(model, abar, cfg)
-        run_dir = ckpt.parent
-        ev = run_dir / "eval.json"
-        manifest["training"] = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
-        manifest["sampling"] = {"scale": float(cfg.sampling_scale)}
-        if description:
-            manifest["description"] = description
-        manifest["evaluation"] = json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {}
-        manifest["export"] = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
-                                             "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
-                              "torch": torch.__version__, "onnx_opset": opset,
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
+        ev = ckpt.parent / "eval.json"
+        manifest = manifest.replace(
+            graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
+            # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
+            flops={} if external else count_flops(model, abar, cfg),
+            sampling_scale=float(cfg.sampling_scale), description=description,
+            training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
+            evaluation=json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {},
+            export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
+                                   "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
+                    "torch": torch.__version__, "onnx_opset": opset,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         write_manifest(tmp, manifest)
         read_bundle(tmp)  # the reader accepts what the writer wrote
         tmp.chmod(0o755)
@@ -268,10 +288,10 @@ def count_flops(model, abar: torch.Tensor, cfg: Config) -> dict[str, int]:
     and matrix products, the backward ones of the guidance included), at batch 1."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
     out = {}
     for name in GRAPHS:
-        inp = random_inputs(name, 1, cfg, g)
+        inp = random_inputs(name, 1, cfg, rng)
         if "x_t" in inp and name != "denoiser":  # a non-leaf input: the counter's module hooks reject a leaf
             inp["x_t"] = inp["x_t"].requires_grad_(True) * 1.0
         with FlopCounterMode(display=False) as fc:

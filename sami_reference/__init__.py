@@ -5,8 +5,6 @@ reference weights (here), and the PyTorch eager baseline of ``sami-rt bench`` (`
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 from sami_rt.bundle import Bundle, BundleError
@@ -33,14 +31,14 @@ def load_reference(bundle: Bundle, device: str = "cpu"):
 
     if bundle.reference is None:
         raise BundleError(f"bundle {bundle.root} has no reference weights (export it again with this sami-rt)")
-    cfg = (bundle.manifest.get("training") or {}).get("config")
-    if not isinstance(cfg, dict):
-        raise BundleError(f"bundle {bundle.root}: manifest.json lacks training.config, needed to rebuild the model")
-    ns = SimpleNamespace(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    arch = bundle.manifest.architecture
+    if arch is None:
+        raise BundleError(f"bundle {bundle.root}: manifest.json records no architecture (nor a training.config "
+                          "to derive it from), needed to rebuild the model")
     try:
-        model = SAMI(ns)
+        model = SAMI(arch)
     except (AttributeError, TypeError, ValueError) as e:
-        raise BundleError(f"bundle {bundle.root}: training.config cannot rebuild the model ({e})") from None
+        raise BundleError(f"bundle {bundle.root}: its architecture cannot rebuild the model ({e})") from None
     with np.load(bundle.reference, allow_pickle=False) as f:
         state = {k: torch.from_numpy(np.array(f[k])) for k in f.files}
     try:

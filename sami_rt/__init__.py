@@ -6,7 +6,8 @@ reference model lives in ``sami_reference``). Its numerical core (noise schedule
 shared with ``train/`` and ``export/`` so that they cannot disagree.
 """
 
-__version__ = "0.1.0"
+from sami_rt._version import __version__
+
 __all__ = ["Runtime", "__version__"]
 
 

@@ -1,11 +1,11 @@
-"""The model bundle: one definition shared by its writer (export/) and its reader (the runtime).
+"""The model bundle on disk: a directory holding ``manifest.json`` and the files it names.
 
-A bundle is a directory holding ``manifest.json`` and the graph files it names. The manifest records the
-format version, the image shape and value range, the latent dimension, the noise schedule as data
-(``abar`` for every level), the denoiser's parameterisation, and for every graph its file, input and
-output names, shapes (``"batch"`` marks the dynamic axis), dtypes, opset and sha256. A bundle is treated
-as untrusted input: reading it never executes code from it, and every inconsistency raises
-:class:`BundleError` with a sentence that names the file and the problem.
+What the manifest holds is ``sami_rt.contract`` (the one definition shared by the writer, export/, and the
+reader, the runtime). This module reads it: ``parse_manifest`` validates the JSON into the contract's types
+(the only code that does), and ``read_bundle`` resolves and checks the files: every name stays inside the
+bundle directory, every file exists, and with ``verify`` its sha256 matches. A bundle is treated as untrusted
+input: reading it never executes code from it, and every inconsistency raises :class:`BundleError` with a
+sentence that names the file and the problem.
 """
 
 from __future__ import annotations
@@ -14,28 +14,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-FORMAT = "sami-rt-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-PARAMETERISATIONS = ("eps",)
+from sami_rt.contract import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, PARAMETERISATIONS, READABLE_VERSIONS,
+                              TRT_PROFILE, Architecture, EngineEntry, FileEntry, GraphEntry, ImageSpec, Manifest,
+                              Preprocess, is_finite_number, preprocess_for)
+from sami_rt.errors import BundleError
 
-# The graph contract: names of inputs and outputs, and their shapes in terms of
-# B (batch, dynamic), C, H, W (image) and D (latent dimension).
-GRAPH_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
-    "encoder": ((("x", "BCHW"),), (("mu", "BD"), ("var", "BD"))),
-    "denoiser": ((("x_t", "BCHW"), ("t", "B")), (("eps", "BCHW"),)),
-    "guidance": ((("x_t", "BCHW"), ("z", "BD"), ("mask", "BD")), (("g", "BCHW"),)),
-    "guided_eps": ((("x_t", "BCHW"), ("t", "B"), ("z", "BD"), ("mask", "BD"), ("scale", "B")), (("eps_hat", "BCHW"),)),
-}
-INPUT_DTYPES = {"t": "int64"}  # every other tensor is float32 (float16 graphs keep float32 inputs and outputs)
-
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used, with the reason in one sentence."""
+__all__ = ["Bundle", "BundleError", "EngineInfo", "FORMAT", "FORMAT_VERSION", "GRAPHS", "GraphInfo", "MANIFEST",
+           "Manifest", "is_finite_number", "loads_manifest", "parse_manifest", "read_bundle", "sha256_file",
+           "write_manifest"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -44,17 +33,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def io_spec(graph: str, C: int, H: int, W: int, D: int) -> dict[str, list[dict]]:
-    """Inputs and outputs of a contract graph with concrete shapes ("batch" for the dynamic axis)."""
-    dims = {"B": "batch", "C": C, "H": H, "W": W, "D": D}
-    ins, outs = GRAPH_IO[graph]
-
-    def spec(name, axes):
-        return {"name": name, "shape": [dims[a] for a in axes], "dtype": INPUT_DTYPES.get(name, "float32")}
-
-    return {"inputs": [spec(n, a) for n, a in ins], "outputs": [spec(n, a) for n, a in outs]}
 
 
 @dataclass(frozen=True)
@@ -77,27 +55,53 @@ class EngineInfo:
     tensorrt: str
     gpu: str
     precision: str
+    batch_profile: tuple[int, int, int] = (1, 16, 256)
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated bundle: paths resolved inside ``root``, checksums verified."""
+    """A validated bundle: the typed manifest, and the files it names resolved inside ``root``."""
 
     root: Path
-    manifest: dict
-    channels: int
-    height: int
-    width: int
-    latent_dim: int
-    abar: np.ndarray
-    parameterisation: str
+    manifest: Manifest
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     graphs_fp16: dict[str, GraphInfo] = field(default_factory=dict)
     engines: dict[str, EngineInfo] = field(default_factory=dict)
-    reference: Path | None = None  # PyTorch weights (npz, no pickle) for the eager baseline of `sami-rt bench`
-    # the guidance scale s that sampling uses unless told otherwise (manifest sampling.scale, validated by
-    # read_bundle; 1, the exact model, where the bundle names none)
-    default_scale: float = 1.0
+    reference: Path | None = None  # the reference model's weights (npz, no pickle), for sami_reference
+
+    @property
+    def image(self) -> ImageSpec:
+        return self.manifest.image
+
+    @property
+    def channels(self) -> int:
+        return self.manifest.image.channels
+
+    @property
+    def height(self) -> int:
+        return self.manifest.image.height
+
+    @property
+    def width(self) -> int:
+        return self.manifest.image.width
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest.latent_dim
+
+    @property
+    def abar(self) -> np.ndarray:
+        return self.manifest.abar
+
+    @property
+    def parameterisation(self) -> str:
+        return self.manifest.parameterisation
+
+    @property
+    def default_scale(self) -> float:
+        """The guidance scale sampling uses unless told otherwise (manifest sampling.scale; 1, the exact
+        model, where the bundle names none)."""
+        return self.manifest.sampling_scale
 
     @property
     def T(self) -> int:
@@ -106,25 +110,6 @@ class Bundle:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
-
-
-def is_finite_number(v) -> bool:
-    """A real number (not a bool) that a float holds finitely: False for 10**400, NaN, strings, None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        return False
-    try:
-        return bool(np.isfinite(float(v)))
-    except OverflowError:
-        return False
-
-
-def _require(d: dict, key: str, kind, where: str):
-    if key not in d:
-        raise BundleError(f"{where} lacks the field {key!r}")
-    v = d[key]
-    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
-        raise BundleError(f"{where}: field {key!r} should be {getattr(kind, '__name__', kind)}, got {v!r:.60}")
-    return v
 
 
 def _inside(root: Path, name: str, where: str) -> Path:
@@ -145,23 +130,71 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     if not mpath.is_file():
         raise BundleError(f"{root} is not a model bundle: {MANIFEST} is missing")
     try:
-        m = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = mpath.read_bytes().decode()
+    except UnicodeDecodeError as e:
         raise BundleError(f"{mpath} is not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise BundleError(f"{mpath} should hold a JSON object")
     where = str(mpath)
+    m = loads_manifest(text, where)
+
+    def resolve(e: FileEntry, w: str) -> Path:
+        path = _inside(root, e.file, w)
+        if not path.is_file():
+            raise BundleError(f"{w}: file {e.file} is missing from {root}")
+        if verify:
+            if not e.sha256:
+                raise BundleError(f"{w} lacks the field 'sha256'")
+            if sha256_file(path) != e.sha256:
+                raise BundleError(f"{w}: checksum mismatch for {e.file} (the file changed after export)")
+        return path
+
+    def graphs(entries, key):
+        out = {}
+        for name, g in entries.items():
+            gw = f"{where} graph {name!r}" if key == "graphs" else f"{where} {key} graph {name!r}"
+            out[name] = GraphInfo(name, resolve(g, gw), list(g.inputs), list(g.outputs), g.opset, g.precision,
+                                  g.sha256)
+        return out
+
+    engines = {k: EngineInfo(k, resolve(e, f"{where} engine {k!r}"), e.tensorrt, e.gpu, e.precision,
+                             e.batch_profile) for k, e in m.engines.items()}
+    reference = resolve(m.reference, f"{where} reference") if m.reference is not None else None
+    return Bundle(root, m, graphs(m.graphs, "graphs"), graphs(m.graphs_fp16, "graphs_fp16"), engines, reference)
+
+
+def loads_manifest(text: str, where: str) -> Manifest:
+    try:
+        m = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{where} is not valid JSON ({e})") from None
+    return parse_manifest(m, where)
+
+def parse_manifest(m, where: str) -> Manifest:
+    """Validate and type a manifest (refusing with a BundleError that names ``where`` and the problem).
+    Version 1 lacks ``architecture`` and ``image.preprocess``: both are derived from ``training.config``
+    (the data set decides the preprocessing), or left empty / the default where it is absent."""
+    if not isinstance(m, dict):
+        raise BundleError(f"{where} should hold a JSON object")
     if m.get("format") != FORMAT:
         raise BundleError(f"{where}: format is {m.get('format')!r}, expected {FORMAT!r}")
     version = m.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{where}: format version {version!r} is not supported (this sami_rt reads version "
-                          f"{FORMAT_VERSION}); export the model again or upgrade sami-rt")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise BundleError(f"{where}: format version {version!r} is not supported (this sami_rt reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}); export the model again or upgrade sami-rt")
     img = _require(m, "image", dict, where)
     C, H, W = (_require(img, k, int, where + " image") for k in ("channels", "height", "width"))
     D = _require(m, "latent_dim", int, where)
     if min(C, H, W, D) < 1:
         raise BundleError(f"{where}: image shape and latent dimension must be positive, got {(C, H, W)} and {D}")
+    training = m.get("training") or {}
+    if not isinstance(training, dict):
+        raise BundleError(f"{where}: field 'training' should be an object, got {training!r:.60}")
+    config = training.get("config") if isinstance(training.get("config"), dict) else {}
+    if "preprocess" in img:
+        pre = Preprocess.from_json(img["preprocess"], where)
+    else:
+        pre = preprocess_for(config)
+    if min(H, W) - 2 * pre.pad < 1:
+        raise BundleError(f"{where}: image.preprocess.pad {pre.pad} leaves no content in a {H}x{W} image")
     sched = _require(m, "schedule", dict, where)
     abar = _require(sched, "abar", list, where + " schedule")
     try:
@@ -181,64 +214,84 @@ def read_bundle(root: str | Path, verify: bool = True) -> Bundle:
     s = sampling.get("scale", 1.0)
     if not is_finite_number(s) or s <= 0:
         raise BundleError(f"{where}: sampling.scale must be a positive number, got {s!r:.60}")
-    graphs = _read_graphs(root, m, "graphs", C, H, W, D, verify)
-    graphs_fp16 = _read_graphs(root, m, "graphs_fp16", C, H, W, D, verify) if "graphs_fp16" in m else {}
+    if "architecture" in m:
+        arch = Architecture.from_json(m["architecture"], where)
+    else:
+        try:
+            arch = Architecture.from_config(config) if config else None
+        except KeyError:
+            arch = None
+    dims = {"C": C, "H": H, "W": W, "D": D}
+    graphs = _graphs(m, "graphs", dims, where)
+    graphs_fp16 = _graphs(m, "graphs_fp16", dims, where) if "graphs_fp16" in m else {}
     engines = {}
-    for key, e in (m.get("engines") or {}).items():
-        path, _ = _entry_file(root, e, f"{where} engine {key!r}", verify)
-        engines[key] = EngineInfo(key, path, str(e.get("tensorrt", "")), str(e.get("gpu", "")),
-                                  str(e.get("precision", "float32")))
-    reference = None
-    if m.get("reference") is not None:
-        reference, _ = _entry_file(root, m["reference"], f"{where} reference", verify)
-    return Bundle(root, m, C, H, W, D, abar, param, graphs, graphs_fp16, engines, reference, float(s))
+    engines_json = m.get("engines") or {}
+    if not isinstance(engines_json, dict):
+        raise BundleError(f"{where}: field 'engines' should be an object, got {engines_json!r:.60}")
+    for key, e in engines_json.items():
+        ew = f"{where} engine {key!r}"
+        f = _file_entry(e, ew)
+        prof = e.get("batch_profile") or list(TRT_PROFILE)
+        if (not isinstance(prof, list) or len(prof) != 3 or not all(isinstance(v, int) and v >= 1 for v in prof)
+                or not prof[0] <= prof[1] <= prof[2]):
+            raise BundleError(f"{ew}: batch_profile must be three increasing positive integers, got {prof!r:.60}")
+        engines[key] = EngineEntry(f.file, f.sha256, key, str(e.get("tensorrt", "")), str(e.get("gpu", "")),
+                                   str(e.get("precision", "float32")), tuple(prof))
+    reference = _file_entry(m["reference"], f"{where} reference") if m.get("reference") is not None else None
+    flops = m.get("flops") or {}
+    if not isinstance(flops, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in flops.values()):
+        raise BundleError(f"{where}: field 'flops' should map graph names to integers")
+    evaluation = m.get("evaluation") or {}
+    if not isinstance(evaluation, dict):
+        raise BundleError(f"{where}: field 'evaluation' should be an object, got {evaluation!r:.60}")
+    desc = m.get("description") or ""
+    return Manifest(ImageSpec(C, H, W, pre), D, abar, {k: v for k, v in sched.items() if k != "abar"}, param, arch,
+               graphs, graphs_fp16, engines, reference, dict(flops), float(s), training, evaluation,
+               desc if isinstance(desc, str) else str(desc), m.get("export") or {}, int(version),
+               str(m.get("sami_rt_version", "")))
 
 
-def _entry_file(root: Path, e, where: str, verify: bool, need_digest: bool = False) -> tuple[Path, str | None]:
-    """A manifest entry naming a file (graph, engine, reference): inside the bundle, present, and with
-    ``verify`` its sha256 checked. Returns (path, the declared sha256)."""
+def _require(d: dict, key: str, kind, where: str):
+    if key not in d:
+        raise BundleError(f"{where} lacks the field {key!r}")
+    v = d[key]
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        raise BundleError(f"{where}: field {key!r} should be {getattr(kind, '__name__', kind)}, got {v!r:.60}")
+    return v
+
+
+def _file_entry(e, where: str) -> FileEntry:
     if not isinstance(e, dict):
         raise BundleError(f"{where} should be a JSON object")
-    path = _inside(root, _require(e, "file", str, where), where)
-    if not path.is_file():
-        raise BundleError(f"{where}: file {e['file']} is missing from {root}")
-    digest = _require(e, "sha256", str, where) if verify or need_digest else e.get("sha256")
-    if verify and sha256_file(path) != digest:
-        raise BundleError(f"{where}: checksum mismatch for {e['file']} (the file changed after export)")
-    return path, digest
+    name = _require(e, "file", str, where)
+    digest = e.get("sha256", "")
+    if not isinstance(digest, str):
+        raise BundleError(f"{where}: field 'sha256' should be str, got {digest!r:.60}")
+    return FileEntry(name, digest)
 
 
-def _read_graphs(root: Path, m: dict, key: str, C: int, H: int, W: int, D: int, verify: bool) -> dict:
-    where = str(root / MANIFEST)
-    graphs = {}
+def _graphs(m: dict, key: str, dims: dict[str, int], where: str) -> dict[str, GraphEntry]:
+    out = {}
     for name, g in _require(m, key, dict, where).items():
         gw = f"{where} graph {name!r}" if key == "graphs" else f"{where} {key} graph {name!r}"
-        if name not in GRAPH_IO:
-            raise BundleError(f"{gw} is not one of the contract graphs {sorted(GRAPH_IO)}")
-        path, digest = _entry_file(root, g, gw, verify, need_digest=True)
-        want = io_spec(name, C, H, W, D)
+        if name not in GRAPHS:
+            raise BundleError(f"{gw} is not one of the contract graphs {sorted(GRAPHS)}")
+        f = _file_entry(g, gw)
+        _require(g, "sha256", str, gw)
+        want = GRAPHS[name].io(dims)
         for side in ("inputs", "outputs"):
             got = _require(g, side, list, gw)
             if [(s.get("name"), s.get("shape")) for s in got if isinstance(s, dict)] != [
                     (s["name"], s["shape"]) for s in want[side]]:
                 raise BundleError(f"{gw}: {side} {got!r:.200} differ from the contract {want[side]!r:.200}")
-        graphs[name] = GraphInfo(name, path, g["inputs"], g["outputs"], int(g.get("opset", 0)),
-                                 str(g.get("precision", "float32")), digest)
-    return graphs
+        opset = g.get("opset", 0)
+        out[name] = GraphEntry(f.file, f.sha256, name, tuple(g["inputs"]), tuple(g["outputs"]),
+                               int(opset) if is_finite_number(opset) else 0, str(g.get("precision", "float32")))
+    return out
 
 
-def write_manifest(root: Path, manifest: dict) -> None:
+def write_manifest(root: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically (temporary file, then rename)."""
     from sami_rt.io import atomic_write_bytes
 
-    atomic_write_bytes(Path(root) / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-
-
-def new_manifest(C: int, H: int, W: int, D: int, abar: np.ndarray, schedule: dict[str, Any], **extra) -> dict:
-    from sami_rt import __version__
-
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "sami_rt_version": __version__,
-            "image": {"channels": C, "height": H, "width": W, "range": [-1.0, 1.0],
-                      "to_model": "x = pixel / 127.5 - 1 (pixels 0..255)", "from_model": "pixel = (x + 1) * 127.5"},
-            "latent_dim": D, "schedule": {**schedule, "abar": [float(a) for a in abar]},
-            "parameterisation": "eps", "graphs": {}, "engines": {}, **extra}
+    atomic_write_bytes(Path(root) / MANIFEST, manifest.dumps().encode())

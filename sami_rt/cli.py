@@ -255,13 +255,12 @@ def list_models() -> None:
         except BundleError as e:
             click.echo(f"{name}: unreadable ({e})")
             continue
-        ev = b.manifest.get("evaluation") or {}
+        ev = b.manifest.evaluation
         figs = ", ".join(f"{k} {ev[k]}" for k in ("mig", "factor_axis_r2") if k in ev)
         click.echo(f"{name}{' (default)' if path == DEFAULT_MODEL else ''}: {b.channels}x{b.height}x{b.width}, "
                    f"latent dim {b.latent_dim}, guidance scale {b.default_scale:g}" + (f"; {figs}" if figs else ""))
-        desc = b.manifest.get("description")
-        if isinstance(desc, str) and desc:
-            click.echo(f"    {desc}")
+        if b.manifest.description:
+            click.echo(f"    {b.manifest.description}")
 
 
 @main.command()
@@ -283,16 +282,16 @@ def info(model, device, threads, list_):
     m = b.manifest
     click.echo(f"sami-rt {__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
     click.echo(f"C++ sampler loop: {'built' if has_extension() else 'not built (numpy loop)'}")
-    click.echo(f"bundle: {b.root} (format {m['format_version']})")
-    if isinstance(m.get("description"), str) and m["description"]:
-        click.echo(f"about: {m['description']}")
+    click.echo(f"bundle: {b.root} (format {m.format_version})")
+    if m.description:
+        click.echo(f"about: {m.description}")
     click.echo(f"image: {b.channels}x{b.height}x{b.width}, latent dim {b.latent_dim}, "
-               f"{m['schedule'].get('kind', '?')} schedule, T={b.T}")
+               f"{m.schedule.get('kind', '?')} schedule, T={b.T}")
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
     click.echo(f"guidance scale for sampling: {b.default_scale:g}" + (" (the exact model)" if b.default_scale == 1 else ""))
     click.echo(f"backend: {rt.backend.name}")
-    ev = m.get("evaluation") or {}
+    ev = m.evaluation
     if ev:
         click.echo("evaluation at export: " + ", ".join(f"{k}={v}" for k, v in ev.items()))
 

@@ -1,4 +1,8 @@
-"""Images in and out of model space (x = pixel / 127.5 - 1, shape [C, H, W]) with OpenCV."""
+"""Images in and out of model space (x = pixel / 127.5 - 1, shape [C, H, W]) with OpenCV.
+
+The preprocessing (``sami_rt.contract.Preprocess``) is defined here once: training's data loading
+(``train/data.py``) and the runtime both call :func:`to_model` / :func:`read_image` with the model's
+:class:`~sami_rt.contract.ImageSpec`, and the bundle records that spec."""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.contract import ImageSpec
+
 MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT: its decoders assert beyond it
 MAX_PIXELS = 100_000_000  # refuse images larger than this before decoding them whole
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
 
-class ImageError(ValueError):
-    """An image that cannot be used, named with the reason."""
+from sami_rt.errors import ImageError
 
 
 def load_cv2():
@@ -33,23 +38,50 @@ def resize_interpolation(scale: float) -> int:
     return cv2.INTER_AREA if scale > 1 else cv2.INTER_CUBIC
 
 
-def crop_box(h: int, w: int, size: tuple[int, int]) -> tuple[slice, slice, float]:
-    """The centre crop of an h x w image with the model's aspect ratio, and its scale to the model's size."""
+def crop_box(h: int, w: int, size: tuple[int, int], crop: int = 0) -> tuple[slice, slice, float]:
+    """The centre crop of an h x w image (a square of at most ``crop`` pixels, or with ``crop`` 0 the
+    largest with the aspect ratio of ``size``) and its scale to ``size``."""
     H, W = size
-    s = min(h / H, w / W)
-    ch, cw = max(1, int(round(H * s))), max(1, int(round(W * s)))
+    if crop:
+        ch = cw = min(h, w, crop)
+        s = ch / H
+    else:
+        s = min(h / H, w / W)
+        ch, cw = max(1, int(round(H * s))), max(1, int(round(W * s)))
     top, left = (h - ch) // 2, (w - cw) // 2
     return slice(top, top + ch), slice(left, left + cw), s
 
 
-def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list | None = None,
-             name: str = "image") -> np.ndarray:
+def as_spec(spec, size=None) -> ImageSpec:
+    """An ImageSpec, or (channels, (H, W)) for a plain image without crop or padding."""
+    if isinstance(spec, ImageSpec):
+        return spec
+    return ImageSpec(int(spec), int(size[0]), int(size[1]))
+
+
+def frame(x: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """Model-space content [..., h, w] (the spec's content size) -> [..., H, W]: ``pad`` pixels of black (-1)
+    on every side. Training pads its 28 x 28 Fashion-MNIST items with it, the runtime every picture."""
+    p = spec.preprocess.pad
+    if not p:
+        return x
+    widths = [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)]
+    return np.pad(x, widths, constant_values=np.asarray(-1.0, x.dtype))
+
+
+def to_model(img: np.ndarray, spec: ImageSpec | int, size: tuple[int, int] | None = None,
+             notes: list | None = None, name: str = "image") -> np.ndarray:
     """Pixels (H, W) or (H, W, C) uint8/uint16/float in [0, 255] -> float32 [C, H, W] in [-1, 1].
 
-    Colour is converted to the model's channel count, and the image centre-cropped to the model's aspect
-    ratio and resized; each change is appended to ``notes``.
+    ``spec`` is the model's ImageSpec (or its channel count, with ``size``, for a plain image). An image of
+    the model's full size is taken as it is (it is already framed as the model's own images are); any other
+    is centre-cropped (the spec's ``crop``, else to the content's aspect ratio), converted to the model's
+    channel count, resized to the content size and padded with the spec's ``pad``. Each change is appended
+    to ``notes``.
     """
     cv2 = load_cv2()
+    spec = as_spec(spec, size)
+    channels = spec.channels
 
     img = np.asarray(img)
     if img.ndim not in (2, 3) or img.size == 0 or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
@@ -67,11 +99,12 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
     # Crop (a view), then drop channels, then resize, then add channels: the resize works on as few channels
     # as the model needs (a 640x480 frame's 480x480 crop to 32x32 grey: converting then resizing takes
     # 0.11 ms, resizing in colour then converting 0.18 ms; part of what keeps video close to the decoder).
-    H, W = size
     h, w = img.shape[:2]
+    whole = (h, w) == spec.size  # already in the model's framing
+    H, W = spec.size if whole else spec.content_size
     resize = (h, w) != (H, W)
     if resize:
-        rows, cols, s = crop_box(h, w, size)
+        rows, cols, s = crop_box(h, w, (H, W), spec.preprocess.crop)
         img = img[rows, cols]
     if img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
@@ -82,6 +115,8 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
     if resize:
         img = cv2.resize(img, (W, H), interpolation=resize_interpolation(s))
         _note(notes, f"{name}: {w}x{h} centre-cropped and resized to {W}x{H}")
+    if not whole and spec.preprocess.pad:
+        _note(notes, f"{name}: framed by {spec.preprocess.pad} black pixels to {spec.width}x{spec.height}")
     if channels == 3 and img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         _note(notes, f"{name}: grey converted to 3 channels")
@@ -90,7 +125,8 @@ def to_model(img: np.ndarray, channels: int, size: tuple[int, int], notes: list 
         arr = arr[None]
     else:
         arr = arr[:, :, ::-1].transpose(2, 0, 1)  # BGR -> RGB, (C, H, W)
-    return np.ascontiguousarray(np.clip(arr, 0, 255) / 127.5 - 1.0, dtype=np.float32)
+    x = np.ascontiguousarray(np.clip(arr, 0, 255) / 127.5 - 1.0, dtype=np.float32)
+    return x if whole else np.ascontiguousarray(frame(x, spec))
 
 
 def _note(notes, text):
@@ -135,7 +171,8 @@ def truncation(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], notes: list | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, spec: ImageSpec | int, size: tuple[int, int] | None = None,
+               notes: list | None = None) -> np.ndarray:
     """An image file -> float32 [C, H, W] in [-1, 1] for the model (see to_model), or ImageError."""
     cv2 = load_cv2()
 
@@ -175,7 +212,40 @@ def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], no
         raise ImageError(f"{p} holds NaN or infinite pixel values")
     if img.dtype == np.uint16:
         _note(notes, f"{p}: 16-bit pixels scaled to 8-bit range")
-    return to_model(img, channels, size, notes, name=str(p))
+    return to_model(img, as_spec(spec, size), notes=notes, name=str(p))
+
+
+def load_images(images, spec: ImageSpec, notes: list | None = None) -> np.ndarray:
+    """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> the model's
+    input [B, C, H, W] through the spec's preprocessing (a float batch is taken as model input already)."""
+    from sami_rt.errors import InputError
+
+    if isinstance(images, (str, os.PathLike)):
+        p = Path(images)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+            if not files:
+                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
+            images = files
+        else:
+            images = [p]
+    if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.ndim == 4:
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if x.shape[1:] != spec.shape:
+            raise InputError(f"a float image batch must have shape [B, {', '.join(map(str, spec.shape))}] "
+                             f"in [-1, 1], got {list(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("the image batch holds NaN or infinite values")
+        return x
+    if isinstance(images, np.ndarray):
+        images = [images] if images.ndim in (2, 3) else list(images)
+    out = []
+    for im in images:
+        if isinstance(im, (str, os.PathLike)):
+            out.append(read_image(im, spec, notes=notes))
+        else:
+            out.append(to_model(np.asarray(im), spec, notes=notes))
+    return np.stack(out)
 
 
 def from_model(x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ import numpy as np
 
 from sami_rt.backends import open_backend
 from sami_rt.bundle import Bundle, is_finite_number, read_bundle
-from sami_rt.images import IMAGE_EXTS, read_image
+from sami_rt.errors import InputError
+from sami_rt.images import load_images
 from sami_rt.sampler import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.schedule import respace, step_coefficients
 
@@ -42,10 +43,6 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
                       f"(shipped: {', '.join(shipped) or 'none'})")
 SAMPLERS = ("ddpm", "ddim")
-
-
-class InputError(ValueError):
-    """An argument or input the runtime cannot use, in one sentence."""
 
 
 @dataclass
@@ -97,36 +94,9 @@ class Runtime:
 
     # ----------------------------------------------------------------------------------------- inputs
     def load_images(self, images, notes: list | None = None) -> np.ndarray:
-        """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> model input."""
-        b = self.bundle
-        if isinstance(images, (str, os.PathLike)):
-            p = Path(images)
-            if p.is_dir():
-                files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-                if not files:
-                    raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
-                images = files
-            else:
-                images = [p]
-        if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.ndim == 4:
-            x = np.ascontiguousarray(images, dtype=np.float32)
-            if x.shape[1:] != b.image_shape:
-                raise InputError(f"a float image batch must have shape [B, {', '.join(map(str, b.image_shape))}] "
-                                 f"in [-1, 1], got {list(x.shape)}")
-            if not np.all(np.isfinite(x)):
-                raise InputError("the image batch holds NaN or infinite values")
-            return x
-        if isinstance(images, np.ndarray):
-            images = [images] if images.ndim in (2, 3) else list(images)
-        out = []
-        for im in images:
-            if isinstance(im, (str, os.PathLike)):
-                out.append(read_image(im, b.channels, (b.height, b.width), notes))
-            else:
-                from sami_rt.images import to_model
-
-                out.append(to_model(np.asarray(im), b.channels, (b.height, b.width), notes))
-        return np.stack(out)
+        """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> model
+        input, through the bundle's preprocessing (``sami_rt.images.load_images``)."""
+        return load_images(images, self.bundle.image, notes)
 
     # ----------------------------------------------------------------------------------------- encode
     def encode(self, images, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -277,15 +247,7 @@ class Runtime:
     def code_spread(self) -> np.ndarray | None:
         """The spread of the code per axis: the standard deviation of the posterior means of the held-out
         images the run was evaluated on (the manifest's ``evaluation.mean_std``); None when not recorded."""
-        ev = self.bundle.manifest.get("evaluation") or {}
-        s = ev.get("mean_std") if isinstance(ev, dict) else None
-        if not isinstance(s, list) or len(s) != self.bundle.latent_dim:
-            return None
-        try:
-            arr = np.asarray(s, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-        return arr if np.isfinite(arr).all() and (arr > 0).all() else None
+        return self.bundle.manifest.code_spread
 
     def axis_scale(self, unit: str, var: np.ndarray | None = None) -> np.ndarray:
         """Per-axis length of one unit: ``spread`` (code_spread) or ``sd`` (sqrt of the posterior variance

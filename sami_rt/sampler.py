@@ -23,12 +23,7 @@ except ImportError:  # extension not built: the numpy loop does the work
 Backend = Callable[[np.ndarray, int], np.ndarray]
 
 
-class Cancelled(Exception):
-    """Sampling stopped by the cancel callback."""
-
-
-class SamplingError(RuntimeError):
-    """A sampling step produced NaN or infinity."""
+from sami_rt.errors import Cancelled, SamplingError
 
 
 def initial_noise(seed: int, indices, shape) -> np.ndarray:
@@ -50,7 +45,12 @@ def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed: int, in
         x[...] = v.astype(np.float32)
         bad = int((~np.isfinite(x)).sum())
         if bad:
-            raise RuntimeError(f"sampling step {i} produced {bad} non-finite values")
+            raise SamplingError(f"sampling step {i} produced {bad} non-finite values")
+        if progress is not None:
+            progress(i + 1, len(c_x))
+    return len(c_x)
+
+
 def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> Backend:
     """The loop's ``backend(x_t, i)`` for a model with the backends' interface (numpy arrays in and out): its
     ``guided_eps`` at level ``ts[i]`` with latents ``z``, ``mask`` and ``scale`` (one row per sample), or
@@ -68,11 +68,6 @@ def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> Backend:
     return step
 
 
-        if progress is not None:
-            progress(i + 1, len(c_x))
-    return len(c_x)
-
-
 def has_extension() -> bool:
     return _sampler is not None
 
@@ -88,12 +83,7 @@ def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, 
                            "C++ compiler, or use the numpy loop")
     args = (backend, x, np.asarray(coeffs["c_x"], np.float64), np.asarray(coeffs["c_eps"], np.float64),
             np.asarray(coeffs["sigma"], np.float64), int(seed), np.asarray(indices, dtype=np.int64))
-    try:
-        done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel)
-    except RuntimeError as e:
-        if "non-finite" in str(e):
-            raise SamplingError(str(e)) from None
-        raise
+    done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel)
     if done < len(coeffs["c_x"]):
         raise Cancelled(f"sampling cancelled after {done} of {len(coeffs['c_x'])} steps")
     return x

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from sami_rt.contract import ImageSpec, Preprocess
 from train.data import CelebA, DataError, ImageFolder, load_fashion_mnist, make_disks, render_disks
 
 
-def test_disk_factors_match_their_images():
-    seed = int(torch.randint(10**6, (1,)))
+def test_disk_factors_match_their_images(fresh_seed):
+    seed = fresh_seed % 10**6
     x, f = make_disks(200, seed, size=32, radius=4.0, foreground=0.5)
     assert x.shape == (200, 1, 32, 32) and f.shape == (200, 3)
     img = (x[:, 0].double() + 1) / 2  # back to [0, 1]
@@ -46,8 +47,8 @@ def _write_idx(path, arr: np.ndarray):
         fh.write(header + arr.astype(np.uint8).tobytes())
 
 
-def test_fashion_mnist_reader_on_idx_files(tmp_path):
-    rng = np.random.default_rng()
+def test_fashion_mnist_reader_on_idx_files(tmp_path, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
     imgs = rng.integers(0, 256, size=(5, 28, 28))
     labels = rng.integers(0, 10, size=5)
     _write_idx(tmp_path / "train-images-idx3-ubyte.gz", imgs)
@@ -81,24 +82,24 @@ def _png(path, arr):
     Image.fromarray(arr).save(path)
 
 
-def test_image_folder_crops_resizes_and_scales(tmp_path):
-    rng = np.random.default_rng()
+def test_image_folder_crops_resizes_and_scales(tmp_path, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
     _png(tmp_path / "a" / "one.png", rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8))
     _png(tmp_path / "two.png", np.full((20, 20), 255, dtype=np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
-    ds = ImageFolder(str(tmp_path), size=16, channels=3)
+    ds = ImageFolder(str(tmp_path), ImageSpec(3, 16, 16))
     assert len(ds) == 2
     assert ds[0].shape == (3, 16, 16) and ds[0].min() >= -1 and ds[0].max() <= 1
     assert torch.allclose(ds[1], torch.ones(3, 16, 16))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
-        ImageFolder(str(tmp_path / "empty"), 16, 3)
+        ImageFolder(str(tmp_path / "empty"), ImageSpec(3, 16, 16))
     with pytest.raises(DataError, match="does not exist or is not a directory"):
-        ImageFolder(str(tmp_path / "missing"), 16, 3)
+        ImageFolder(str(tmp_path / "missing"), ImageSpec(3, 16, 16))
 
 
-def test_celeba_reader_with_attributes_and_partition(tmp_path):
-    rng = np.random.default_rng()
+def test_celeba_reader_with_attributes_and_partition(tmp_path, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
     names = ["Smiling", "Male", "Eyeglasses"]
     rows, parts = [], []
     for i in range(1, 6):
@@ -113,11 +114,12 @@ def test_celeba_reader_with_attributes_and_partition(tmp_path):
     text = f"{len(rows)}\n" + " ".join(names) + "\n" + "\n".join(f"{f} " + " ".join(str(a) for a in at) for f, at in rows)
     (tmp_path / "list_attr_celeba.txt").write_text(text + "\n")
     (tmp_path / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
-    train, test = CelebA(str(tmp_path), 32, "train"), CelebA(str(tmp_path), 32, "test")
+    spec = ImageSpec(3, 32, 32, Preprocess(crop=140))
+    train, test = CelebA(str(tmp_path), spec, "train"), CelebA(str(tmp_path), spec, "test")
     assert len(train) == 3 and len(test) == 2 and train.factor_names == tuple(names)
     assert train[0].shape == (3, 32, 32)
     want = torch.tensor([[a > 0 for a in at] for _, at in rows[:3]], dtype=torch.float64)
     assert torch.equal(train.factors, want)
     (tmp_path / "img_align_celeba" / "000005.jpg").unlink()
     with pytest.raises(DataError, match="000005.jpg listed in .* is missing"):
-        CelebA(str(tmp_path), 32, "test")
+        CelebA(str(tmp_path), spec, "test")

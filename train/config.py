@@ -86,6 +86,18 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def image_spec(self):
+        """The model's image and its preprocessing (sami_rt.contract.ImageSpec), shared with the runtime."""
+        from sami_rt.contract import ImageSpec, preprocess_for
+
+        return ImageSpec(self.channels, self.image_size, self.image_size, preprocess_for(self.to_dict()))
+
+    def architecture(self):
+        """The networks' shape (sami_rt.contract.Architecture), kept apart from the training settings."""
+        from sami_rt.contract import Architecture
+
+        return Architecture.from_config(self)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sami_rt.contract import ImageSpec, Preprocess
+from sami_rt.images import IMAGE_EXTS
 from train.dsprites import sample_classes
 
 DISK_FACTORS = ("x", "y", "background")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class DataError(ValueError):
-    """A data set that cannot be read, named with what was expected."""
+from sami_rt.errors import DataError  # noqa: E402  (re-exported: train's callers import it from here)
 
 
 # ----------------------------------------------------------------------------------------------- disks
@@ -110,48 +110,41 @@ def load_fashion_mnist(root: str = "", split: str = "train", pad_to: int = 32):
 
 @lru_cache(maxsize=4)
 def _fashion_arrays(img_file: str, lab_file: str, _img_mtime: int, _lab_mtime: int, pad_to: int):
+    from sami_rt.images import frame
+
     imgs = _read_idx(Path(img_file)).astype(np.float32) / 127.5 - 1.0
     labels = _read_idx(Path(lab_file)).astype(np.int64)
-    p = (pad_to - imgs.shape[-1]) // 2
-    if p < 0:
-        raise DataError(f"cannot pad 28x28 Fashion-MNIST images to {pad_to}")
-    imgs = np.pad(imgs, ((0, 0), (p, pad_to - 28 - p), (p, pad_to - 28 - p)), constant_values=-1.0)
-    return np.ascontiguousarray(imgs[:, None]), labels.copy()
+    if pad_to < 28 or (pad_to - 28) % 2:
+        raise DataError(f"cannot frame 28x28 Fashion-MNIST images in {pad_to}x{pad_to} (28 + an even border)")
+    # the preprocessing the bundle records (Preprocess.pad), applied by the runtime's to_model as well
+    spec = ImageSpec(1, pad_to, pad_to, Preprocess(pad=(pad_to - 28) // 2))
+    return np.ascontiguousarray(frame(imgs, spec)[:, None]), labels.copy()
 
 
 # ------------------------------------------------------------------------------ image folder, CelebA
-def load_image(path: str | os.PathLike, size: int, channels: int, crop: int = 0) -> torch.Tensor:
-    """One image as [C, size, size] in [-1, 1]: centre-cropped to a square (or ``crop`` pixels), resized."""
-    from PIL import Image
+def load_image(path: str | os.PathLike, spec: ImageSpec) -> torch.Tensor:
+    """One image as [C, H, W] in [-1, 1], brought to the model as the runtime brings it
+    (``sami_rt.images.read_image``: the spec's crop, colour, resize and padding)."""
+    from sami_rt.errors import ImageError
+    from sami_rt.images import read_image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            w, h = im.size
-            s = min(w, h, crop) if crop else min(w, h)
-            left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)
-            arr = np.asarray(im, dtype=np.float32)
-    except OSError as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr / 127.5 - 1.0)
+        return torch.from_numpy(read_image(path, spec))
+    except ImageError as e:
+        raise DataError(f"cannot read image: {e}") from None
 
 
 class ImageFolder:
-    """All images under a directory (recursively), loaded lazily, centre-cropped and resized."""
+    """All images under a directory (recursively), loaded lazily through the model's preprocessing."""
 
-    def __init__(self, root: str, size: int, channels: int, crop: int = 0):
+    def __init__(self, root: str, spec: ImageSpec):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"image folder {root} does not exist or is not a directory")
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         if not self.files:
             raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) found under {root}")
-        self.size, self.channels, self.crop = size, channels, crop
+        self.spec = spec
         self.factors = None
         self.factor_names: tuple[str, ...] = ()
 
@@ -159,7 +152,7 @@ class ImageFolder:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return load_image(self.files[i], self.size, self.channels, self.crop)
+        return load_image(self.files[i], self.spec)
 
 
 class CelebA(ImageFolder):
@@ -169,7 +162,7 @@ class CelebA(ImageFolder):
     returned as 0/1 factors.
     """
 
-    def __init__(self, root: str, size: int = 64, split: str = "train", crop: int = 140):
+    def __init__(self, root: str, spec: ImageSpec, split: str = "train"):
         root_p = Path(root)
         attr_file = root_p / "list_attr_celeba.txt"
         img_dir = root_p / "img_align_celeba"
@@ -195,7 +188,7 @@ class CelebA(ImageFolder):
                     part[fname] = int(p)
         want = {"train": 0, "valid": 1, "test": 2, "all": None}[split]
         keep = [r for r in rows if want is None or part.get(r[0], 0) == want]
-        self.root, self.size, self.channels, self.crop = root_p, size, 3, crop
+        self.root, self.spec = root_p, spec
         self.files = [img_dir / r[0] for r in keep]
         missing = [f for f in self.files if not f.is_file()]
         if missing:
@@ -230,9 +223,9 @@ class BatchSource:
         elif cfg.dataset == "fashion-mnist":
             self.images, _ = load_fashion_mnist(cfg.data_path, split, cfg.image_size)
         elif cfg.dataset == "folder":
-            self.lazy = ImageFolder(cfg.data_path, cfg.image_size, cfg.channels)
+            self.lazy = ImageFolder(cfg.data_path, cfg.image_spec())
         elif cfg.dataset == "celeba":
-            self.lazy = CelebA(cfg.data_path, cfg.image_size, split)
+            self.lazy = CelebA(cfg.data_path, cfg.image_spec(), split)
         else:
             raise DataError(f"unknown dataset {cfg.dataset!r}; expected disks, dsprites, fashion-mnist, folder or celeba")
 
@@ -278,9 +271,8 @@ def eval_set(cfg, n: int, seed_offset: int = 1_000_003):
     if cfg.dataset == "fashion-mnist":
         x, _ = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
         return x[:n], None
-    ds = CelebA(cfg.data_path, cfg.image_size, "test") if cfg.dataset == "celeba" else ImageFolder(
-        cfg.data_path, cfg.image_size, cfg.channels
-    )
+    ds = CelebA(cfg.data_path, cfg.image_spec(), "test") if cfg.dataset == "celeba" else ImageFolder(
+        cfg.data_path, cfg.image_spec())
     n = min(n, len(ds))
     x = torch.stack([ds[i] for i in range(n)])
     return x, (ds.factors[:n] if ds.factors is not None else None)

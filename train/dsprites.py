@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sami_rt.errors import DataError
+
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "x", "y")
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
 SHAPES = ("square", "ellipse", "heart")
@@ -80,8 +82,6 @@ class DSpritesFile:
     """The published ``dsprites_ndarray_*.npz``: images by factor classes (its colour column dropped)."""
 
     def __init__(self, path: str | Path):
-        from train.data import DataError
-
         try:
             with np.load(path, allow_pickle=False) as z:
                 self.imgs, classes = z["imgs"], z["latents_classes"]
@@ -94,8 +94,6 @@ class DSpritesFile:
         self.strides = strides
 
     def render(self, classes: np.ndarray, size: int = 64) -> torch.Tensor:
-        from train.data import DataError
-
         idx = self.index[np.asarray(classes) @ self.strides]
         if (idx < 0).any():
             raise DataError(f"the dSprites file holds {len(self.classes)} of the {len(self.index)} factor combinations; "

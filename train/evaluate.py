@@ -34,6 +34,7 @@ import torch
 from train.data import DISK_FACTORS, eval_set
 from train.io import atomic_path, write_json, write_text
 from train.metrics import all_metrics, disentanglement_metrics
+from train.nets import encode  # noqa: F401  (re-exported for benchmarks)
 from train.sampling import sample
 
 METRIC_KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity", "factor_vae")
@@ -49,15 +50,6 @@ def load_model(run_dir: Path, ckpt: Path | None = None, ema: bool = True):
 
 
 @torch.no_grad()
-def encode(model, x: torch.Tensor, batch: int = 500):
-    mus, vars_ = [], []
-    for lo in range(0, len(x), batch):
-        mu, var = model.encoder(x[lo : lo + batch])
-        mus.append(mu)
-        vars_.append(var)
-    return torch.cat(mus).numpy().astype(np.float64), torch.cat(vars_).numpy().astype(np.float64)
-
-
 def variability(x: torch.Tensor) -> float:
     """Mean squared distance of images from their own mean, per pixel."""
     return float(((x - x.mean(0, keepdim=True)) ** 2).mean())

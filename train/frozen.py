@@ -135,7 +135,7 @@ def resolve(cfg):
         abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
         return cfg, FrozenDenoiser("diffusers", abar, module=net, param=param, source=str(src))
     from train.config import Config
-    from train.loop import checkpoint_path, load_checkpoint
+    from train.io import checkpoint_path, load_checkpoint
     from train.nets import build_denoiser
 
     path = checkpoint_path(src)

@@ -7,7 +7,24 @@ from pathlib import Path
 
 from sami_rt.io import atomic_path
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["CHECKPOINT", "atomic_path", "checkpoint_path", "load_checkpoint", "write_json", "write_text"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint of this project (tensors and plain data only: weights_only=True)."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def checkpoint_path(source) -> Path:
+    """A run directory's checkpoint, or ``source`` itself when it is a checkpoint file."""
+    path = Path(source)
+    return path / CHECKPOINT if path.is_dir() else path
 
 
 def write_json(path, obj) -> None:

@@ -23,13 +23,12 @@ from tqdm import tqdm
 from sami_rt.schedule import make_abar
 from train.config import Config
 from train.data import BatchSource, eval_set
-from train.io import atomic_path, write_json
+from train.io import CHECKPOINT, atomic_path, checkpoint_path, load_checkpoint, write_json  # noqa: F401 (re-exported)
 from train.nets import SAMI
 from train.baselines import vae_beta, vae_loss
 from train.objective import kl_weight, sami_loss
 from train.sampling import sample, save_grid
 
-CHECKPOINT = "checkpoint.pt"
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,19 +98,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint of this project (tensors and plain data only: weights_only=True)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def checkpoint_path(source) -> Path:
-    """A run directory's checkpoint, or ``source`` itself when it is a checkpoint file."""
-    path = Path(source)
-    return path / CHECKPOINT if path.is_dir() else path
-
-
 def build_model(cfg: Config) -> tuple[SAMI, Config]:
     """The SAMI pair for a configuration; with ``cfg.denoiser`` the denoiser is the frozen one it names, and
     the configuration takes that denoiser's schedule and image shape. ``cfg.model`` vae / beta-vae: the
@@ -125,7 +111,7 @@ def build_model(cfg: Config) -> tuple[SAMI, Config]:
             raise ValueError(f"--denoiser is for SAMI; a {cfg.model} has no diffusion decoder")
         return VAE(cfg), cfg
     if not cfg.denoiser:
-        return SAMI(cfg), cfg
+        return SAMI(cfg.architecture()), cfg
     from train.frozen import resolve
 
     cfg, frozen = resolve(cfg)
@@ -177,7 +163,9 @@ class Trainer:
     def state(self) -> dict:
         rng = self.dist.gather({"gen": self.gen.get_state(), "torch": torch.get_rng_state(),
                                 "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None})
-        return {"format": 1, "step": self.step, "config": self.cfg.to_dict(), "abar": torch.from_numpy(self.abar_np),
+        return {"format": 1, "step": self.step, "config": self.cfg.to_dict(),
+                "architecture": self.cfg.architecture().to_json() if self.cfg.model == "sami" else None,
+                "abar": torch.from_numpy(self.abar_np),
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                 "rng": rng}
 

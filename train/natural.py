@@ -44,7 +44,7 @@ def labelled_sets(cfg, n_fit: int, n_test: int, seed: int = 0):
     if cfg.dataset == "celeba":
         from train.data import CelebA
 
-        tr, te = CelebA(cfg.data_path, cfg.image_size, "train"), CelebA(cfg.data_path, cfg.image_size, "test")
+        tr, te = CelebA(cfg.data_path, cfg.image_spec(), "train"), CelebA(cfg.data_path, cfg.image_spec(), "test")
         n_fit, n_test = min(n_fit, len(tr)), min(n_test, len(te))
         x_fit = torch.stack([tr[k] for k in range(n_fit)])
         x_test = torch.stack([te[k] for k in range(n_test)])
@@ -223,7 +223,7 @@ def write_global_csv(res: dict, path: Path) -> None:
 def labelled_analyses(model, cfg, abar, out_dir: Path, n_fit: int = 5000, n_test: int = 2000,
                       generate: bool = True, steps: int = 50, seed: int = 0, progress=print) -> dict | None:
     """Every analysis above for a labelled data set; None when the data set has no labels."""
-    from train.evaluate import encode
+    from train.nets import encode
 
     sets = labelled_sets(cfg, n_fit, n_test, seed)
     if sets is None:

@@ -1,38 +1,15 @@
-"""Backends behind one interface: run the bundle's graphs on some device.
-
-A backend offers ``encode(x) -> (mu, var)``, ``denoise(x_t, t) -> eps`` and
-``guided_eps(x_t, t, z, mask, scale) -> eps_hat`` on float32 numpy arrays, and a ``name`` that says what
-actually runs (provider and device). ``open_backend`` picks one for ``device``.
-"""
+"""Backends behind one interface (:class:`~sami_rt.backends.base.Backend`): run the bundle's graphs on
+some device. ``open_backend`` picks one for ``device``."""
 
 from __future__ import annotations
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+from sami_rt.backends.base import DEVICES, Backend, pipeline_threads, usable_cpus
+from sami_rt.errors import BackendError
+
+__all__ = ["DEVICES", "Backend", "BackendError", "open_backend", "pipeline_threads", "usable_cpus"]
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, so a container's or taskset's limit counts)."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def pipeline_threads() -> int:
-    """Threads for work that runs beside a two-thread pipeline (video: a reader and the caller): the CPUs
-    left to it, at least one; capped at half the CPUs, since onnxruntime and FFmpeg scale with physical
-    cores and hyper-threads add little for them."""
-    n = usable_cpus()
-    return max(1, min(n - 2, n // 2))
-
-
-class BackendError(RuntimeError):
-    """A requested device or backend is not available here, said in one sentence."""
-
-
-def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str = "auto"):
+def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str = "auto") -> Backend:
     """The fastest backend for ``device``:
 
     - ``tensorrt``: the bundle's own engines when they were built for this TensorRT and GPU, else

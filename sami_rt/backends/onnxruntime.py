@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.backends import BackendError, pipeline_threads
+from sami_rt.backends.base import pipeline_threads
+from sami_rt.errors import BackendError
+from sami_rt.contract import RUNTIME_GRAPHS
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -118,7 +120,7 @@ class OrtBackend:
         if device == "cuda" and not can_capture:
             self.notes.append(f"CUDA graphs need onnxruntime-gpu >= {'.'.join(map(str, CUDA_GRAPH_MIN_ORT))}; "
                               f"this is {ort.__version__}: running without them")
-        for name in ("encoder", "denoiser", "guided_eps"):
+        for name in RUNTIME_GRAPHS:
             path = self._graph_path(name)
             graph_capture = can_capture and name in LOOP_GRAPHS
             sess = self._session(path, so, wanted, graph_capture)

@@ -16,11 +16,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from sami_rt.backends import BackendError
+from sami_rt.errors import BackendError
+from sami_rt.contract import RUNTIME_GRAPHS as NEEDED
 from sami_rt.gpu import check_cuda as _check
 from sami_rt.gpu import cuda_runtime, gpu_name
 
-NEEDED = ("encoder", "denoiser", "guided_eps")
 MAX_BOUND = 8
 
 
@@ -157,7 +157,7 @@ class TrtBackend:
                 raise BackendError(f"TensorRT could not load {info.path.name} (built by TensorRT {info.tensorrt} "
                                    f"for {info.gpu})")
             self.engines[name] = engine
-            lo, _, hi = (bundle.manifest.get("engines", {}).get(info.name, {}).get("batch_profile") or [1, 16, 256])
+            lo, _, hi = info.batch_profile
             self.profiles[name] = (int(lo), int(hi))
         spec = {n: bundle.graphs[n] for n in NEEDED}
         self.shapes = {n: {s["name"]: tuple(s["shape"][1:]) for s in g.inputs + g.outputs} for n, g in spec.items()}
@@ -195,6 +195,8 @@ class TrtBackend:
     def encode(self, x):
         mu, var = self._call("encoder", {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return mu, var
+
+    stream_encode = encode  # one engine context per batch size, serialised by the lock: nothing to split off
 
     def denoise(self, x_t, t):
         return self._call("denoiser", {"x_t": x_t, "t": t})[0]

@@ -1,0 +1,138 @@
+"""The bundle contract (sami_rt/contract.py): graph specs, the typed manifest and its versions, the
+architecture record, and the one preprocessing that training and the runtime share."""
+
+import gzip
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from sami_rt.bundle import loads_manifest, parse_manifest, read_bundle
+from sami_rt.contract import (FORMAT_VERSION, GRAPHS, Architecture, BundleError, ImageSpec, Preprocess,
+                              preprocess_for)
+from sami_rt.images import load_images, to_model
+from sami_rt.runtime import shipped_models
+
+SHIPPED = shipped_models()
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_version_1_bundles_read_and_round_trip_as_version_2(name, tmp_path):
+    src = read_bundle(SHIPPED[name])
+    assert src.manifest.format_version == 1  # exported before the contract was typed
+    text = src.manifest.dumps()
+    m = json.loads(text)
+    assert m["format_version"] == FORMAT_VERSION == 2 and "architecture" in m and "preprocess" in m["image"]
+    again = loads_manifest(text, "round trip")
+    for f in ("image", "latent_dim", "schedule", "parameterisation", "architecture", "graphs", "graphs_fp16",
+              "engines", "reference", "flops", "sampling_scale", "training", "evaluation", "description", "export"):
+        assert getattr(again, f) == getattr(src.manifest, f), f
+    assert np.array_equal(again.abar, src.manifest.abar)
+    # a bundle rewritten as version 2 reads back with the same files
+    dst = tmp_path / name
+    shutil.copytree(SHIPPED[name], dst)
+    (dst / "manifest.json").write_text(text)
+    b = read_bundle(dst)
+    assert b.manifest.format_version == 2 and b.image == src.image and sorted(b.graphs) == sorted(src.graphs)
+
+
+def test_version_1_records_are_derived_from_the_training_configuration():
+    fashion = read_bundle(SHIPPED["fashion-mnist"]).manifest
+    assert fashion.image.preprocess == Preprocess(pad=2) and fashion.image.content_size == (28, 28)
+    assert preprocess_for({"dataset": "celeba", "image_size": 64}) == Preprocess(crop=140)
+    assert preprocess_for({"dataset": "disks"}) == Preprocess()
+    cfg = fashion.training["config"]
+    assert fashion.architecture == Architecture.from_config(cfg)
+    assert fashion.architecture.latent_dim == fashion.latent_dim == cfg["latent_dim"]
+
+
+def test_manifest_refuses_bad_records_in_one_sentence():
+    m = read_bundle(SHIPPED["disks-small"]).manifest.to_json()
+    for mutate, msg in [
+        (lambda d: d["image"].update(preprocess={"crop": -1}), "preprocess.crop must be a non-negative integer"),
+        (lambda d: d["image"].update(preprocess={"pad": 16}), "leaves no content"),
+        (lambda d: d.update(architecture=[1]), "'architecture' should be an object"),
+        (lambda d: d["architecture"].pop("unet_channels"), "architecture lacks the field 'unet_channels'"),
+        (lambda d: d.update(flops={"encoder": "many"}), "'flops' should map graph names to integers"),
+        (lambda d: d.update(format_version=3), "format version 3 is not supported"),
+    ]:
+        d = json.loads(json.dumps(m))
+        mutate(d)
+        with pytest.raises(BundleError, match=msg):
+            parse_manifest(d, "manifest.json")
+
+
+def test_graph_specs_give_inputs_of_the_declared_names_shapes_and_dtypes(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    dims = {"C": 3, "H": 8, "W": 6, "D": 5}
+    for name, spec in GRAPHS.items():
+        B = int(rng.integers(1, 9))
+        x = spec.example_inputs(rng, B, dims, T=50)
+        declared = spec.io(dims)["inputs"]
+        assert list(x) == [d["name"] for d in declared]
+        for d in declared:
+            a = x[d["name"]]
+            assert a.dtype == np.dtype(d["dtype"]) and list(a.shape) == [B if s == "batch" else s for s in d["shape"]]
+        if "t" in x:
+            assert x["t"].min() >= 0 and x["t"].max() < 50
+        if "mask" in x:
+            assert set(np.unique(x["mask"])) <= {0.0, 1.0}
+        assert spec.trt_profile[0] <= spec.trt_profile[1] <= spec.trt_profile[2]
+
+
+def test_a_celeba_style_image_reaches_the_model_identically_in_training_and_at_run_time(tmp_path, fresh_seed):
+    """A 178 x 218 face photo: training's CelebA reader (crop 140, resize to 32) and the runtime's loader, with
+    the spec the bundle records (written out as JSON and read back), give the same array."""
+    from PIL import Image
+
+    from train.config import get_config
+    from train.data import CelebA
+
+    rng = np.random.default_rng(fresh_seed)
+    (tmp_path / "img_align_celeba").mkdir()
+    for i in range(2):
+        photo = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(tmp_path / "img_align_celeba" / f"{i:06d}.png")
+    (tmp_path / "list_attr_celeba.txt").write_text("2\nSmiling\n000000.png 1\n000001.png -1\n")
+    cfg = get_config("celeba64").replace(image_size=32, data_path=str(tmp_path))
+    spec_train = cfg.image_spec()
+    manifest = read_bundle(SHIPPED["disks-small"]).manifest.to_json()
+    manifest["image"] = spec_train.to_json()
+    manifest["graphs"], manifest["engines"] = {}, {}  # the disks graphs are one-channel: only the image matters here
+    manifest.pop("graphs_fp16", None)
+    spec_rt = parse_manifest(json.loads(json.dumps(manifest)), "m").image
+    assert spec_rt == spec_train and spec_rt.preprocess.crop == 140
+    ds = CelebA(str(tmp_path), spec_train, "all")
+    for i in range(2):
+        path = tmp_path / "img_align_celeba" / f"{i:06d}.png"
+        want = ds[i].numpy()
+        got = load_images(str(path), spec_rt)[0]
+        assert got.shape == (3, 32, 32) and np.array_equal(got, want)
+        # the crop is the 140-px face box, not the whole width: a plain centre square differs
+        plain = load_images(str(path), ImageSpec(3, 32, 32))[0]
+        assert np.abs(plain - want).max() > 0.05
+
+
+def test_a_raw_fashion_item_reaches_the_shipped_model_as_training_framed_it(tmp_path, fresh_seed):
+    """A 28 x 28 item given to the fashion-mnist runtime is padded to 32 x 32 (as training pads), not resized."""
+    from sami_rt import Runtime
+    from train.data import load_fashion_mnist
+
+    rng = np.random.default_rng(fresh_seed)
+    items = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        for kind, arr in (("images", items), ("labels", np.arange(3, dtype=np.uint8))):
+            header = b"\x00\x00\x08" + bytes([arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+            with gzip.open(tmp_path / f"{split}-{kind}-idx{arr.ndim}-ubyte.gz", "wb") as fh:
+                fh.write(header + arr.tobytes())
+    x_train, _ = load_fashion_mnist(str(tmp_path), "test", 32)
+    rt = Runtime("fashion-mnist", device="cpu")
+    notes = []
+    x_rt = rt.load_images(list(items), notes)
+    assert x_rt.shape == (3, 1, 32, 32) and np.array_equal(x_rt, x_train.numpy())
+    assert any("framed by 2 black pixels" in n for n in notes)
+    # an image already at the model's full size is taken as it is
+    full = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    np.testing.assert_array_equal(to_model(full, rt.bundle.image), full[None] / np.float32(127.5) - np.float32(1))
