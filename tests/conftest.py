@@ -1,4 +1,5 @@
 import os
+import random
 
 import numpy as np
 
@@ -20,9 +21,15 @@ def tiny_config(**kw):
 
 @pytest.fixture(autouse=True)
 def fresh_seed():
-    """Fresh random inputs in every test; the seed is printed so that a failure can be replayed."""
+    """Fresh random inputs in every test; the seed is printed so that a failure can be replayed.
+
+    Tests derive every generator from it: ``np.random.default_rng(fresh_seed)``, or
+    ``np.random.default_rng([fresh_seed, k])`` for independent streams, ``torch.Generator().manual_seed(...)``;
+    torch's, numpy's and Python's global generators are seeded with it too. (Hypothesis draws its own.)"""
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"random seed: {seed}")
+    random.seed(seed)
+    np.random.seed(seed)
     try:
         import torch
 

@@ -18,8 +18,8 @@ def test_philox_known_answers():
         0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
 
 
-def test_noise_is_standard_normal_and_keyed():
-    seed = int(np.random.default_rng().integers(2**40))
+def test_noise_is_standard_normal_and_keyed(fresh_seed):
+    seed = int(np.random.default_rng(fresh_seed).integers(2**40))
     x = rng.normals(seed, 3, 7, 200_000)
     assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
     assert not np.array_equal(rng.normals(seed, 3, 7, 8), rng.normals(seed, 4, 7, 8))
@@ -28,10 +28,10 @@ def test_noise_is_standard_normal_and_keyed():
 
 
 @needs_cpp
-def test_cpp_noise_equals_numpy_noise():
+def test_cpp_noise_equals_numpy_noise(fresh_seed):
     from sami_rt import _sampler
 
-    r = np.random.default_rng()
+    r = np.random.default_rng(fresh_seed)
     for _ in range(5):
         seed, idx, step = int(r.integers(2**63)), int(r.integers(2**32)), int(r.integers(2**32))
         np.testing.assert_array_equal(_sampler.normals(seed, idx, step, 1003), rng.normals(seed, idx, step, 1003))
@@ -50,8 +50,8 @@ def _nonlinear_backend(dim, r):
 @needs_cpp
 @pytest.mark.parametrize("eta,steps", [(1.0, 100), (0.0, 25), (0.3, 40)])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_cpp_loop_equals_numpy_loop(eta, steps, batch):
-    r = np.random.default_rng()
+def test_cpp_loop_equals_numpy_loop(eta, steps, batch, fresh_seed):
+    r = np.random.default_rng(fresh_seed)
     seed = int(r.integers(2**32))
     backend = _nonlinear_backend(2 * 5 * 5, r)
     co = step_coefficients(make_abar("linear", 100), respace(100, steps), eta)
@@ -65,8 +65,8 @@ def test_cpp_loop_equals_numpy_loop(eta, steps, batch):
 
 
 @pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
-def test_a_sample_does_not_depend_on_its_batch(use_cpp):
-    r = np.random.default_rng()
+def test_a_sample_does_not_depend_on_its_batch(use_cpp, fresh_seed):
+    r = np.random.default_rng(fresh_seed)
     seed = int(r.integers(2**32))
     co = step_coefficients(make_abar("cosine", 60), respace(60, 30), 1.0)
 
@@ -84,14 +84,14 @@ def test_a_sample_does_not_depend_on_its_batch(use_cpp):
 
 @pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
 @pytest.mark.parametrize("eta,steps", [(1.0, 400), (1.0, 100), (0.0, 50), (0.5, 200)])
-def test_exact_gaussian_score_reaches_the_data_distribution(use_cpp, eta, steps):
+def test_exact_gaussian_score_reaches_the_data_distribution(use_cpp, eta, steps, fresh_seed):
     """Data x0 ~ N(m, s^2) per pixel: eps*(x_t) = sqrt(1 - a) (x_t - sqrt(a) m) / (a s^2 + 1 - a) is exact.
 
     Every step is then linear in x, so the output's mean and variance follow exactly from the coefficients:
     the samples must match that propagation to within sampling error, and the propagation must land near
     N(m, s^2) (up to the discretisation error of the chosen steps).
     """
-    r = np.random.default_rng()
+    r = np.random.default_rng(fresh_seed)
     m, s = float(r.uniform(-0.5, 0.5)), float(r.uniform(0.2, 0.6))
     abar = make_abar("cosine", 400)  # abar_T ~ 0: x_T ~ N(0, I) is the right start
     co = step_coefficients(abar, respace(400, steps), eta)

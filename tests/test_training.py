@@ -23,8 +23,8 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
-    seed = int(torch.randint(1000, (1,)))
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, fresh_seed):
+    seed = fresh_seed % 1000
     cfg = tiny_config(steps=6, seed=seed, n_train=0)  # fresh disks each draw: the data RNG must resume too
     Trainer(cfg, tmp_path / "full").run()
     Trainer(cfg, tmp_path / "part").run(until=4)  # interrupted after step 4 (checkpoint at 3 and 4)
@@ -117,7 +117,7 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     assert len(gain) == 10 and all(r["error_alone"] > 0 and r["error_guided"] > 0 for r in gain)
 
 
-def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_model():
+def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_model(fresh_seed):
     """Data x0 ~ N(0, I), z | x0 ~ N(x0, s2 I). The exact denoiser is E[eps | x_t] = sqrt(1 - a) x_t (error a
     per pixel) and the exact q(z | x_t) = N(sqrt(a) x_t, 1 - a + s2); with z = the clean image's posterior
     mean (x0), the guided error is a (s2 / (1 - a + s2))^2 per pixel, so the gain is (s2 / (1 - a + s2))^2.
@@ -129,7 +129,7 @@ def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_mo
 
     from train.evaluate import guidance_gain_curve
 
-    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
+    g = torch.Generator().manual_seed(fresh_seed)
     x = torch.randn(4000, 1, 2, 2, generator=g, dtype=torch.float64)
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 400))
     s2 = float(torch.empty(()).uniform_(0.05, 0.5, generator=g))
@@ -159,20 +159,20 @@ def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_mo
     assert guidance_gain_curve(SimpleNamespace(encoder=blind, denoiser=denoiser), abar, x, levels=1)[0]["t"] == 399
 
 
-def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, fresh_seed):
     """Kill a real training process with SIGKILL (checkpoints every step, so kills land inside checkpoint
     writes too), resume it, repeat; the finished run equals one that was never interrupted."""
     import random
     import signal
     import time
 
-    seed = int(torch.randint(1000, (1,)))
+    seed = fresh_seed % 1000
     args = [*TINY_ARGS, "--steps", "30", "--ckpt-every", "1", "--seed", str(seed), "--n-train", "0",
             "--eval-at-end", "false", "--threads", "1"]
     run = [sys.executable, str(ROOT / "train" / "run.py")]
     r = subprocess.run([*run, "--config", "disks", *args, "--out", str(tmp_path / "full")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    part, kills, rng = tmp_path / "part", 0, random.Random()
+    part, kills, rng = tmp_path / "part", 0, random.Random(fresh_seed)
     cmd = [*run, "--config", "disks", *args, "--out", str(part)]
     for _ in range(4):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
