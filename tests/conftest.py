@@ -39,6 +39,14 @@ def fresh_seed():
     yield seed
 
 
+@pytest.fixture(scope="module")
+def rt():
+    """The runtime on the bundle shipped in the package (CPU), one per test module."""
+    from sami_rt.runtime import Runtime
+
+    return Runtime(device="cpu")
+
+
 @pytest.fixture
 def tiny_cfg():
     return tiny_config()
@@ -56,13 +64,3 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
 
-
-def write_y4m(path, lumas, chroma: int = 128, tags: str = ""):
-    """A raw (uncompressed) yuv420p video in YUV4MPEG2: the given luma planes, every chroma sample ``chroma``;
-    what the decoder hands over is exactly what was written."""
-    H, W = lumas[0].shape
-    c = np.full(((H + 1) // 2, (W + 1) // 2), chroma, np.uint8).tobytes()
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{W} H{H} F25:1 Ip A1:1 C420jpeg{tags}\n".encode())
-        for y in lumas:
-            f.write(b"FRAME\n" + np.ascontiguousarray(y).tobytes() + c + c)

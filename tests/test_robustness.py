@@ -22,11 +22,6 @@ cv2 = load_cv2()
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def rt():
-    return Runtime(device="cpu")
-
-
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -58,8 +53,8 @@ def test_image_files_that_are_not_images(rt, tmp_path):
 
 
 @pytest.mark.parametrize("ext", ["png", "jpg"])
-def test_truncated_images_are_refused_not_half_decoded(rt, tmp_path, ext):
-    img = np.random.default_rng().integers(0, 255, (64, 64), dtype=np.uint8)
+def test_truncated_images_are_refused_not_half_decoded(rt, tmp_path, ext, fresh_seed):
+    img = np.random.default_rng(fresh_seed).integers(0, 255, (64, 64), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / f"full.{ext}"), img)
     data = (tmp_path / f"full.{ext}").read_bytes()
     (tmp_path / f"cut.{ext}").write_bytes(data[: len(data) * 2 // 3])
@@ -77,18 +72,18 @@ def test_enormous_images_are_refused_before_decoding(rt, tmp_path):
         rt.encode(str(tmp_path / "huge.png"))
 
 
-def test_images_wider_than_opencv_allows_are_refused_in_one_sentence(rt, tmp_path):
+def test_images_wider_than_opencv_allows_are_refused_in_one_sentence(rt, tmp_path, fresh_seed):
     """A BMP whose header claims 2^20 + 20 x 24 pixels (found by the fuzz test): within the pixel cap, but
     OpenCV's decoder asserts on its width; the runtime refuses it from the header, as an ImageError."""
     w = (1 << 20) + 20
     head = b"BM" + struct.pack("<IHHI", 1500, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, 24, 1, 24, 0, 0, 0, 0, 0, 0)
-    (tmp_path / "wide.bmp").write_bytes(head + np.random.default_rng().integers(0, 256, 1446, dtype=np.uint8).tobytes())
+    (tmp_path / "wide.bmp").write_bytes(head + np.random.default_rng(fresh_seed).integers(0, 256, 1446, dtype=np.uint8).tobytes())
     with pytest.raises(ImageError, match=f"{w}x24 pixels; images wider or taller than {1 << 20} pixels"):
         rt.encode(str(tmp_path / "wide.bmp"))
 
 
-def test_odd_pixel_formats_are_converted_and_said(rt, tmp_path):
-    rng = np.random.default_rng()
+def test_odd_pixel_formats_are_converted_and_said(rt, tmp_path, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
     grey = rng.integers(0, 255, (32, 32), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "deep.png"), grey.astype(np.uint16) * 257)
     palette_png(tmp_path / "pal.png", grey // 16, np.repeat(np.arange(16)[:, None] * 17, 3, axis=1))
@@ -106,12 +101,13 @@ def test_odd_pixel_formats_are_converted_and_said(rt, tmp_path):
             assert np.abs(x - want).max() <= 2 / 127.5 + 1e-6, name  # the same picture
 
 
-def test_non_finite_arrays_are_refused(rt):
-    x = np.random.default_rng().uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)
+def test_non_finite_arrays_are_refused(rt, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    x = rng.uniform(-1, 1, (2, 1, 32, 32)).astype(np.float32)
     x[1, 0, 3, 4] = np.nan
     with pytest.raises(InputError, match="NaN"):
         rt.encode(x)
-    pix = np.random.default_rng().uniform(0, 255, (32, 32))
+    pix = rng.uniform(0, 255, (32, 32))
     pix[0, 0] = np.inf
     with pytest.raises(ImageError, match="NaN or infinite"):
         rt.encode(pix)
@@ -123,10 +119,10 @@ def test_non_finite_arrays_are_refused(rt):
 
 
 # --------------------------------------------------------------------------------------------- videos
-def _avi(path: Path, frames: int, size=(48, 40)):
+def _avi(path: Path, frames: int, seed: int, size=(48, 40)):
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size, isColor=True)
     assert w.isOpened()
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(seed)
     for _ in range(frames):
         w.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     w.release()
@@ -142,8 +138,8 @@ def test_videos_that_cannot_be_read(rt, tmp_path):
         rt.encode_video(tmp_path)
 
 
-def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path):
-    _avi(tmp_path / "full.avi", 40)
+def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path, fresh_seed):
+    _avi(tmp_path / "full.avi", 40, fresh_seed)
     data = (tmp_path / "full.avi").read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
     full = rt.encode_video(tmp_path / "full.avi")
@@ -178,7 +174,7 @@ def test_a_full_range_mjpeg_video_is_read_as_bgr(rt, tmp_path, fresh_seed):
 
 
 def test_a_truncated_video_read_as_luma_planes_keeps_the_frames_before_the_cut(rt, tmp_path, fresh_seed):
-    from tests.conftest import write_y4m
+    from tests.helpers import write_y4m
 
     rng = np.random.default_rng(fresh_seed)
     field = cv2.resize(rng.integers(16, 236, (6, 8), dtype=np.uint8), (128, 96), interpolation=cv2.INTER_CUBIC)
@@ -195,8 +191,8 @@ def test_a_truncated_video_read_as_luma_planes_keeps_the_frames_before_the_cut(r
     np.testing.assert_array_equal(bgr.frames, cut.frames)
 
 
-def test_a_one_frame_video_has_undefined_curvature(rt, tmp_path):
-    _avi(tmp_path / "one.avi", 1)
+def test_a_one_frame_video_has_undefined_curvature(rt, tmp_path, fresh_seed):
+    _avi(tmp_path / "one.avi", 1, fresh_seed)
     v = rt.encode_video(tmp_path / "one.avi")
     assert len(v.frames) == 1 and v.mean_latent_curvature is None and v.mean_pixel_curvature is None
     r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "encode", str(tmp_path / "one.avi"), "-o",
@@ -247,8 +243,8 @@ def test_a_gpu_device_where_there_is_none():
 
 
 # --------------------------------------------------------------------------------------------- threads
-def test_one_runtime_from_several_threads_equals_sequential_use(rt):
-    seeds = [int(s) for s in np.random.default_rng().integers(0, 2**31, 6)]
+def test_one_runtime_from_several_threads_equals_sequential_use(rt, fresh_seed):
+    seeds = [int(s) for s in np.random.default_rng(fresh_seed).integers(0, 2**31, 6)]
     guide = str(ROOT / "examples" / "guide.png")
     want = {s: rt.generate(guide=guide, n=3, steps=8, sampler="ddpm", seed=s).x for s in seeds}
     got, errors = {}, []
@@ -269,11 +265,11 @@ def test_one_runtime_from_several_threads_equals_sequential_use(rt):
         np.testing.assert_array_equal(got[s], want[s])
 
 
-def test_engines_for_another_tensorrt_or_gpu_are_skipped_and_said(tmp_path):
+def test_engines_for_another_tensorrt_or_gpu_are_skipped_and_said(tmp_path, fresh_seed):
     dst = tmp_path / "b"
     shutil.copytree(DEFAULT_MODEL, dst)
     m = json.loads((dst / MANIFEST).read_text())
-    (dst / "guided_eps.plan").write_bytes(np.random.default_rng().bytes(256))
+    (dst / "guided_eps.plan").write_bytes(np.random.default_rng(fresh_seed).bytes(256))
     m["engines"] = {"guided_eps": {"file": "guided_eps.plan", "onnx": "guided_eps.onnx", "tensorrt": "0.0.1",
                                    "gpu": "A GPU from elsewhere", "precision": "float32",
                                    "batch_profile": [1, 16, 256], "sha256": sha256_file(dst / "guided_eps.plan")}}
