@@ -16,20 +16,23 @@ from train.objective import guided_eps
 @torch.no_grad()
 def sample(model, abar: np.ndarray, shape, z=None, steps: int = 100, eta: float = 1.0, scale: float = 1.0,
            mask=None, generator: torch.Generator | None = None, batch: int = 256,
-           x_init: torch.Tensor | None = None) -> torch.Tensor:
+           x_init: torch.Tensor | None = None, noise=None) -> torch.Tensor:
     """Draw images [N, C, H, W]; ``z`` [N, D] guides (None: unconditional, eps_theta alone); ``x_init``
-    [N, C, H, W] the starting noise x_T (default: drawn from ``generator``)."""
+    [N, C, H, W] the starting noise x_T and ``noise(i, rows)`` the noise of step i for the images ``rows`` (a
+    range of indices into the N) as a tensor [len(rows), C, H, W] (default for both: drawn from ``generator``).
+    With both, another sampler's noise drives this loop: tests/test_sampling.py runs it against sami_rt's."""
     N = shape[0]
     outs = []
     for lo in range(0, N, batch):
         n = min(batch, N - lo)
         outs.append(_sample_batch(model, abar, (n, *shape[1:]), None if z is None else z[lo : lo + n], steps, eta,
                                   scale, None if mask is None else mask[lo : lo + n], generator,
-                                  None if x_init is None else x_init[lo : lo + n]))
+                                  None if x_init is None else x_init[lo : lo + n],
+                                  None if noise is None else (lambda i, lo=lo, n=n: noise(i, range(lo, lo + n)))))
     return torch.cat(outs)
 
 
-def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator, x_init=None):
+def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator, x_init=None, noise=None):
     dev = next(model.parameters()).device
     T = len(abar)
     co = step_coefficients(abar, respace(T, steps), eta)
@@ -43,7 +46,8 @@ def _sample_batch(model, abar, shape, z, steps, eta, scale, mask, generator, x_i
             eps = guided_eps(model.denoiser, model.encoder, x, tt, z.to(dev), s1m, scale, mask)
         x = float(co["c_x"][i]) * x + float(co["c_eps"][i]) * eps
         if co["sigma"][i] > 0:
-            x = x + float(co["sigma"][i]) * torch.randn(shape, generator=generator).to(dev)
+            e = torch.randn(shape, generator=generator) if noise is None else noise(i)
+            x = x + float(co["sigma"][i]) * e.to(dev)
     return x.clamp(-1, 1)
 
 
