@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from sami_rt.video import encode_video
 
     rt = Runtime(args.model, device="cpu")
-    spec, stream = rt.bundle.image, getattr(rt.backend, "stream_encode", rt.backend.encode)
+    spec, stream = rt.bundle.image, rt.backend.stream_encode
 
     def variant(encode=stream, **kw):
         return lambda path: encode_video(encode, spec, path, **kw)

@@ -26,7 +26,7 @@ def load_baseline(rt, threads: int = 0):
         from sami_reference.baseline import TorchBaseline
     except ImportError as e:
         return None, f"{e.name or 'torch'} is not installed"
-    return TorchBaseline(rt.bundle, threads, getattr(rt.backend, "device", "cpu")), None
+    return TorchBaseline(rt.bundle, threads, rt.backend.device), None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

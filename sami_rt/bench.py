@@ -107,7 +107,7 @@ def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
 
     be = rt.backend
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bundle": str(rt.bundle.root),
-            "backend": be.name, "device": getattr(be, "device", "?"), "python": platform.python_version(),
+            "backend": be.name, "device": be.device, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
             "gpu": gpu_name(), "repeats": repeats, "warmup": warmup, "baseline": "none"}
@@ -244,7 +244,7 @@ def add_flops(res: dict, rt) -> None:
     g["tflops_achieved"] = flops.get("guided_eps", 0) * g["n"] * g["steps"] / g["seconds"] / 1e12
     peak = gpu_peak(res["meta"]["gpu"]) if res["meta"]["device"] in ("cuda", "tensorrt") else None
     if peak:
-        fp16 = bool(b.graphs_fp16) and getattr(be, "precision", "float32") == "float16"
+        fp16 = bool(b.graphs_fp16) and be.precision == "float16"
         p = peak[1] if fp16 else peak[0]
         res["peak_tflops"] = p
         for row in res["calls"]:
