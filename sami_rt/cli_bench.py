@@ -44,7 +44,10 @@ def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_ou
 
     from sami_rt.bench import format_report, run_bench
     from sami_rt.io import atomic_write_bytes
+    from sami_rt.outputs import check_output
 
+    if json_out:
+        check_output(json_out, "--json", "bench.json")  # before minutes of measuring
     rt = open_runtime(model, device, threads)
     if rt.bundle.T < steps:
         raise click.BadParameter(f"the model has T={rt.bundle.T} levels", param_hint="--steps")

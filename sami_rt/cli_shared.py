@@ -1,5 +1,5 @@
-"""What the ``sami-rt`` commands share: the error handler, the model and sampling options, opening the
-runtime, progress bars and image grids."""
+"""What the ``sami-rt`` commands share: the error handler, the model and sampling options, the checks made
+before any work, opening the runtime, progress bars, image grids and their latents."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import click
 import numpy as np
 
 from sami_rt.backends import DEVICES
-from sami_rt.errors import SamiError
+from sami_rt.errors import InputError, SamiError
 from sami_rt.runtime import SAMPLERS
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 def friendly(fn):
@@ -42,14 +44,51 @@ def model_options(fn):
 def sampling_options(fn):
     fn = click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
                       help="Samples per backend call.")(fn)
-    fn = click.option("--scale", type=float, default=None,
-                      help="Guidance scale s (default: the model's, shown by `sami-rt info`; 1 is the exact model).")(fn)
+    fn = click.option("--scale", type=float, default=None, callback=_positive_scale,
+                      help="Guidance scale s > 0 (default: the model's, shown by `sami-rt info`; 1 is the exact "
+                      "model).")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
     fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
     fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
                       help="ddpm (ancestral) or ddim (deterministic unless --eta).")(fn)
     fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 100 for ddpm, 50 for ddim).")(fn)
     return fn
+
+
+def _positive_scale(ctx, param, value):
+    """--scale: refused before any work unless a finite number above 0 (as bundles and Runtime.generate)."""
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise click.ClickException(f"--scale must be a finite number above 0 (1 is the exact model), got {value:g}")
+    return value
+
+
+def image_input(path, option: str = "", folder: bool = False):
+    """An image argument (or with ``folder`` a folder of images), checked before the model loads: a missing
+    path, a video (pointing at `sami-rt encode`, which reads its frames) or a folder without images."""
+    from sami_rt.errors import ImageError
+    from sami_rt.images import image_files
+
+    if path is None:
+        return path
+    if Path(path).suffix.lower() in VIDEO_EXTS and not Path(path).is_dir():
+        what = "an image or a folder of images" if folder else "an image"
+        raise InputError(f"{option + ' ' if option else ''}{path} is a video, not {what} (to encode a video's "
+                         f"frames: sami-rt encode {path})")
+    if not Path(path).exists():
+        raise ImageError(f"image {path} does not exist")
+    if folder:
+        image_files(path)  # InputError for a folder without images
+    return path
+
+
+def grid_outputs(out: Path) -> Path:
+    """Check a grid's image path and its latents' (the same name with .npz) before any work; the latter."""
+    from sami_rt.outputs import check_image_output, check_npz_output
+
+    check_image_output(out)
+    npz = out.with_suffix(".npz")
+    check_npz_output(npz, f"-o {out}: its latents")
+    return npz
 
 
 def open_runtime(model, device, threads):
@@ -75,9 +114,17 @@ def run_with_progress(label, fn, **kw):
 
 
 def write_grid(path: Path, samples, guide_x=None, ncol=8):
-    from sami_rt.images import from_model, grid, write_png
+    from sami_rt.images import from_model, grid, write_image
 
     imgs = samples.images
     if guide_x is not None:
         imgs = np.concatenate([from_model(guide_x), imgs])
-    write_png(path, grid(imgs, ncol))
+    write_image(path, grid(imgs, ncol))
+
+
+def write_latents(npz: Path, s, **extra) -> None:
+    """A grid's samples beside it: images x in model space, latents z, seed, steps, guidance scale, extras."""
+    from sami_rt.io import write_npz
+
+    write_npz(npz, x=s.x, z=s.z if s.z is not None else np.zeros((0,)), seed=s.seed, steps=s.steps,
+              scale=s.scale if s.scale is not None else np.nan, **extra)

@@ -16,6 +16,7 @@ from sami_rt.contract import ImageSpec
 MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT: its decoders assert beyond it
 MAX_PIXELS = 100_000_000  # refuse images larger than this before decoding them whole
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+IMAGE_WRITE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # write_image: grey and colour
 
 
 from sami_rt.errors import ImageError
@@ -215,20 +216,27 @@ def read_image(path: str | os.PathLike, spec: ImageSpec | int, size: tuple[int, 
     return to_model(img, as_spec(spec, size), notes=notes, name=str(p))
 
 
+def image_files(path: str | os.PathLike) -> list[Path]:
+    """The image files a path names: a folder's images (its own files with an image extension, sorted by
+    name; InputError when there are none), or the path itself."""
+    from sami_rt.errors import InputError
+
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
+    return files
+
+
 def load_images(images, spec: ImageSpec, notes: list | None = None) -> np.ndarray:
     """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> the model's
     input [B, C, H, W] through the spec's preprocessing (a float batch is taken as model input already)."""
     from sami_rt.errors import InputError
 
     if isinstance(images, (str, os.PathLike)):
-        p = Path(images)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not files:
-                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
-            images = files
-        else:
-            images = [p]
+        images = image_files(images)
     if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.ndim == 4:
         x = np.ascontiguousarray(images, dtype=np.float32)
         if x.shape[1:] != spec.shape:
@@ -265,14 +273,28 @@ def grid(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
     return out
 
 
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write uint8 [H, W, C] (RGB or grey) atomically, in the format the file's extension names
+    (``IMAGE_WRITE_EXTS``: PNG, JPEG at quality 95, BMP, lossless WebP, TIFF); ImageError for another."""
+    ext = Path(path).suffix.lower()
+    if ext not in IMAGE_WRITE_EXTS:
+        raise ImageError(f"cannot write {path}: {ext or 'no extension'} is not one of {', '.join(IMAGE_WRITE_EXTS)}")
+    _write(path, image, ext)
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write uint8 [H, W, C] (RGB or grey) as PNG, atomically."""
+    """Write uint8 [H, W, C] (RGB or grey) as PNG whatever the name, atomically."""
+    _write(path, image, ".png")
+
+
+def _write(path, image: np.ndarray, ext: str) -> None:
     cv2 = load_cv2()
 
     from sami_rt.io import atomic_write_bytes
 
     img = image[:, :, 0] if image.shape[2] == 1 else image[:, :, ::-1]
-    ok, buf = cv2.imencode(".png", img)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, img, params)
     if not ok:
-        raise ImageError(f"could not encode {path} as PNG")
+        raise ImageError(f"could not encode {path} as {ext[1:].upper()}")
     atomic_write_bytes(path, buf.tobytes())

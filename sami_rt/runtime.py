@@ -145,7 +145,7 @@ class Runtime:
                 T levels.
             sampler: ``ddpm`` (ancestral, eta = 1) or ``ddim`` (eta = 0 unless given).
             seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
-            scale: guidance scale s in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
+            scale: guidance scale s > 0 in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
                 ``default_scale``; 1 is the exact model).
             mask: latent dimensions to guide (indices, or a 0/1 vector of length D); others are left free.
         """
@@ -161,8 +161,8 @@ class Runtime:
         if not np.isfinite(eta) or eta < 0:
             raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
         scale = b.default_scale if scale is None else scale
-        if not is_finite_number(scale):
-            raise InputError(f"scale must be a finite number, got {scale!r}")
+        if not is_finite_number(scale) or scale <= 0:
+            raise InputError(f"scale must be a finite number above 0 (1 is the exact model), got {scale!r}")
         t0 = time.perf_counter()
         notes: list[str] = []
         zz = self._latents(guide, z, n, seed, guide_mean, notes)

@@ -17,8 +17,11 @@ from sami_rt.rng import INIT_STEP, batch_normals
 
 try:
     from sami_rt import _sampler
-except ImportError:  # extension not built: the numpy loop does the work
+
+    _IMPORT_ERROR = None
+except ImportError as _e:  # extension not built: the numpy loop does the work
     _sampler = None
+    _IMPORT_ERROR = str(_e)
 
 Backend = Callable[[np.ndarray, int], np.ndarray]
 
@@ -70,6 +73,28 @@ def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> Backend:
 
 def has_extension() -> bool:
     return _sampler is not None
+
+
+def loop_status() -> tuple[bool, str]:
+    """(whether the C++ loop runs, what runs and why) in words: the compiled module's file, or why the numpy
+    loop runs instead (the extension not built here, or ``import sami_rt`` having found a source tree
+    without the compiled module)."""
+    from pathlib import Path
+
+    if _sampler is not None:
+        return True, f"the C++ sampler loop (compiled: {Path(_sampler.__file__).name})"
+    pkg = Path(__file__).resolve().parent
+    built = sorted(p.name for p in pkg.glob("_sampler*") if p.suffix in (".so", ".pyd"))
+    source = (pkg.parent / "cpp_ext" / "sampler.cpp").is_file()
+    if built:
+        why = f"{', '.join(built)} in {pkg} does not load ({_IMPORT_ERROR})"
+    elif source:
+        why = (f"`import sami_rt` found the source tree {pkg}, which holds no compiled sami_rt._sampler; build it "
+               f"there with `pip install -e .` (or `python setup.py build_ext --inplace`), or run from outside the "
+               f"checkout to use an installed sami-rt")
+    else:
+        why = f"the extension is not built in {pkg}; reinstall sami-rt with a C++ compiler and pybind11"
+    return False, f"numpy (the C++ sampler loop is not available: {why})"
 
 
 def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, progress=None, cancel=None,

@@ -237,8 +237,11 @@ def test_a_gpu_device_where_there_is_none():
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has a CUDA provider")
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--device", "cuda"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "generate", "--device", "cuda"], capture_output=True,
+                       text=True)
     assert r.returncode == 1 and "needs onnxruntime's CUDAExecutionProvider" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--device", "cuda"], capture_output=True, text=True)
+    assert r.returncode == 0 and "backend: none for --device cuda: device 'cuda' needs onnxruntime's" in r.stdout  # info reports it
     assert "CPUExecutionProvider" in Runtime(device="auto").backend.name  # auto falls back
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sami_rt.backends.base import DEVICES, Backend, pipeline_threads, usable_cpus
 from sami_rt.errors import BackendError
 
-__all__ = ["DEVICES", "Backend", "BackendError", "open_backend", "pipeline_threads", "usable_cpus"]
+__all__ = ["DEVICES", "Backend", "BackendError", "device_report", "open_backend", "pipeline_threads", "usable_cpus"]
 
 
 def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str = "auto") -> Backend:
@@ -24,6 +24,7 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     notes = []
+    why = None
     if device in ("tensorrt", "auto") and bundle.engines:
         from sami_rt.backends.tensorrt import TrtBackend, usable_engines
 
@@ -34,6 +35,49 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
             except BackendError as e:
                 why = str(e)
         notes.append(f"the bundle's TensorRT engines are skipped: {why}")
+    if device == "tensorrt":
+        import onnxruntime as ort
+
+        offered = ort.get_available_providers()
+        if "TensorrtExecutionProvider" not in offered:
+            raise BackendError(f"device 'tensorrt' is not available here: {_no_trt(why, offered)}; use --device "
+                               "cpu (`sami-rt info` lists the devices)")
     be = OrtBackend(bundle, device, threads, precision)
     be.notes[:0] = notes
     return be
+
+
+def _no_trt(engines_why: str | None, offered=None) -> str:
+    engines = (f"the bundle's own engines cannot run ({engines_why})" if engines_why else
+               'the bundle has no TensorRT engines (export/run.py --tensorrt builds them, pip install "sami-rt[trt]" '
+               "runs them)")
+    have = f"; it offers {', '.join(offered)}" if offered else ""
+    return (f"this onnxruntime has no TensorrtExecutionProvider (onnxruntime-gpu on a CUDA machine has it{have}) "
+            f"and {engines}")
+
+
+def device_report(bundle=None) -> list[tuple[str, bool, str]]:
+    """(device, usable here, what would run it or why nothing can) for cpu, cuda and tensorrt: what
+    onnxruntime offers (a GPU provider it lists may still fail to start without its CUDA libraries) and, for
+    tensorrt, the bundle's own engines."""
+    import onnxruntime as ort
+
+    offered = ort.get_available_providers()
+    rows = [("cpu", True, "onnxruntime's CPUExecutionProvider")]
+    if "CUDAExecutionProvider" in offered:
+        rows.append(("cuda", True, "onnxruntime's CUDAExecutionProvider"))
+    else:
+        rows.append(("cuda", False, "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu on a CUDA "
+                                    "machine)"))
+    engines, why = {}, None
+    if bundle is not None and bundle.engines:
+        from sami_rt.backends.tensorrt import usable_engines
+
+        engines, why = usable_engines(bundle)
+    if engines:
+        rows.append(("tensorrt", True, "the bundle's own TensorRT engines"))
+    elif "TensorrtExecutionProvider" in offered:
+        rows.append(("tensorrt", True, "onnxruntime's TensorrtExecutionProvider"))
+    else:
+        rows.append(("tensorrt", False, _no_trt(why)))
+    return rows
