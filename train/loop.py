@@ -250,7 +250,8 @@ class Trainer:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, desc="train", dynamic_ncols=True)
         t0, window = time.time(), []
-        with open(self.run_dir / "metrics.jsonl", "a") if main else open(os.devnull, "w") as log:
+        # the bar closes (ending its line) whatever happens: an error then starts a line of its own
+        with bar, open(self.run_dir / "metrics.jsonl", "a") if main else open(os.devnull, "w") as log:
             while self.step < stop:
                 stats = self.train_step()
                 window.append(stats)
@@ -266,7 +267,6 @@ class Trainer:
                     self.checkpoint()
                 if main and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.sample_grid()
-        bar.close()
         self.checkpoint()
         if self.step < cfg.steps:
             return

@@ -52,28 +52,44 @@ def main(argv: list[str] | None = None) -> int:
         print(cfg.to_json())
         return 0
 
-    from train.loop import Trainer
-
-    from train.data import DataError
+    from sami_rt.errors import SamiError
     from train.frozen import FrozenDenoiserError
+    from train.loop import Trainer
 
     try:
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
     except FrozenDenoiserError as e:
         ap.error(str(e))
-    except DataError as e:  # missing or unreadable data: one line, not a traceback
+    except SamiError as e:  # missing or unreadable data: one line, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     if trainer.dist.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    trainer.run()
-    trainer.dist.close()
-    if trainer.step >= cfg.steps and trainer.dist.main and cfg.eval_at_end and not args.no_eval:
-        from train.evaluate import evaluate_run
+        print(describe_data(trainer.cfg, trainer.data), file=sys.stderr)
+    try:  # an image read lazily during training, the evaluation's data: the same one line
+        trainer.run()
+        trainer.dist.close()
+        if trainer.step >= cfg.steps and trainer.dist.main and cfg.eval_at_end and not args.no_eval:
+            from train.evaluate import evaluate_run
 
-        res = evaluate_run(run_dir)
-        print(json.dumps(res.get("summary", {}), indent=2))
+            res = evaluate_run(run_dir)
+            print(json.dumps(res.get("summary", {}), indent=2))
+    except SamiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def describe_data(cfg: Config, data) -> str:
+    """What the run trains on, in one line (a folder: how many images were found)."""
+    n = len(data)
+    if cfg.dataset == "folder":
+        return f"data: {n} images found under {cfg.data_path}"
+    if cfg.dataset == "celeba":
+        return f"data: {n} CelebA training images under {cfg.data_path}"
+    if not n:
+        return f"data: {cfg.dataset}, drawn afresh at every step"
+    return f"data: {cfg.dataset}, {n} training images" + (f" from {cfg.data_path}" if cfg.data_path else "")
 
 
 if __name__ == "__main__":
