@@ -96,7 +96,7 @@ def open_runtime(model, device, threads):
 
     rt = Runtime(model, device, threads)
     click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
-    for note in getattr(rt.backend, "notes", []):
+    for note in rt.backend.notes:
         click.echo(f"note: {note}", err=True)
     return rt
 

@@ -295,5 +295,5 @@ class Runtime:
         from sami_rt.video import encode_video
 
         be = self.backend
-        return encode_video(getattr(be, "stream_encode", be.encode), self.bundle.image, path, every, batch, progress,
+        return encode_video(be.stream_encode, self.bundle.image, path, every, batch, progress,
                             allow_luma)

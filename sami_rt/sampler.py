@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from sami_rt.errors import Cancelled, SamplingError
 from sami_rt.rng import INIT_STEP, batch_normals
 
 try:
@@ -24,9 +25,6 @@ except ImportError as _e:  # extension not built: the numpy loop does the work
     _IMPORT_ERROR = str(_e)
 
 Backend = Callable[[np.ndarray, int], np.ndarray]
-
-
-from sami_rt.errors import Cancelled, SamplingError
 
 
 def initial_noise(seed: int, indices, shape) -> np.ndarray:
