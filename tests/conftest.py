@@ -25,8 +25,9 @@ def fresh_seed():
 
     Tests derive every generator from it: ``np.random.default_rng(fresh_seed)``, or
     ``np.random.default_rng([fresh_seed, k])`` for independent streams, ``torch.Generator().manual_seed(...)``;
-    torch's, numpy's and Python's global generators are seeded with it too. (Hypothesis draws its own.)"""
-    seed = int.from_bytes(os.urandom(4), "little")
+    torch's, numpy's and Python's global generators are seeded with it too. (Hypothesis draws its own.)
+    To replay a failure: ``SAMI_TEST_SEED=<the printed seed> pytest tests/FILE.py::TEST``."""
+    seed = int(os.environ.get("SAMI_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     print(f"random seed: {seed}")
     random.seed(seed)
     np.random.seed(seed)

@@ -103,7 +103,11 @@ def test_frechet_distance_against_the_gaussian_closed_form(fresh_seed):
     f1 = m1 + s1 * rng.normal(size=(n, D))
     f2 = m2 + s2 * rng.normal(size=(n, D))
     exact = ((m1 - m2) ** 2).sum() + ((s1 - s2) ** 2).sum()  # diagonal covariances
-    assert frechet_distance(f1, f2) == pytest.approx(exact, abs=0.05)
+    # standard error of the estimate: 2 (m1 - m2) . (error of the mean difference), and 2 (s1 - s2) . (error of
+    # the sd difference), per dimension; it reaches 0.05 (the former tolerance) for seed 1655649108. Measured over
+    # 150 seeds: (estimate - exact) / se has sd 0.95, at most 3.4 in size.
+    se = np.sqrt((4 * (m1 - m2) ** 2 * (s1**2 + s2**2)).sum() / n + (2 * (s1 - s2) ** 2 * (s1**2 + s2**2)).sum() / n)
+    assert frechet_distance(f1, f2) == pytest.approx(exact, abs=5 * se)
     assert frechet_distance(f1[: n // 2], f1[n // 2 :]) < 0.01
 
 
