@@ -5,7 +5,8 @@ import numpy as np
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# one thread per xdist worker (the README runs one worker per CPU), two in a plain run
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 def tiny_config(**kw):
