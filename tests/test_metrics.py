@@ -149,8 +149,11 @@ def coded(fresh_seed):
     rng = np.random.default_rng(fresh_seed)
     y_tr, y_te = grid_factors(rng, 800), grid_factors(rng, 400)
     eps = lambda y: y + 0.01 * rng.normal(size=y.shape)  # noqa: E731
+    # a rotation that mixes every axis: no entry above 0.75 (at 0.9, a rotation 26 degrees from the axes kept
+    # Modularity at 0.90 for seed 2628450663, above the test's 0.9 bound; over 300 seeds at 0.75 its maximum
+    # was 0.854)
     Q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    while np.abs(Q).max() > 0.9:
+    while np.abs(Q).max() > 0.75:
         Q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     perm = rng.permutation(3)
     while (perm == np.arange(3)).all():
