@@ -168,6 +168,7 @@ def loads_manifest(text: str, where: str) -> Manifest:
         raise BundleError(f"{where} is not valid JSON ({e})") from None
     return parse_manifest(m, where)
 
+
 def parse_manifest(m, where: str) -> Manifest:
     """Validate and type a manifest (refusing with a BundleError that names ``where`` and the problem).
     Version 1 lacks ``architecture`` and ``image.preprocess``: both are derived from ``training.config``
