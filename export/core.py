@@ -14,9 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph, GuidedEpsGraph
+from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
 from sami_rt.bundle import read_bundle, sha256_file, write_manifest
 from sami_rt.contract import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest
+from sami_rt.errors import ExportError  # re-exported: callers import it from here
 from train.config import Config
 from train.nets import SAMI
 from train.objective import guidance, guided_eps
@@ -31,7 +32,6 @@ FP16_TOLERANCE = 2e-2
 VALIDATION_BATCHES = (1, 3, 17)
 
 
-from sami_rt.errors import ExportError  # noqa: E402  (re-exported: callers import it from here)
 
 
 def load_model(source: str | Path, ema: bool = True):
@@ -70,18 +70,13 @@ def reference(name: str, model: SAMI, abar: torch.Tensor, inp: dict) -> list[tor
     return [guided_eps(model.denoiser, model.encoder, inp["x_t"], inp["t"], inp["z"], s1m, inp["scale"], inp["mask"])]
 
 
-def build_graph_module(name: str, model: SAMI, abar: torch.Tensor, example: torch.Tensor, cache: dict,
-                       precision: str = "float32") -> torch.nn.Module:
+def build_graph_module(name: str, model: SAMI, example: torch.Tensor, precision: str = "float32") -> torch.nn.Module:
+    """The traced graphs (guided_eps is joined from two of them: _fused_graph)."""
     if name == "encoder":
         return EncoderGraph(model.encoder, precision)
     if name == "denoiser":
         return DenoiserGraph(model.denoiser, precision)
-    key = ("guidance", precision)
-    if key not in cache:
-        cache[key] = GuidanceGraph(model.encoder, example, precision)
-    if name == "guidance":
-        return cache[key]
-    return GuidedEpsGraph(model.denoiser, cache[key], abar, precision)
+    return GuidanceGraph(model.encoder, example, precision)
 
 
 def export_onnx(module: torch.nn.Module, name: str, example: dict, path: Path, opset: int) -> None:
@@ -165,10 +160,8 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
                   fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
-                  description: str = "", compose_fused: bool = True) -> Path:
-    """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded.
-    ``compose_fused``: guided_eps joined from the exported denoiser and guidance graphs (default), else traced
-    as one module (``GuidedEpsGraph``)."""
+                  description: str = "") -> Path:
+    """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
 
@@ -194,7 +187,6 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                             {"kind": cfg.schedule, "T": cfg.T, "beta_start": cfg.beta_start, "beta_end": cfg.beta_end},
                             architecture=cfg.architecture())
         graphs: dict[str, dict] = {"graphs": {}, "graphs_fp16": {}}
-        cache: dict = {}
         validation, validation16 = {}, {}
         precisions = ("float32", "float16") if fp16 else ("float32",)
         for precision in precisions:
@@ -206,10 +198,10 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                 path = tmp / f"{name}{suffix}.onnx"
                 if external and name in ("denoiser", "guided_eps"):
                     _external_graph(name, model.denoiser, abar, cfg, tmp, path)
-                elif name == "guided_eps" and compose_fused:
+                elif name == "guided_eps":
                     _fused_graph(abar, cfg, tmp, suffix, path)
                 else:
-                    module = build_graph_module(name, model, abar, example_x, cache, precision)
+                    module = build_graph_module(name, model, example_x, precision)
                     try:
                         export_onnx(module, name, example, path, opset)
                     except Exception as e:  # the exporter's errors are long: keep the graph and the first line

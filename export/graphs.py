@@ -199,19 +199,3 @@ class GuidanceGraph(nn.Module):
         p = {k: getattr(self, f"p{i}") for i, k in enumerate(self._pnames)}
         b = {k: getattr(self, f"b{i}") for i, k in enumerate(self._bnames)}
         return self.traced(x_t, z, mask, p, b)
-
-
-class GuidedEpsGraph(nn.Module):
-    """eps_hat = eps_theta(x_t, t) - scale * sqrt(1 - abar_t) * g(x_t, z, mask): one call per sampling step."""
-
-    def __init__(self, denoiser: nn.Module, guidance: GuidanceGraph, abar: torch.Tensor, precision: str = "float32"):
-        super().__init__()
-        self.denoiser = prepare_denoiser(denoiser, precision)
-        self.guidance = guidance
-        self.register_buffer("sqrt_1m_abar", torch.sqrt(1 - abar.to(torch.float64)).to(torch.float32))
-
-    def forward(self, x_t, t, z, mask, scale):
-        eps = self.denoiser(x_t, t)
-        g = self.guidance(x_t, z, mask)
-        c = (scale * self.sqrt_1m_abar[t]).reshape(-1, 1, 1, 1)
-        return eps - c * g

@@ -55,7 +55,7 @@ class EngineInfo:
     tensorrt: str
     gpu: str
     precision: str
-    batch_profile: tuple[int, int, int] = (1, 16, 256)
+    batch_profile: tuple[int, int, int] = TRT_PROFILE
 
 
 @dataclass(frozen=True)

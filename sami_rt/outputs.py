@@ -39,14 +39,18 @@ def check_output(path: str | os.PathLike, option: str = "-o", example: str = "ou
     return p
 
 
+def _check_extension(path, option: str, example: str, exts: tuple[str, ...], what: str) -> Path:
+    """Writable (check_output) and named with one of ``exts``; ``what`` says what could not be made."""
+    check_output(path, option, example)
+    ext = Path(path).suffix.lower()
+    if ext not in exts:
+        raise InputError(f"{option} {path}: cannot {what.format(_ext(ext))}; name a file ending in {', '.join(exts)}")
+    return Path(path)
+
+
 def check_image_output(path, option: str = "-o") -> Path:
     """An image file the CLI can write: an extension OpenCV encodes (the format follows it), and writable."""
-    check_output(path, option, "samples.png")
-    ext = Path(path).suffix.lower()
-    if ext not in IMAGE_WRITE_EXTS:
-        raise InputError(f"{option} {path}: cannot write {_ext(ext)} images; name a file ending in "
-                         f"{', '.join(IMAGE_WRITE_EXTS)}")
-    return Path(path)
+    return _check_extension(path, option, "samples.png", IMAGE_WRITE_EXTS, "write {} images")
 
 
 def check_npz_output(path, option: str = "-o") -> Path:
@@ -59,12 +63,7 @@ def check_npz_output(path, option: str = "-o") -> Path:
 
 
 def check_plot_output(path, option: str = "--plot") -> Path:
-    check_output(path, option, "plot.png")
-    ext = Path(path).suffix.lower()
-    if ext not in PLOT_EXTS:
-        raise InputError(f"{option} {path}: cannot draw {_ext(ext)} plots; name a file ending in "
-                         f"{', '.join(PLOT_EXTS)}")
-    return Path(path)
+    return _check_extension(path, option, "plot.png", PLOT_EXTS, "draw {} plots")
 
 
 def _ext(ext: str) -> str:

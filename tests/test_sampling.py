@@ -18,7 +18,7 @@ N = 5  # samples per call: the torch loop runs them in batches of 3, the runtime
 
 class TorchGraphs:
     """A runtime backend whose ``guided_eps`` and ``denoise`` are the bundle's graphs as export/graphs.py defines
-    them (GuidedEpsGraph: eps - scale * sqrt(1 - abar)[t] * g, the square roots a float32 table indexed by t),
+    them (export/compose.py: eps - scale * sqrt(1 - abar)[t] * g, the square roots a float32 table indexed by t),
     computed by a model in PyTorch: both loops then call the same eps_hat, and only their own arithmetic differs."""
 
     name, notes = "pytorch twin of the graphs", []

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sami_rt.contract import ImageSpec, Preprocess
+from sami_rt.errors import DataError  # noqa: F401  (re-exported: train's callers import it from here)
 from sami_rt.images import IMAGE_EXTS
 from train.dsprites import sample_classes
 
@@ -25,7 +26,6 @@ DISK_FACTORS = ("x", "y", "background")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
-from sami_rt.errors import DataError  # noqa: E402  (re-exported: train's callers import it from here)
 
 
 # ----------------------------------------------------------------------------------------------- disks
