@@ -112,9 +112,9 @@ class _DropTorchvisionNotes:
 def run_onnx(path: Path, inp: dict) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from sami_rt.backends.onnxruntime import cpu_session_options
+
+    sess = ort.InferenceSession(str(path), cpu_session_options(ort), providers=["CPUExecutionProvider"])
     return sess.run(None, {k: v.numpy() for k, v in inp.items()})
 
 

@@ -32,7 +32,7 @@ def friendly(fn):
 
 def model_options(fn):
     fn = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                      help="Backend threads (0 = its default).")(fn)
+                      help="Backend threads (0 = OMP_NUM_THREADS where set, else the backend's default).")(fn)
     fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                       help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
     fn = click.option("--model", type=click.Path(path_type=Path), default=None,

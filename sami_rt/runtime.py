@@ -72,7 +72,7 @@ class Runtime:
         model: bundle directory, or the name of a bundle shipped inside the package (``shipped_models()``);
             ``None`` loads the default disks model.
         device: ``auto`` (fastest present: TensorRT, CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
-        threads: intra-op threads for the backend (0 = its default).
+        threads: intra-op threads for the backend (0 = ``OMP_NUM_THREADS`` where set, else its default).
         precision: ``auto`` (float16 denoiser on a GPU when the bundle has float16 graphs or engines, else
             float32), ``float32`` or ``float16``. The guidance runs in float32 in every case.
 

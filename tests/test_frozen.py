@@ -134,6 +134,12 @@ def test_a_model_on_a_frozen_run_denoiser_exports_and_runs(tmp_path):
     Trainer(tiny_config(steps=2, denoiser=str(tmp_path / "joint")), tmp_path / "frozen").run()
     export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)  # validated against PyTorch
     rt = Runtime(tmp_path / "bundle", device="cpu")
+    # the default ConvNet (ReLU, no biases): every graph checked against PyTorch at batches 1, 3 and 17
+    errs = rt.bundle.manifest.export["validation"]["relative_error"]
+    assert set(errs) == {"encoder", "denoiser", "guidance", "guided_eps"}
+    assert all(set(e) == {"1", "3", "17"} and max(e.values()) < 1e-4 for e in errs.values())
+    # float16 graphs only when asked (--fp16)
+    assert rt.bundle.graphs_fp16 == {} and not list((tmp_path / "bundle").glob("*.fp16.onnx"))
     s = rt.generate(z=np.zeros(3), n=2, steps=3)
     assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
 

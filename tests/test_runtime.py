@@ -97,15 +97,17 @@ def test_guided_samples_keep_the_guides_position_and_background(rt, fresh_seed):
     truth = json.loads((EXAMPLES / "moving_disk.json").read_text())
     g, fg = truth["guide"], truth["disks"]["foreground"]
     seed = fresh_seed
-    cond = rt.generate(guide=str(EXAMPLES / "guide.png"), n=64, seed=seed).images
-    uncond = rt.generate(n=64, seed=seed).images
+    n = 32
+    cond = rt.generate(guide=str(EXAMPLES / "guide.png"), n=n, seed=seed).images
+    uncond = rt.generate(n=n, seed=seed).images
     want = np.array([g["x"], g["y"]])
     d_cond = np.linalg.norm(disk_centres(cond, fg) - want, axis=1)
     d_uncond = np.linalg.norm(disk_centres(uncond, fg) - want, axis=1)
-    e_cond, e_uncond = (np.abs(np.median(s[..., 0].reshape(64, -1), axis=1) / 255.0 - g["background"])
+    e_cond, e_uncond = (np.abs(np.median(s[..., 0].reshape(n, -1), axis=1) / 255.0 - g["background"])
                         for s in (cond, uncond))
     # measured over six seeds (n=64): median distance 0.50-0.59 px, 0.046-0.056 of the unconditional one,
-    # 97-100% within 2 px; background-error ratio 0.22-0.31
+    # 97-100% within 2 px; background-error ratio 0.22-0.31. Over seven seeds at n=32 (seeds 11, 22, ..., 77):
+    # 0.43-0.58 px, 0.038-0.060 of the unconditional one, 97-100% within 2 px; background-error ratio 0.19-0.37
     assert np.median(d_cond) < 1.5 and np.median(d_cond) < 0.2 * np.median(d_uncond), (d_cond, d_uncond)
     assert (d_cond < 2).mean() >= 0.85, d_cond
     assert np.median(e_cond) < 0.5 * np.median(e_uncond), (e_cond, e_uncond)

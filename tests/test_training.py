@@ -94,7 +94,8 @@ def test_every_preset_builds_and_round_trips_through_json():
 def test_train_and_evaluate_end_to_end(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), "--config", "disks", "--out", str(run),
-                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "200", "--sampling-scale", "2"],
+                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "200", "--eval-steps", "10",
+                        "--sampling-scale", "2"],
                        capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -157,12 +157,13 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
     plt.close(fig)
 
 
-def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int = 100,
+def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int | None = None,
                  ema: bool = True, generate: bool = True, scale: float | None = None,
                  interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None) -> dict:
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
+    steps = cfg.eval_steps if steps is None else steps
     n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
     if interp_pairs is None:  # 50 for the default 1,000 held-out images; fewer for a quick evaluation
         interp_pairs = min(50, max(1, n_test // 20))
@@ -308,7 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", type=Path, help="checkpoint file (default RUN_DIR/checkpoint.pt)")
     ap.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA")
     ap.add_argument("--n-test", type=int, help="held-out images (default: the run's eval_n)")
-    ap.add_argument("--steps", type=int, default=100, help="sampling steps for the generation figures")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="sampling steps for the generation figures (default: the run's eval_steps, 100 unless set)")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
     ap.add_argument("--interp-pairs", type=int, help="disk pairs of the interpolation check (0 = skip; default: "
                     "min(50, held-out images / 20))")

@@ -139,6 +139,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model, cfg = build_model(cfg)  # a frozen denoiser brings its own schedule and image shape
         self.cfg = cfg
+        self.data = BatchSource(cfg, "train")  # data that cannot be read stops the run before the optimiser's set-up
         self.model = model.to(self.device)
         self.dist.broadcast_params(self.model)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -152,7 +153,6 @@ class Trainer:
         self.opt = torch.optim.Adam(groups)
         self.abar_np = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
         self.abar = torch.from_numpy(self.abar_np).to(self.device)
-        self.data = BatchSource(cfg, "train")
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         self.step = 0
         self._guides = None

@@ -40,11 +40,21 @@ def engine_cache_dir() -> Path:
     return Path(base) / "sami-rt" / "trt-engines"
 
 
+def default_threads() -> int:
+    """The CPU provider's thread count when the caller gives none: ``OMP_NUM_THREADS`` where it is set to a
+    positive integer (the convention torch and numpy follow; onnxruntime itself ignores it), else 0 (its own
+    default: one thread per core, spinning while idle)."""
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else 0
+
+
 def cpu_session_options(ort, threads: int = 0):
-    """Session options for the CPU provider, chosen by measurement (benchmarks/RESULTS.md)."""
+    """Session options for the CPU provider, chosen by measurement (benchmarks/RESULTS.md). ``threads`` 0:
+    ``default_threads()``."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    threads = threads or default_threads()
     if threads:
         so.intra_op_num_threads = threads
     return so
