@@ -13,7 +13,8 @@ SOURCE is one of
 - an ONNX file run through onnxruntime, its parameterisation declared with ``--denoiser-param``:
   ``eps`` and ``v`` take ``(x_t, t)`` on this configuration's variance-preserving schedule; ``x0`` takes
   ``(x, sigma)`` in the variance-exploding convention of EDM (Karras et al. 2022) and returns the denoised
-  image D(x, sigma).
+  image D(x, sigma). The image shape comes from the graph's declared input [batch, C, H, W]; dimensions it
+  leaves dynamic keep the configuration's, and a trial call checks that the graph runs on that shape.
 
 Conversions to the noise prediction this project trains and samples with (VP: x_t = sqrt(a) x0 + sqrt(1-a) eps,
 a = abar_t; defined once in ``sami_rt.schedule``, which export/compose.py builds its graphs from as well):
@@ -57,6 +58,7 @@ class FrozenDenoiser(nn.Module):
                  param: str = "eps", source: str = ""):
         super().__init__()
         self.kind, self.param, self.source = kind, param, source
+        self.summary = f"denoiser: {source}"  # what the run takes from it, in one line (resolve sets it)
         self.register_buffer("abar", torch.from_numpy(np.asarray(abar, dtype=np.float64)), persistent=False)
         self.net = module
         if self.net is not None:
@@ -66,6 +68,8 @@ class FrozenDenoiser(nn.Module):
             import onnxruntime as ort
 
             self._session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            self._run_options = ort.RunOptions()
+            self._run_options.log_severity_level = 4  # a failing call raises; no second, coloured copy on stderr
             self._inputs = [i.name for i in self._session.get_inputs()]
             if len(self._inputs) != 2:
                 raise FrozenDenoiserError(f"{onnx_path} has inputs {self._inputs}; a denoiser takes two "
@@ -89,10 +93,11 @@ class FrozenDenoiser(nn.Module):
             sa, s1ma = a.sqrt(), (1 - a).sqrt()
             ve = ve_image(x_t, sa.reshape(-1, 1, 1, 1).to(x_t.dtype)).cpu().float().numpy()
             sigma = ve_sigma(sa, s1ma).cpu().float().numpy()
-            d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: sigma})[0]
+            d = self._session.run(None, {self._inputs[0]: ve, self._inputs[1]: sigma}, self._run_options)[0]
             return to_eps("x0-vp", torch.from_numpy(d).to(x_t), x_t, a)
         x = x_t.detach().cpu().float().numpy()
-        out = self._session.run(None, {self._inputs[0]: x, self._inputs[1]: t.cpu().numpy().astype(np.int64)})[0]
+        feeds = {self._inputs[0]: x, self._inputs[1]: t.cpu().numpy().astype(np.int64)}
+        out = self._session.run(None, feeds, self._run_options)[0]
         return to_eps(self.param, torch.from_numpy(out).to(x_t), x_t, a)
 
 
@@ -114,7 +119,10 @@ def resolve(cfg):
         raise FrozenDenoiserError(f"--denoiser-param must be one of {', '.join(PARAMS)}, got {cfg.denoiser_param!r}")
     if src.suffix == ".onnx":
         abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
-        return cfg, FrozenDenoiser("onnx", abar, onnx_path=str(src), param=cfg.denoiser_param, source=str(src))
+        frozen = FrozenDenoiser("onnx", abar, onnx_path=str(src), param=cfg.denoiser_param, source=str(src))
+        cfg = _onnx_image(cfg, frozen, src)
+        _check_channels(cfg, src)
+        return cfg, frozen
     if src.is_dir() and (src / "config.json").is_file() and json.loads((src / "config.json").read_text()).get(
             "_class_name") == "UNet2DModel":
         try:
@@ -133,7 +141,11 @@ def resolve(cfg):
                           beta_start=float(sch.get("beta_start", 1e-4)), beta_end=float(sch.get("beta_end", 0.02)),
                           channels=int(net.config.in_channels), image_size=int(net.config.sample_size))
         abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
-        return cfg, FrozenDenoiser("diffusers", abar, module=net, param=param, source=str(src))
+        frozen = FrozenDenoiser("diffusers", abar, module=net, param=param, source=str(src))
+        frozen.summary = (f"denoiser: {src} (diffusers UNet2DModel, {param}); schedule {kind}, T={cfg.T} and image "
+                          f"{_shape(cfg)} from its configuration")
+        _check_channels(cfg, src)
+        return cfg, frozen
     from train.config import Config
     from train.io import checkpoint_path, load_checkpoint
     from train.nets import build_denoiser
@@ -149,4 +161,60 @@ def resolve(cfg):
     cfg = cfg.replace(schedule=scfg.schedule, T=scfg.T, beta_start=scfg.beta_start, beta_end=scfg.beta_end,
                       channels=scfg.channels, image_size=scfg.image_size)
     abar = ck["abar"].numpy()
-    return cfg, FrozenDenoiser("torch", abar, module=net, param="eps", source=str(src))
+    frozen = FrozenDenoiser("torch", abar, module=net, param="eps", source=str(src))
+    frozen.summary = (f"denoiser: {src} (a run of this project); schedule {cfg.schedule}, T={cfg.T} and image "
+                      f"{_shape(cfg)} from its checkpoint")
+    return cfg, frozen
+
+
+def _shape(cfg) -> str:
+    return f"{cfg.channels}x{cfg.image_size}x{cfg.image_size}"
+
+
+GREY_DATASETS = ("disks", "dsprites", "fashion-mnist")  # one channel always (folders and CelebA convert)
+
+
+def _check_channels(cfg, src) -> None:
+    if cfg.channels != 1 and cfg.dataset in GREY_DATASETS:
+        raise FrozenDenoiserError(f"--denoiser {src} takes {cfg.channels}-channel images, but the {cfg.dataset} data "
+                                  "are grey (one channel); train it on --dataset folder or celeba")
+
+
+def _onnx_image(cfg, frozen: FrozenDenoiser, src: Path):
+    """The configuration with the image shape the ONNX graph declares on its first input ([batch, C, H, W]);
+    dimensions it leaves dynamic keep the configuration's. Either way one call on a zero image of the
+    resulting shape must run and return that shape, so that a graph that does not fit stops the run here, in
+    one sentence, rather than in onnxruntime at the first training step."""
+    inp = frozen._session.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+    declared = "[" + ", ".join(str(d) if d is not None else "?" for d in inp.shape) + "]"
+    if len(shape) != 4:
+        raise FrozenDenoiserError(f"--denoiser {src}: its input {inp.name!r} has shape {declared}; a denoiser takes "
+                                  "images [batch, channels, height, width]")
+    C, H, W = shape[1:]
+    if H is not None and W is not None and H != W:
+        raise FrozenDenoiserError(f"--denoiser {src}: its input {inp.name!r} declares {H}x{W} images; training "
+                                  "takes square images")
+    size = H or W
+    was = _shape(cfg)
+    cfg = cfg.replace(channels=C or cfg.channels, image_size=size or cfg.image_size)
+    now = _shape(cfg)
+    if C and size:
+        frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); image {now} from its input shape {declared}"
+                          + (f" (the configuration said {was})" if now != was else ""))
+    else:
+        frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); its input shape {declared} leaves the image "
+                          f"open: {now} from the configuration")
+    x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
+    try:
+        out = frozen(x, torch.full((1,), len(frozen.abar) - 1, dtype=torch.int64))
+    except Exception as e:  # onnxruntime's own errors (several lines each): keep the first
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first if len(first) <= 240 else "... " + first[-240:]  # the end says what did not fit
+        raise FrozenDenoiserError(f"--denoiser {src} does not run on a {now} image (input shape {declared}; the "
+                                  f"image size and channels come from the configuration where the graph leaves "
+                                  f"them open): {first}") from None
+    if tuple(out.shape) != tuple(x.shape):
+        raise FrozenDenoiserError(f"--denoiser {src} returns shape {list(out.shape)} for a {now} image; a denoiser "
+                                  "returns the image's shape")
+    return cfg

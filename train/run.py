@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.dist.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
         print(describe_data(trainer.cfg, trainer.data), file=sys.stderr)
+        if cfg.denoiser:  # what the run took from the frozen denoiser (its schedule, its image shape)
+            print(trainer.model.denoiser.summary, file=sys.stderr)
     try:  # an image read lazily during training, the evaluation's data: the same one line
         trainer.run()
         trainer.dist.close()
