@@ -16,7 +16,7 @@ import torch
 
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
 from sami_rt.bundle import read_bundle, sha256_file, write_manifest
-from sami_rt.contract import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest
+from sami_rt.contract import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest, VarianceRange
 from sami_rt.errors import ExportError  # re-exported: callers import it from here
 from train.config import Config
 from train.nets import SAMI
@@ -30,6 +30,7 @@ TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at
 # (a wrong graph is off by O(1)).
 FP16_TOLERANCE = 2e-2
 VALIDATION_BATCHES = (1, 3, 17)
+VARIANCE_IMAGES = 256  # held-out images whose posterior variances the manifest's range is taken over
 
 
 
@@ -238,11 +239,12 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             save_reference(model, tmp / REFERENCE_FILE)
             reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
         ev = ckpt.parent / "eval.json"
+        vrange = variance_range(model, cfg, log)
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
             flops={} if external else count_flops(model, abar, cfg),
-            sampling_scale=float(cfg.sampling_scale), description=description,
+            sampling_scale=float(cfg.sampling_scale), description=description, variance_range=vrange,
             training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
             evaluation=json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {},
             export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
@@ -259,6 +261,26 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def variance_range(model: SAMI, cfg: Config, log: Callable[[str], None] = print) -> VarianceRange | None:
+    """The range of the encoder's mean log posterior variance over VARIANCE_IMAGES held-out images of the
+    run's data (train/data.py ``eval_set``), which the runtime compares a guide's with; None, and a line
+    saying why, where those images cannot be read here."""
+    from sami_rt.errors import SamiError
+    from train.data import eval_set
+
+    try:
+        x, _ = eval_set(cfg, VARIANCE_IMAGES)
+    except SamiError as e:
+        log(f"  posterior variance range: not recorded ({e})")
+        return None
+    with torch.no_grad():
+        var = torch.cat([model.encoder(x[i : i + 64].float())[1] for i in range(0, len(x), 64)])
+    r = VarianceRange.of(var.double().numpy())
+    log(f"  posterior variance range: mean log variance {r.low:.2f} .. {r.high:.2f} (1% .. 99% of {r.images} "
+        "held-out images)")
+    return r
 
 
 def _fused_graph(abar: torch.Tensor, cfg: Config, tmp: Path, suffix: str, path: Path) -> None:

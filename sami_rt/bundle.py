@@ -19,7 +19,7 @@ import numpy as np
 
 from sami_rt.contract import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, PARAMETERISATIONS, READABLE_VERSIONS,
                               TRT_PROFILE, Architecture, EngineEntry, FileEntry, GraphEntry, ImageSpec, Manifest,
-                              Preprocess, is_finite_number, preprocess_for)
+                              Preprocess, VarianceRange, is_finite_number, preprocess_for)
 from sami_rt.errors import BundleError
 
 __all__ = ["Bundle", "BundleError", "EngineInfo", "FORMAT", "FORMAT_VERSION", "GRAPHS", "GraphInfo", "MANIFEST",
@@ -246,10 +246,26 @@ def parse_manifest(m, where: str) -> Manifest:
     if not isinstance(evaluation, dict):
         raise BundleError(f"{where}: field 'evaluation' should be an object, got {evaluation!r:.60}")
     desc = m.get("description") or ""
+    vrange = _variance_range(m["posterior_variance"], where) if m.get("posterior_variance") is not None else None
     return Manifest(ImageSpec(C, H, W, pre), D, abar, {k: v for k, v in sched.items() if k != "abar"}, param, arch,
                graphs, graphs_fp16, engines, reference, dict(flops), float(s), training, evaluation,
                desc if isinstance(desc, str) else str(desc), m.get("export") or {}, int(version),
-               str(m.get("sami_rt_version", "")))
+               str(m.get("sami_rt_version", "")), variance_range=vrange)
+
+
+def _variance_range(v, where: str) -> VarianceRange:
+    """The optional ``posterior_variance`` record (absent from bundles exported before it existed)."""
+    w = f"{where} posterior_variance"
+    if not isinstance(v, dict):
+        raise BundleError(f"{w} should be a JSON object, got {v!r:.60}")
+    r, q, n = v.get("range"), v.get("quantiles", [0.01, 0.99]), v.get("images", 0)
+    if not (isinstance(r, list) and len(r) == 2 and all(map(is_finite_number, r)) and r[0] <= r[1]):
+        raise BundleError(f"{w}: range must be two finite numbers, low <= high, got {r!r:.60}")
+    if not (isinstance(q, list) and len(q) == 2 and all(is_finite_number(a) and 0 <= a <= 1 for a in q)):
+        raise BundleError(f"{w}: quantiles must be two numbers in [0, 1], got {q!r:.60}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise BundleError(f"{w}: images must be a count, got {n!r:.60}")
+    return VarianceRange(float(r[0]), float(r[1]), (float(q[0]), float(q[1])), n)
 
 
 def _require(d: dict, key: str, kind, where: str):

@@ -247,6 +247,44 @@ class EngineEntry(FileEntry):
     batch_profile: tuple[int, int, int] = TRT_PROFILE
 
 
+# A guide whose statistic lies this far (in log variance: a factor e in variance) beyond the recorded range is
+# called unlike the training images; within it, the guide is taken as one of them.
+GUIDE_VARIANCE_MARGIN = 1.0
+
+
+def mean_log_variance(var) -> np.ndarray:
+    """Per image, the mean over latent axes of log var (posterior variances [N, D] -> [N], float64): the
+    statistic whose range the export records on training-distribution images and a guide is compared with."""
+    return np.log(np.maximum(np.asarray(var, dtype=np.float64), 1e-300)).mean(axis=-1)
+
+
+@dataclass(frozen=True)
+class VarianceRange:
+    """The range of :func:`mean_log_variance` that the encoder gave training-distribution images: its
+    ``quantiles`` (1% and 99%) over ``images`` held-out images of the run's data, recorded at export."""
+
+    low: float
+    high: float
+    quantiles: tuple[float, float] = (0.01, 0.99)
+    images: int = 0
+
+    @classmethod
+    def of(cls, var, quantiles: tuple[float, float] = (0.01, 0.99)) -> "VarianceRange":
+        s = mean_log_variance(var)
+        lo, hi = np.quantile(s, quantiles)
+        return cls(float(lo), float(hi), (float(quantiles[0]), float(quantiles[1])), len(s))
+
+    def far_outside(self, var) -> float | None:
+        """The statistic of one image's variances [D] (or [1, D]) where it lies more than
+        GUIDE_VARIANCE_MARGIN beyond [low, high]; None where it does not."""
+        s = float(mean_log_variance(np.reshape(var, -1)))
+        return s if not self.low - GUIDE_VARIANCE_MARGIN <= s <= self.high + GUIDE_VARIANCE_MARGIN else None
+
+    def to_json(self) -> dict:
+        return {"statistic": "mean over the latent axes of log var", "quantiles": list(self.quantiles),
+                "range": [self.low, self.high], "images": self.images}
+
+
 @dataclass(frozen=True)
 class Manifest:
     image: ImageSpec
@@ -267,6 +305,7 @@ class Manifest:
     export: dict = field(default_factory=dict)  # provenance: validation errors, versions, time
     format_version: int = FORMAT_VERSION
     sami_rt_version: str = ""
+    variance_range: VarianceRange | None = None  # the posterior variances training-distribution images gave
 
     @property
     def T(self) -> int:
@@ -323,6 +362,8 @@ class Manifest:
         if self.flops:
             m["flops"] = dict(self.flops)
         m["sampling"] = {"scale": float(self.sampling_scale)}
+        if self.variance_range is not None:
+            m["posterior_variance"] = self.variance_range.to_json()
         for key in ("training", "evaluation", "export"):
             m[key] = getattr(self, key)
         if self.description:

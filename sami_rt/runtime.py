@@ -139,7 +139,8 @@ class Runtime:
 
         Args:
             guide: an image (path or array): every output shares its latent; z is a posterior sample per
-                output (or the posterior mean with ``guide_mean``).
+                output (or the posterior mean with ``guide_mean``). A guide whose posterior variance lies far
+                outside what the bundle recorded for its training images adds a note to ``Samples.notes``.
             z: explicit latents [n, D] (or [D]); neither guide nor z: unconditional samples.
             steps: sampling steps (default: 100 for ddpm, 50 for ddim, at most T), respaced evenly over the
                 T levels.
@@ -215,10 +216,22 @@ class Runtime:
         if len(x) != 1:
             raise InputError(f"the guide must be one image, got {len(x)}")
         mu, var = self.backend.encode(x)
+        self._check_guide(guide, var, notes)
         if guide_mean:
             return np.repeat(mu, n, axis=0).astype(np.float32)
         noise = np.random.default_rng([seed, 0x5A3]).standard_normal((n, D))
         return (mu + np.sqrt(var) * noise).astype(np.float32)
+
+    def _check_guide(self, guide, var: np.ndarray, notes: list) -> None:
+        """A note when the guide's posterior variance lies far outside the range that training-distribution
+        images gave (``VarianceRange.far_outside``; bundles that record no range give none)."""
+        r = self.bundle.manifest.variance_range
+        s = None if r is None else r.far_outside(var)
+        if s is not None:
+            name = f"guide {guide}" if isinstance(guide, (str, os.PathLike)) else "the guide"
+            notes.append(f"{name} looks unlike the model's training images (mean log posterior variance {s:.2f}, "
+                         f"outside the range {r.low:.2f} .. {r.high:.2f} seen in training); samples may not "
+                         "resemble it")
 
     def _mask(self, mask) -> np.ndarray:
         D = self.bundle.latent_dim

@@ -1,0 +1,124 @@
+"""A guide far from the model's training images is said in a note: the bundle records the range of the
+encoder's mean log posterior variance over training-distribution images (export), the runtime compares a
+guide's with it (``VarianceRange.far_outside``)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sami_rt.bundle import BundleError, parse_manifest, read_bundle, write_manifest
+from sami_rt.contract import GUIDE_VARIANCE_MARGIN, VarianceRange, mean_log_variance
+from sami_rt.disks import render_disks
+from sami_rt.runtime import DEFAULT_MODEL, Runtime
+
+GUIDE = Path(__file__).resolve().parents[1] / "examples" / "guide.png"
+
+
+def _disks(rng, n, cfg):
+    """Training-distribution images of a disks bundle (its recorded configuration), in model space."""
+    r, size = cfg["disk_radius"], cfg["image_size"]
+    f = np.stack([rng.uniform(r, size - r, n), rng.uniform(r, size - r, n),
+                  rng.uniform(cfg["disk_bg_min"], cfg["disk_bg_max"], n)], axis=1)
+    return (2 * render_disks(f, size, r, cfg["disk_foreground"]) - 1).astype(np.float32)[:, None]
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory):
+    """A copy of the shipped disks model whose manifest records the range of 256 disks, as the export would
+    (the shipped bundles predate the record), written through the contract. A fixed draw, like the export's
+    held-out images (a range over 256 disks spans about -5.5 .. -1.7; none of 20,000 disks fell beyond it
+    by the margin)."""
+    root = tmp_path_factory.mktemp("ranged") / "disks-small"
+    shutil.copytree(DEFAULT_MODEL, root)
+    rt = Runtime(root, device="cpu")
+    cfg = rt.bundle.manifest.training["config"]
+    _, var = rt.encode(_disks(np.random.default_rng(1_000_003), 256, cfg))
+    write_manifest(root, rt.bundle.manifest.replace(variance_range=VarianceRange.of(var)))
+    return root
+
+
+def _noise(rng):
+    return rng.uniform(-1, 1, (1, 1, 32, 32)).astype(np.float32)
+
+
+def test_a_noise_guide_gets_a_note_and_a_disk_guide_none(ranged, fresh_seed):
+    rt = Runtime(ranged, device="cpu")
+    r = rt.bundle.manifest.variance_range
+    assert r is not None and r.images == 256 and r.low < r.high
+    rng = np.random.default_rng(fresh_seed)
+    _, var = rt.encode(_noise(rng))
+    assert mean_log_variance(var)[0] > r.high + GUIDE_VARIANCE_MARGIN  # really outside, by the margin
+    s = rt.generate(guide=_noise(rng), n=1, steps=2, sampler="ddim")
+    note = [n for n in s.notes if "looks unlike the model's training images" in n]
+    assert len(note) == 1 and note[0].startswith("the guide looks unlike") and "samples may not resemble it" in note[0]
+    assert f"{r.low:.2f} .. {r.high:.2f}" in note[0]
+    s = rt.generate(guide=str(GUIDE), n=1, steps=2, sampler="ddim")
+    assert not [n for n in s.notes if "looks unlike" in n], s.notes
+    disk = _disks(rng, 1, rt.bundle.manifest.training["config"])
+    assert not [n for n in rt.generate(guide=disk, n=1, steps=2, sampler="ddim").notes if "looks unlike" in n]
+
+
+def test_a_bundle_without_the_record_gives_no_note(rt, fresh_seed):
+    assert rt.bundle.manifest.variance_range is None  # the shipped bundles predate it
+    s = rt.generate(guide=_noise(np.random.default_rng(fresh_seed)), n=1, steps=2, sampler="ddim")
+    assert not [n for n in s.notes if "looks unlike" in n]
+
+
+def test_the_cli_prints_the_note_on_stderr(ranged, tmp_path, fresh_seed):
+    import cv2
+    from click.testing import CliRunner
+
+    from sami_rt.cli import main
+
+    pixels = np.random.default_rng(fresh_seed).integers(0, 256, (32, 32), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "noise.png"), pixels)
+    res = CliRunner().invoke(main, ["generate", "--guide", str(tmp_path / "noise.png"), "--model", str(ranged),
+                                    "--device", "cpu", "-n", "1", "--steps", "2", "-o", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if "looks unlike" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"note: guide {tmp_path / 'noise.png'} looks unlike the model's")
+    assert "looks unlike" not in res.stdout
+
+
+def test_the_record_round_trips_through_the_contract_and_is_checked():
+    m = read_bundle(DEFAULT_MODEL, verify=False).manifest
+    r = VarianceRange(-5.5, -1.6, (0.01, 0.99), 256)
+    back = parse_manifest(json.loads(m.replace(variance_range=r).dumps()), "m.json")
+    assert back.variance_range == r
+    assert parse_manifest(json.loads(m.dumps()), "m.json").variance_range is None
+    assert back.format_version == 2
+    for bad in ({"range": [1.0]}, {"range": [0.0, -1.0]}, {"range": [0, float("nan")]},
+                {"range": [0, 1], "quantiles": [0.0, 2.0]}, {"range": [0, 1], "images": -1}, [1, 2]):
+        d = json.loads(m.dumps())
+        d["posterior_variance"] = bad
+        with pytest.raises(BundleError, match="posterior_variance"):
+            parse_manifest(d, "m.json")
+
+
+def test_far_outside_is_the_margin_beyond_the_range():
+    r = VarianceRange(-4.0, -2.0)
+    D = 8
+    assert r.far_outside(np.full(D, np.exp(-3.0))) is None
+    assert r.far_outside(np.full(D, np.exp(-2.0 + GUIDE_VARIANCE_MARGIN * 0.9))) is None
+    assert r.far_outside(np.full((1, D), np.exp(-2.0 + GUIDE_VARIANCE_MARGIN * 1.1))) == pytest.approx(-0.9)
+    assert r.far_outside(np.full(D, np.exp(-5.2))) == pytest.approx(-5.2)
+
+
+def test_the_export_records_the_range_of_held_out_images(tmp_path):
+    pytest.importorskip("torch")
+    from export.core import VARIANCE_IMAGES, variance_range
+    from tests.conftest import tiny_config
+    from train.nets import SAMI
+
+    cfg = tiny_config()
+    model = SAMI(cfg.architecture()).eval()
+    lines = []
+    r = variance_range(model, cfg, lines.append)
+    assert r.images == VARIANCE_IMAGES and np.isfinite([r.low, r.high]).all() and r.low <= r.high
+    assert "posterior variance range: mean log variance" in lines[0]
+    assert variance_range(model, cfg.replace(dataset="folder", data_path=str(tmp_path / "none")),
+                          lines.append) is None
+    assert "not recorded" in lines[1]
