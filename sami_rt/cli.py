@@ -12,10 +12,21 @@ from sami_rt.cli_bench import bench
 from sami_rt.cli_encode import encode
 from sami_rt.cli_info import info
 from sami_rt.cli_shared import (friendly, grid_outputs, image_input, model_options, open_runtime, run_with_progress,
-                                sampling_options, write_grid, write_latents)
+                                sampling_options, write_grid, write_latents, zoom_option)
 
 GRID_HELP = ("in the format its extension names (.png, .jpg, .bmp, .webp, .tif); the latents go to the same name "
              "with .npz")
+
+
+def interpolation_labels(n: int) -> list[str]:
+    """interpolate's captions: each tile's weight t, the endpoints also A and B."""
+    t = np.linspace(0.0, 1.0, n)
+    return ["A t=0"] + [f"t={v:.2f}" for v in t[1:-1]] + ["B t=1"]
+
+
+def traversal_labels(axis: int, values, unit: str) -> list[str]:
+    """traverse's captions: each tile's offset and unit, or with unit 'value' the coordinate it was set to."""
+    return [f"z{axis}={v:g}" if unit == "value" else f"{v:+g} {unit}" for v in values]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,11 +49,12 @@ def main():
               help="Guide only these latent dimensions, e.g. 0,2 (the others are left free).")
 @click.option("--guide-mean", is_flag=True, help="Use the guide's posterior mean instead of a sample per output.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
-              help=f"Image grid to write, {GRID_HELP}.")
+              help=f"Image grid to write, {GRID_HELP}; a guide's tile comes first, framed and captioned.")
+@zoom_option
 @sampling_options
 @model_options
 @friendly
-def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
     """Draw samples, guided by an image's latent or unconditional.
 
     \b
@@ -66,9 +78,9 @@ def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, 
     for note in s.notes:
         click.echo(f"note: {note}", err=True)
     guide_x = rt.load_images(str(guide)) if guide else None
-    write_grid(out, s, guide_x)
+    write_grid(out, s, guide_x, zoom=zoom)
     write_latents(npz, s)
-    first = " (first tile: the guide)" if guide else ""
+    first = " (the framed first tile: the guide)" if guide else ""
     guided = f" at guidance scale {s.scale:g}" if s.scale is not None else ""
     click.echo(f"{n} samples, {s.steps} {sampler} steps{guided}, {s.seconds:.2f} s -> {out}{first}, latents -> {npz}")
 
@@ -79,10 +91,11 @@ def generate(guide, n, axes, guide_mean, out, steps, sampler, eta, seed, scale, 
 @click.option("-n", "n", type=click.IntRange(min=2), default=8, show_default=True, help="Points on the line.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("interpolation.png"), show_default=True,
               help=f"Image grid to write, {GRID_HELP} (with the weights t: z = (1 - t) mu_a + t mu_b).")
+@zoom_option
 @sampling_options
 @model_options
 @friendly
-def interpolate(a, b, n, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
     """Decode n points on the line between two images' posterior means.
 
     \b
@@ -94,7 +107,8 @@ def interpolate(a, b, n, out, steps, sampler, eta, seed, scale, batch, model, de
     image_input(b)
     rt = open_runtime(model, device, threads)
     s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
-    write_grid(out, s, ncol=n)
+    write_grid(out, s, ncol=n, zoom=zoom, labels=interpolation_labels(n),
+               title=f"A = {a.name}, B = {b.name}: z = (1 - t) mu_A + t mu_B")
     write_latents(npz, s, t=np.linspace(0.0, 1.0, n, dtype=np.float32))
     click.echo(f"{n} images -> {out}, latents -> {npz}")
 
@@ -110,10 +124,11 @@ def interpolate(a, b, n, out, steps, sampler, eta, seed, scale, batch, model, de
               "value: --values are the coordinates themselves.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("traversal.png"), show_default=True,
               help=f"Image grid to write, {GRID_HELP} (with the axis, the values and the unit).")
+@zoom_option
 @sampling_options
 @model_options
 @friendly
-def traverse(image, axis, values, unit, out, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
     """Decode an image's latent with one dimension moved by offsets (in the code's spread by default).
 
     \b
@@ -132,7 +147,9 @@ def traverse(image, axis, values, unit, out, steps, sampler, eta, seed, scale, b
     unit = rt.traverse_unit(unit)
     s = rt.traverse(str(image), axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
                     batch=batch)
-    write_grid(out, s, ncol=len(vals))
+    moved = "set to the values below" if unit == "value" else f"offsets from the posterior mean in units of {unit}"
+    write_grid(out, s, ncol=len(vals), zoom=zoom, labels=traversal_labels(axis, vals, unit),
+               title=f"{image.name}: axis {axis}, {moved}")
     write_latents(npz, s, axis=axis, values=np.asarray(vals), unit=unit)
     how = f"set to {values}" if unit == "value" else f"moved by {values} {unit}s"
     click.echo(f"{len(vals)} images (axis {axis} {how}) -> {out}, latents -> {npz}")

@@ -113,13 +113,25 @@ def run_with_progress(label, fn, **kw):
         return fn(progress=progress, **kw)
 
 
-def write_grid(path: Path, samples, guide_x=None, ncol=8):
-    from sami_rt.images import from_model, grid, write_image
+def zoom_option(fn):
+    from sami_rt.grids import MAX_ZOOM, MIN_TILE
 
-    imgs = samples.images
+    return click.option("--zoom", type=click.IntRange(1, MAX_ZOOM), default=None,
+                        help=f"Enlarge each tile N times, nearest neighbour (default: the smallest N that makes "
+                        f"tiles at least {MIN_TILE} px, 3 for 32-px models).")(fn)
+
+
+def write_grid(path: Path, samples, guide_x=None, ncol=8, zoom=None, labels=None, title=None):
+    """The samples as a grid (``sami_rt.grids.labelled_grid``), after the guide's tile (framed, captioned
+    "guide") where there is one; ``zoom`` None: ``grids.auto_zoom``."""
+    from sami_rt.grids import auto_zoom, labelled_grid
+    from sami_rt.images import from_model, write_image
+
+    imgs, marked = samples.images, ()
     if guide_x is not None:
-        imgs = np.concatenate([from_model(guide_x), imgs])
-    write_image(path, grid(imgs, ncol))
+        imgs, marked = np.concatenate([from_model(guide_x), imgs]), (0,)
+        labels = ["guide"] + list(labels or [""] * len(samples.images))
+    write_image(path, labelled_grid(imgs, ncol, zoom or auto_zoom(*imgs.shape[1:3]), labels, marked, title))
 
 
 def write_latents(npz: Path, s, **extra) -> None:

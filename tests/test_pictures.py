@@ -1,0 +1,188 @@
+"""Pictures a person can read (issue 18): the grids of `generate`, `interpolate` and `traverse` (zoomed tiles,
+the guide framed, captions and titles, no filler tiles).
+`info`'s evaluation lines are tested in test_cli_errors.py."""
+
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sami_rt import grids
+from sami_rt.cli import interpolation_labels, main, traversal_labels
+from sami_rt.grids import BACKGROUND, FRAME, MARK, PAD, labelled_grid, layout
+from sami_rt.images import from_model, load_cv2
+
+from helpers import EXAMPLES
+
+GUIDE = EXAMPLES / "guide.png"
+
+
+def random_tiles(rng, n=None, channels=None, low=3):
+    n = int(rng.integers(1, 20)) if n is None else n
+    h, w = (int(v) for v in rng.integers(low, 20, 2))
+    c = int(rng.choice([1, 3])) if channels is None else channels
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def zoomed(img, z):
+    t = np.repeat(np.repeat(img, z, 0), z, 1)
+    return np.repeat(t, 3, 2) if t.shape[2] == 1 else t
+
+
+def is_background(region):
+    return bool(np.all(region == np.asarray(BACKGROUND, np.uint8)))
+
+
+def read_rgb(path):
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+def test_grid_has_zoomed_tiles_and_no_filler_row(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    imgs = random_tiles(rng)
+    n, h, w, _ = imgs.shape
+    ncol, zoom = int(rng.integers(1, 10)), int(rng.integers(1, 5))
+    g = labelled_grid(imgs, ncol, zoom)
+    cols = min(ncol, n)
+    rows = -(-n // cols)
+    assert g.shape == (rows * (h * zoom + PAD) + PAD, cols * (w * zoom + PAD) + PAD, 3) and g.dtype == np.uint8
+    lay = layout(n, (h * zoom, w * zoom), ncol)
+    for i in range(n):
+        top, left = lay.box(i)
+        np.testing.assert_array_equal(g[top : top + h * zoom, left : left + w * zoom], zoomed(imgs[i], zoom))
+    top, left = lay.box(n - 1)
+    assert is_background(g[top:, left + w * zoom :])  # the rest of the last row: background, not black tiles
+    covered = np.zeros(g.shape[:2], bool)
+    for i in range(n):
+        top, left = lay.box(i)
+        covered[top : top + h * zoom, left : left + w * zoom] = True
+    assert is_background(g[~covered])
+
+
+def test_auto_zoom_reaches_readable_tiles(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    h, w = (int(v) for v in rng.integers(1, 200, 2))
+    z = grids.auto_zoom(h, w)
+    assert max(h, w) * z >= min(grids.MIN_TILE, max(h, w) * grids.MAX_ZOOM)
+    assert z == 1 or max(h, w) * (z - 1) < grids.MIN_TILE
+    assert grids.auto_zoom(32, 32) == 3
+
+
+def test_marked_tile_is_framed_and_captions_drawn_only_where_given(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    imgs = random_tiles(rng, n=int(rng.integers(3, 12)), low=12)
+    n, h, w, _ = imgs.shape
+    ncol, zoom = int(rng.integers(2, 6)), int(rng.integers(3, 5))  # tiles >= 36 px: "guide" fits uncut
+    k = int(rng.integers(n))
+    labels = [""] * n
+    labels[k] = "guide"
+    plain = labelled_grid(imgs, ncol, zoom)
+    g = labelled_grid(imgs, ncol, zoom, labels=labels, marked=(k,))
+    H, W = h * zoom, w * zoom
+    assert g.shape[1] == plain.shape[1] and g.shape[0] > plain.shape[0]  # a caption strip under every row
+    rows = -(-n // min(ncol, n))
+    caption_h = (g.shape[0] - PAD) // rows - H - PAD
+    assert caption_h > 0 and g.shape[0] == rows * (H + caption_h + PAD) + PAD
+    lay = layout(n, (H, W), ncol, caption_h)
+    for i in range(n):
+        top, left = lay.box(i)
+        np.testing.assert_array_equal(g[top : top + H, left : left + W], zoomed(imgs[i], zoom))
+        ring = g[top - FRAME : top + H + FRAME, left - FRAME : left + W + FRAME].copy()
+        ring[FRAME:-FRAME, FRAME:-FRAME] = MARK if i == k else BACKGROUND
+        want = np.asarray(MARK if i == k else BACKGROUND, np.uint8)
+        assert np.all(ring == want), i  # the marked tile's frame is MARK all round, the others' gap background
+        caption = g[top + H + FRAME : top + H + caption_h, left : left + W]
+        assert is_background(caption) != (i == k)  # text under the labelled tile only
+        if i == k:
+            assert (np.abs(caption.astype(int) - BACKGROUND).sum(2) > 150).sum() >= 20  # light text pixels
+
+
+def test_long_labels_are_cut_and_a_long_title_wraps(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    imgs = random_tiles(rng, n=int(rng.integers(2, 5)))
+    n = len(imgs)
+    long_label = "x" * int(rng.integers(40, 80))
+    scale, cut = grids._fit(load_cv2(), [long_label] * n, imgs.shape[2] * 2 - 4)
+    assert scale == grids.SCALES[-1] and all(c.endswith("..") and len(c) < len(long_label) for c in cut)
+    labelled_grid(imgs, n, 2, labels=[long_label] * n)  # draws without error
+    short = labelled_grid(imgs, n, 2, title="A")
+    words = " ".join("word%d" % i for i in range(int(rng.integers(20, 40)))) + " " + "y" * 200
+    wrapped = labelled_grid(imgs, n, 2, title=words)
+    plain = labelled_grid(imgs, n, 2)
+    assert short.shape[1] == wrapped.shape[1] == plain.shape[1]  # the title never widens the grid
+    assert wrapped.shape[0] > short.shape[0] > plain.shape[0]
+    assert not is_background(short[: short.shape[0] - plain.shape[0]])
+
+
+def test_caption_texts():
+    assert interpolation_labels(5) == ["A t=0", "t=0.25", "t=0.50", "t=0.75", "B t=1"]
+    assert interpolation_labels(2) == ["A t=0", "B t=1"]
+    assert traversal_labels(3, [-2.0, 0.0, 1.5], "spread") == ["-2 spread", "+0 spread", "+1.5 spread"]
+    assert traversal_labels(1, [-7.0, 10.0], "value") == ["z1=-7", "z1=10"]
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_generate_grid_frames_the_guide_at_the_given_zoom(tmp_path, monkeypatch, fresh_seed):
+    from sami_rt.runtime import Runtime
+
+    rng = np.random.default_rng(fresh_seed)
+    n, zoom = int(rng.integers(2, 10)), int(rng.integers(1, 4))
+    monkeypatch.chdir(tmp_path)
+    r = invoke("generate", "--guide", GUIDE, "-n", n, "--steps", 3, "--zoom", zoom, "--seed", int(rng.integers(99)),
+               "-o", "g.png", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert "(the framed first tile: the guide)" in r.stdout
+    g = read_rgb(tmp_path / "g.png")
+    x = np.load(tmp_path / "g.npz")["x"]
+    assert x.shape[0] == n  # the latents beside the grid: the samples only, as before
+    guide = from_model(Runtime(device="cpu").load_images(str(GUIDE)))[0]
+    tiles = [guide] + list(from_model(x))
+    H, W = guide.shape[0] * zoom, guide.shape[1] * zoom
+    cols = min(8, n + 1)
+    rows = -(-(n + 1) // cols)
+    assert g.shape[1] == cols * (W + PAD) + PAD
+    caption_h = (g.shape[0] - PAD) // rows - H - PAD
+    assert caption_h > 0 and g.shape[0] == rows * (H + caption_h + PAD) + PAD  # no filler row
+    lay = layout(n + 1, (H, W), 8, caption_h)
+    for i, t in enumerate(tiles):
+        top, left = lay.box(i)
+        np.testing.assert_array_equal(g[top : top + H, left : left + W], zoomed(t, zoom))
+    assert np.all(g[PAD - FRAME, PAD - FRAME : PAD + W + FRAME] == MARK)
+    assert np.all(g[PAD : PAD + H, PAD - FRAME] == MARK) and np.all(g[PAD + H, PAD : PAD + W] == MARK)
+    assert not is_background(g[PAD + H + FRAME : PAD + H + caption_h, PAD : PAD + W])  # "guide"
+    assert is_background(g[PAD + H + FRAME : PAD + H + caption_h, PAD + W + PAD :])  # the samples: no caption
+
+
+@pytest.mark.parametrize("command", ["interpolate", "traverse"])
+def test_interpolate_and_traverse_caption_every_tile_under_a_title(command, tmp_path, monkeypatch, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    monkeypatch.chdir(tmp_path)
+    n = int(rng.integers(2, 5))
+    if command == "interpolate":
+        args = [GUIDE, EXAMPLES / "guide_light.png", "-n", n]
+    else:
+        vals = ",".join(f"{v:g}" for v in np.round(rng.normal(size=n) * 2, 1))
+        args = [GUIDE, "--axis", int(rng.integers(8)), f"--values={vals}", "--unit", "sd"]
+    r = invoke(command, *args, "--steps", 3, "-o", "p.png", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    g = read_rgb(tmp_path / "p.png")
+    x = np.load(tmp_path / "p.npz")["x"]
+    H, W = x.shape[2] * 3, x.shape[3] * 3  # the default zoom for the 32-px model
+    assert grids.auto_zoom(*x.shape[2:]) == 3 and g.shape[1] == n * (W + PAD) + PAD
+    title_and_caption = g.shape[0] - (H + 2 * PAD)
+    assert title_and_caption > 0
+    t0 = zoomed(from_model(x)[0], 3)  # the tiles' top: below the title, where tile 0's pixels are
+    tops = [y for y in range(PAD, title_and_caption + PAD + 1) if np.array_equal(g[y : y + H, PAD : PAD + W], t0)]
+    assert len(tops) == 1
+    top = tops[0]
+    assert not is_background(g[PAD : top - PAD])  # the title
+    for i in range(n):
+        left = PAD + i * (W + PAD)
+        assert not is_background(g[top + H + FRAME :, left : left + W]), i  # every tile's caption
+
