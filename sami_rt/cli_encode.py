@@ -108,35 +108,46 @@ def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) 
         else:
             click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}{cs:>21.3f}")
     if plot:
-        plot_video(v, plot)
+        plot_video(v, plot, path.name)
         click.echo(f"plot -> {plot}")
 
 
-def plot_video(v, path: Path) -> None:
-    """The first 8 posterior means per frame and the two curvatures, in the format path's extension names."""
-    import io
+def video_figure(v, name: str):
+    """The plot of ``encode VIDEO --plot`` as a matplotlib Figure (no pyplot state): the first 8 posterior means
+    per frame, the latent and pixel curvatures; every panel with its y-label, the legends under the panels
+    (never over a curve), the title the video's name, its frame count and mean curvatures."""
+    from matplotlib.figure import Figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sami_rt.io import atomic_write_bytes
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(10, 4.4))
+    # fixed margins (room for the title and the legends below the panels): constrained layout doubles the time
+    fig.subplots_adjust(left=0.075, right=0.98, top=0.86, bottom=0.21, wspace=0.22)
+    a, b = fig.subplots(1, 2)
     d = v.mu.shape[1]
     for k in range(min(d, 8)):
         a.plot(v.frames, v.mu[:, k], label=f"z{k}")
     a.set_xlabel("frame")
-    a.set_title("posterior means")
-    a.legend(fontsize=7)
-    b.plot(v.frames[1:-1], v.latent_curvature, label="latent")
-    b.plot(v.frames[1:-1][: len(v.pixel_curvature)], v.pixel_curvature, label="pixel")
+    a.set_ylabel("posterior mean")
+    a.set_title(f"posterior means (dims 0-{min(d, 8) - 1} of {d})" if d > 1 else "posterior mean")
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(d, 8), frameon=False)
+    b.plot(v.frames[1:-1][: len(v.latent_curvature)], v.latent_curvature, "k-", label="latent")
+    b.plot(v.frames[1:-1][: len(v.pixel_curvature)], v.pixel_curvature, "--", color="tab:gray", label="pixel")
     b.set_xlabel("frame")
     b.set_ylabel("curvature (deg)")
-    b.legend()
-    fig.tight_layout()
+    b.set_title("curvature: angle between successive steps")
+    b.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
+    means = ("mean curvature undefined (fewer than 3 frames)" if lat is None else
+             f"mean curvature: latent {lat:.1f} deg, pixel " + ("undefined" if pix is None else f"{pix:.1f} deg"))
+    fig.suptitle(f"{name}: {len(v.frames)} frames, {means}")
+    return fig
+
+
+def plot_video(v, path: Path, name: str) -> None:
+    """``video_figure`` written to path, in the format its extension names."""
+    import io
+
+    from sami_rt.io import atomic_write_bytes
+
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lower()[1:], dpi=110)
-    plt.close(fig)
+    video_figure(v, name).savefig(buf, format=Path(path).suffix.lower()[1:], dpi=110)
     atomic_write_bytes(path, buf.getvalue())

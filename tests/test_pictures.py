@@ -1,5 +1,5 @@
 """Pictures a person can read (issue 18): the grids of `generate`, `interpolate` and `traverse` (zoomed tiles,
-the guide framed, captions and titles, no filler tiles).
+the guide framed, captions and titles, no filler tiles) and the curvature plot of `encode VIDEO --plot`.
 `info`'s evaluation lines are tested in test_cli_errors.py."""
 
 
@@ -186,3 +186,57 @@ def test_interpolate_and_traverse_caption_every_tile_under_a_title(command, tmp_
         left = PAD + i * (W + PAD)
         assert not is_background(g[top + H + FRAME :, left : left + W]), i  # every tile's caption
 
+
+# ------------------------------------------------------------------------------------ the curvature plot
+def random_video(rng, n_frames, d):
+    from sami_rt.trajectory import VideoEncoding, angles
+
+    mu = np.cumsum(rng.normal(size=(n_frames, d)), 0)
+    pixels = rng.normal(size=(n_frames, 16))
+    return VideoEncoding(frames=np.arange(n_frames) * int(rng.integers(1, 4)), mu=mu,
+                         var=np.exp(rng.normal(size=mu.shape)), latent_curvature=angles(mu),
+                         pixel_curvature=angles(pixels), fps=25.0)
+
+
+def test_curvature_plot_has_ylabels_a_title_and_legends_off_the_curves(fresh_seed):
+    pytest.importorskip("matplotlib")
+    from sami_rt.cli_encode import video_figure
+
+    rng = np.random.default_rng(fresh_seed)
+    v = random_video(rng, int(rng.integers(5, 60)), int(rng.choice([1, 3, 8, 12])))
+    fig = video_figure(v, "walk.mp4")
+    fig.draw_without_rendering()
+    title = fig.get_suptitle()
+    assert title.startswith(f"walk.mp4: {len(v.frames)} frames")
+    assert f"latent {v.mean_latent_curvature:.1f} deg" in title and f"pixel {v.mean_pixel_curvature:.1f} deg" in title
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.get_ylabel().strip() and ax.get_xlabel() == "frame" and ax.get_title().strip()
+        leg = ax.get_legend()
+        assert leg is not None
+        box = leg.get_window_extent()
+        assert not box.overlaps(ax.get_window_extent())  # outside the panel, so over no curve
+        for line in ax.get_lines():
+            pts = line.get_transform().transform(np.asarray(line.get_xydata()))
+            assert not box.count_contains(pts[np.all(np.isfinite(pts), 1)])
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)  # and inside the figure
+
+
+def test_curvature_plot_is_written_at_its_figure_size(tmp_path, fresh_seed):
+    pytest.importorskip("matplotlib")
+    from sami_rt.cli_encode import plot_video, video_figure
+
+    rng = np.random.default_rng(fresh_seed)
+    v = random_video(rng, int(rng.integers(3, 30)), 8)
+    out = tmp_path / "c.png"
+    plot_video(v, out, "walk.mp4")
+    w, h = video_figure(v, "walk.mp4").get_size_inches() * 110
+    assert read_rgb(out).shape[:2] == (round(h), round(w))
+
+
+def test_curvature_plot_of_two_frames_says_the_curvature_is_undefined(fresh_seed):
+    pytest.importorskip("matplotlib")
+    from sami_rt.cli_encode import video_figure
+
+    fig = video_figure(random_video(np.random.default_rng(fresh_seed), 2, 8), "short.mp4")
+    assert fig.get_suptitle() == "short.mp4: 2 frames, mean curvature undefined (fewer than 3 frames)"
