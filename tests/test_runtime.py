@@ -147,7 +147,10 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     import cv2
 
     grid = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED)
-    assert grid.shape == (2 + 34, 2 + 5 * 34)  # the guide and four samples, 32x32 with 2-pixel gaps
+    from sami_rt.grids import PAD
+
+    # the guide and four samples in one row, 32x32 tiles zoomed 3x by default, captions under them (test_pictures)
+    assert grid.ndim == 3 and grid.shape[1] == PAD + 5 * (96 + PAD) and 96 + 2 * PAD < grid.shape[0] < 2 * 96
     z = np.load(tmp_path / "g.npz")
     assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, D)
     assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}" in r.stdout and float(z["scale"]) == SCALE
