@@ -49,7 +49,7 @@ def test_a_baseline_trains_evaluates_and_is_refused_by_export(tmp_path):
     run = tmp_path / "vae"
     args = ["--config", "disks", "--model", "beta-vae", "--image-size", "16", "--disk-radius", "3", "--enc-channels",
             "8,8", "--enc-hidden", "16", "--batch", "8", "--steps", "4", "--warmup", "2", "--log-every", "2",
-            "--sample-every", "4", "--eval-n", "200", "--n-train", "64", "--latent-dim", "3"]
+            "--sample-every", "4", "--eval-n", "100", "--n-train", "64", "--latent-dim", "3"]
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), *args, "--out", str(run)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -59,6 +59,7 @@ def test_two_process_torchrun_completes_with_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "train" / "run.py"), "--config", "disks", "--out", str(out), "--steps", "4", "--threads", "1", "--eval-n", "32",
+           "--eval-steps", "5",
            *TINY_ARGS]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -94,7 +95,7 @@ def test_every_preset_builds_and_round_trips_through_json():
 def test_train_and_evaluate_end_to_end(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), "--config", "disks", "--out", str(run),
-                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "200", "--eval-steps", "10",
+                        *TINY_ARGS, "--steps", "4", "--sample-every", "4", "--eval-n", "100", "--eval-steps", "10",
                         "--sampling-scale", "2"],
                        capture_output=True, text=True,
                        timeout=600)
