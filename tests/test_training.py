@@ -70,13 +70,18 @@ def test_two_process_torchrun_completes_with_identical_weights(tmp_path):
     assert len(load_checkpoint(out / CHECKPOINT)["rng"]) == 2
 
 
-def test_cli_overrides_and_their_errors(tmp_path):
+def test_cli_overrides_and_their_errors(tmp_path, capsys):
     cfg = apply_overrides(get_config("disks"), ["--kl-weight", "1e-2", "--unet-mult=1,2", "--enc-bias", "true"])
     assert cfg.kl_weight == 1e-2 and cfg.unet_mult == (1, 2) and cfg.enc_bias is True
     with pytest.raises(ValueError, match="unknown configuration key --nope"):
         apply_overrides(cfg, ["--nope", "1"])
     with pytest.raises(ValueError, match="--steps expects a int, got 'many'"):
         apply_overrides(cfg, ["--steps", "many"])
+    from train.run import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--config", "disks", "--eval-protocol", "slow"])
+    assert e.value.code == 2 and "--eval-protocol expects quick or full, got 'slow'" in capsys.readouterr().err
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), "--config", "disks", "--lr", "fast"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--lr expects a float, got 'fast'" in r.stderr
@@ -117,6 +122,11 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     assert csv[0] == "t,abar,var_0,var_1,var_2" and len(csv) == 21
     gain = ev["guidance_gain"]
     assert len(gain) == 10 and all(r["error_alone"] > 0 and r["error_guided"] > 0 for r in gain)
+    # the end of a run evaluates with the quick protocol, one line per stage on stderr
+    assert ev["protocol"] == ev["summary"]["protocol"] == "quick" and ev["n_test"] == 100 and ev["steps"] == 10
+    for line in ("evaluation (quick protocol): 100 held-out images, 10 sampling steps", "factor metrics (200 fitted",
+                 "interpolation check (5 pairs): ", "generation figures: ", "evaluation written to "):
+        assert line in r.stderr, (line, r.stderr[-2000:])
 
 
 def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_model(fresh_seed):

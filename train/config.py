@@ -77,7 +77,8 @@ class Config:
     ckpt_every: int = 500
     eval_at_end: bool = True
     eval_n: int = 1000  # held-out images for evaluation
-    eval_steps: int = 100  # sampling steps of the end-of-run evaluation's generated figures (train/evaluate.py)
+    eval_steps: int = 100  # sampling steps of the evaluation's generated figures (train/evaluate.py)
+    eval_protocol: str = "quick"  # the end-of-run evaluation: quick (evaluate.QUICK's caps) | full
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
 

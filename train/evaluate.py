@@ -157,18 +157,54 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
     plt.close(fig)
 
 
+# The quick protocol (the end of a training run, unless eval_protocol is full): at most these held-out images,
+# sampling steps, interpolation pairs and FID samples. A 20-step disks-small run spent 6 of its 6.3 minutes in the
+# full protocol on 2 cores, half of that in the 100-step generation figures (benchmarks/RESULTS.md).
+QUICK = {"n_test": 500, "steps": 25, "interp_pairs": 10, "fid_n": 200}
+
+
+class Stages:
+    """One line per finished stage of an evaluation, with its seconds, on ``log`` (stderr by default)."""
+
+    def __init__(self, log=None):
+        import time
+
+        self.clock, self.log = time.perf_counter, log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.t0 = self.t = self.clock()
+
+    def done(self, what: str) -> None:
+        now = self.clock()
+        self.log(f"  {what}: {now - self.t:.1f} s")
+        self.t = now
+
+    def total(self) -> float:
+        return self.clock() - self.t0
+
+
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int | None = None,
                  ema: bool = True, generate: bool = True, scale: float | None = None,
-                 interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None) -> dict:
+                 interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None,
+                 protocol: str = "full", log=None) -> dict:
+    """``protocol`` "quick" caps the sizes at ``QUICK`` (explicit arguments still apply under the caps);
+    ``log`` receives one line per stage (default: stderr)."""
+    if protocol not in ("quick", "full"):
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected quick or full")
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
     n_test = n_test or cfg.eval_n
     steps = cfg.eval_steps if steps is None else steps
-    n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
     if interp_pairs is None:  # 50 for the default 1,000 held-out images; fewer for a quick evaluation
         interp_pairs = min(50, max(1, n_test // 20))
+    if protocol == "quick":
+        n_test, steps = min(n_test, QUICK["n_test"]), min(steps, QUICK["steps"])
+        interp_pairs, fid_n = min(interp_pairs, QUICK["interp_pairs"]), min(fid_n, QUICK["fid_n"])
+    n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
+    stages = Stages(log)
+    stages.log(f"evaluation ({protocol} protocol): {n_test} held-out images, {steps} sampling steps"
+               + (f"; python train/evaluate.py {run_dir} runs the full one" if protocol == "quick" else ""))
     x_test, f_test = eval_set(cfg, n_test)
-    res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test)}
+    res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test), "protocol": protocol,
+                 "steps": steps}
     mu, var = encode(model, x_test)
     res["posterior"] = {"mean_std": mu.std(0).tolist(), "var_mean": var.mean(0).tolist()}
     if f_test is not None:
@@ -181,14 +217,17 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
         res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
         corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
         res["factors"]["correlation"] = corr.tolist()
+        stages.done(f"factor metrics ({n_fit} fitted, {n_test} scored)")
         if cfg.dataset == "disks":
             from train.factor_figures import axis_r2_table, interpolation_check, latent_grids
 
             table = axis_r2_table(mu, f_test.numpy(), names, run_dir / "axis_r2.csv")
             res["factors"].update(factor_axes=table["factor_axes"], factor_axis_r2=table["factor_axis_r2"])
             res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
+            stages.done("latent grids")
             if generate and interp_pairs > 0 and cfg.model == "sami":
                 res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
+                stages.done(f"interpolation check ({interp_pairs} pairs)")
     from train.natural import labelled_analyses
 
     cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
@@ -196,29 +235,34 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
                                generate=generate, seed=0)
     if labels is not None:
         res["labels"] = labels
+        stages.done("labelled analyses")
         if generate and cfg.dataset == "fashion-mnist" and fid_n > 0:
             from train.fid import sample_quality
 
             res["sample_quality"] = sample_quality(model, cfg_s, abar, run_dir, n=fid_n, steps=steps,
                                                    inception=inception)
+            stages.done(f"FID and class keeping ({fid_n} samples)")
     if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
         res["model"] = cfg.model
     else:
         if generate:
             res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
+            stages.done("generation figures")
         curve = posterior_variance_curve(model, abar, x_test[:256])
         write_curve(run_dir, curve)
         res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
+        stages.done("posterior variance and guidance gain curves")
     res["summary"] = summarise(res)
     name = "eval" if ema else "eval_raw"
     if "generation" in res and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
         name += f"_scale_{res['generation']['scale']:g}"
     write_json(run_dir / f"{name}.json", res)
+    stages.log(f"evaluation written to {run_dir / (name + '.json')} in {stages.total():.0f} s")
     return res
 
 
 def summarise(res: dict) -> dict:
-    s = {"step": res["step"]}
+    s = {"step": res["step"], "protocol": res.get("protocol", "full")}
     if "factors" in res:
         f = res["factors"]
         s["knn_r2"] = {k: round(v, 3) for k, v in f["knn_r2"].items()}
@@ -312,6 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None,
                     help="sampling steps for the generation figures (default: the run's eval_steps, 100 unless set)")
     ap.add_argument("--no-generate", action="store_true", help="skip the generation figures (faster)")
+    ap.add_argument("--quick", action="store_true", help="the quick protocol of the end of a training run: at most "
+                    f"{QUICK['n_test']} held-out images, {QUICK['steps']} sampling steps, {QUICK['interp_pairs']} "
+                    f"interpolation pairs, {QUICK['fid_n']} FID samples")
     ap.add_argument("--interp-pairs", type=int, help="disk pairs of the interpolation check (0 = skip; default: "
                     "min(50, held-out images / 20))")
     ap.add_argument("--scale", type=float, help="guidance scale of the generation figures (default: the run's "
@@ -342,7 +389,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
                        generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs, fid_n=args.fid_n,
-                       inception=args.inception)
+                       inception=args.inception, protocol="quick" if args.quick else "full")
     print(json.dumps(res["summary"], indent=2))
     return 0
 

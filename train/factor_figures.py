@@ -185,6 +185,12 @@ def _plot_interpolation(starts, ends, lines, results, lam, path, rows: int = 8) 
     plt.close(fig)
 
 
+def _median_finite(values) -> float:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if len(v) else float("nan")
+
+
 def interpolation_check(model, cfg, abar, out_dir: Path | None = None, pairs: int = 50, points: int = 8,
                         steps: int = 50, scale: float = 1.0, max_step: float = 0.35, min_distance: float = 8.0,
                         seed: int = 0) -> dict:
@@ -224,7 +230,8 @@ def interpolation_check(model, cfg, abar, out_dir: Path | None = None, pairs: in
            "one_blob": int(sum(r["one_blob"] for r in results)),
            "monotone": int(sum(r["monotone"] for r in results)),
            "reaches_ends": int(sum(r["reaches_ends"] for r in results)),
-           "median_max_step": float(np.nanmedian([r["max_step"] for r in results]))}
+           # NaN where no path was one blob throughout (an untrained model): no step was measured
+           "median_max_step": _median_finite([r["max_step"] for r in results])}
     if out_dir is not None:
         _plot_interpolation(x[A], x[B], imgs.reshape(len(A), points, *imgs.shape[1:]), results, lam.numpy(),
                             out_dir / "interpolation.png")

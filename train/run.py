@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.model not in MODELS:
         ap.error(f"--model expects one of {', '.join(MODELS)}, got {cfg.model!r}")
+    if cfg.eval_protocol not in ("quick", "full"):
+        ap.error(f"--eval-protocol expects quick or full, got {cfg.eval_protocol!r}")
     if cfg.model != "sami" and cfg.denoiser:
         ap.error(f"--denoiser is for SAMI; a {cfg.model} has no diffusion decoder")
     if args.print_config:
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.step >= cfg.steps and trainer.dist.main and cfg.eval_at_end and not args.no_eval:
             from train.evaluate import evaluate_run
 
-            res = evaluate_run(run_dir)
+            res = evaluate_run(run_dir, protocol=cfg.eval_protocol)
             print(json.dumps(res.get("summary", {}), indent=2))
     except SamiError as e:
         print(f"error: {e}", file=sys.stderr)
