@@ -54,7 +54,14 @@ def tiny_cfg():
     return tiny_config()
 
 
+# The longest files first (their module fixtures and subprocess runs), so that the test workers, which take
+# whole files in collection order (--dist loadfile), do not start the longest one last.
+LONGEST_FIRST = ("test_export.py", "test_training.py", "test_natural.py", "test_frozen.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     try:
         import torch
 

@@ -160,17 +160,18 @@ def test_missing_fashion_mnist_is_one_line_saying_how_to_get_it(tmp_path):
 
 def test_shipped_fashion_mnist_bundle_carries_the_class():
     """The shipped fashion-mnist bundle (onnxruntime, no torch in the loop): a linear probe on posterior means,
-    fitted on the whole training split and scored on the whole test split, reaches the acceptance bar. Whole
-    splits make the number the model's, not a draw's: a probe fitted on 3,000 random training images and scored
-    on 2,000 test images spread from 0.727 to 0.756 over five draws for the same bundle, around a bar of 0.75."""
+    fitted on the first 30,000 training images and scored on the whole test split, reaches the acceptance bar
+    (0.7587; 0.7588 fitted on all 60,000). Fixed sets make the number the model's, not a draw's: a probe fitted
+    on 3,000 random training images and scored on 2,000 test images spread from 0.727 to 0.756 over five draws
+    for the same bundle, around a bar of 0.75."""
     from sami_rt.runtime import Runtime, resolve_model
 
     x_te, y_te = fashion_or_skip("test")
     x_tr, y_tr = load_fashion_mnist("", "train")
     rt = Runtime(resolve_model("fashion-mnist"), device="cpu")
     assert rt.bundle.image_shape == (1, 32, 32) and rt.code_spread() is not None
-    mu_fit, _ = rt.encode(x_tr.numpy())
+    mu_fit, _ = rt.encode(x_tr[:30000].numpy())
     mu, var = rt.encode(x_te.numpy())
     assert np.isfinite(mu).all() and (var > 0).all()
-    acc = linear_probe(mu_fit, y_tr.numpy(), mu, y_te.numpy())["accuracy"]
+    acc = linear_probe(mu_fit, y_tr[:30000].numpy(), mu, y_te.numpy())["accuracy"]
     assert acc >= 0.75, acc

@@ -186,7 +186,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     assert r.returncode == 0, r.stderr
     part, kills, rng = tmp_path / "part", 0, random.Random(fresh_seed)
     cmd = [*run, "--config", "disks", *args, "--out", str(part)]
-    for _ in range(4):
+    for _ in range(3):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.time()
         while not (part / CHECKPOINT).exists() and p.poll() is None and time.time() - t0 < 60:
