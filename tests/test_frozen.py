@@ -54,12 +54,21 @@ def _onnx_eps(path, module, cfg):
                       dynamic_shapes={"x_t": {0: torch.export.Dim("batch")}, "t": {0: torch.export.Dim("batch")}})
 
 
-def test_an_onnx_eps_denoiser_trains_an_encoder(tmp_path, fresh_seed):
+@pytest.fixture(scope="module")
+def eps_onnx(tmp_path_factory):
+    """A run trained two steps (``DIR/joint``) and its denoiser exported as an eps ONNX graph (``DIR/d.onnx``),
+    shared by the tests that train and export against an external ONNX denoiser (one export instead of two)."""
     pytest.importorskip("onnxscript")
-    Trainer(tiny_config(steps=2), tmp_path / "joint").run()
-    model, cfg, abar, _ = load_run(tmp_path / "joint")
-    _onnx_eps(tmp_path / "d.onnx", model.denoiser, cfg)
-    tr = Trainer(tiny_config(steps=3, denoiser=str(tmp_path / "d.onnx")), tmp_path / "frozen")
+    d = tmp_path_factory.mktemp("eps-onnx")
+    Trainer(tiny_config(steps=2), d / "joint").run()
+    model, cfg, _, _ = load_run(d / "joint")
+    _onnx_eps(d / "d.onnx", model.denoiser, cfg)
+    return d
+
+
+def test_an_onnx_eps_denoiser_trains_an_encoder(tmp_path, eps_onnx, fresh_seed):
+    model, cfg, abar, _ = load_run(eps_onnx / "joint")
+    tr = Trainer(tiny_config(steps=3, denoiser=str(eps_onnx / "d.onnx")), tmp_path / "frozen")
     g = torch.Generator().manual_seed(fresh_seed)
     x = torch.randn(5, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
     t = torch.randint(cfg.T, (5,), generator=g)
@@ -145,24 +154,22 @@ def test_a_model_on_a_frozen_run_denoiser_exports_and_runs(tmp_path):
 
 
 @pytest.mark.parametrize("param", ["eps", "x0"])
-def test_a_model_on_an_external_onnx_denoiser_exports_and_runs(tmp_path, param):
+def test_a_model_on_an_external_onnx_denoiser_exports_and_runs(tmp_path, param, request):
     """The bundle wraps the external graph in the denoiser contract and fuses it with the guidance;
     export validates both against PyTorch (which runs the external graph through onnxruntime)."""
     pytest.importorskip("onnxscript")
     from export.core import export_bundle
     from sami_rt.runtime import Runtime
 
-    cfg = tiny_config()
     if param == "eps":
-        Trainer(tiny_config(steps=2), tmp_path / "joint").run()
-        model, _, _, _ = load_run(tmp_path / "joint")
-        _onnx_eps(tmp_path / "d.onnx", model.denoiser, cfg)
+        onnx_file = request.getfixturevalue("eps_onnx") / "d.onnx"
     else:
+        onnx_file = tmp_path / "d.onnx"
         x = torch.randn(2, 1, 16, 16)
-        torch.onnx.export(_EDMGaussian().eval(), (x, torch.rand(2)), str(tmp_path / "d.onnx"), input_names=["x", "sigma"],
+        torch.onnx.export(_EDMGaussian().eval(), (x, torch.rand(2)), str(onnx_file), input_names=["x", "sigma"],
                           output_names=["D"], dynamo=True,
                           dynamic_shapes={"x": {0: torch.export.Dim("batch")}, "sigma": {0: torch.export.Dim("batch")}})
-    Trainer(tiny_config(steps=2, denoiser=str(tmp_path / "d.onnx"), denoiser_param=param), tmp_path / "frozen").run()
+    Trainer(tiny_config(steps=2, denoiser=str(onnx_file), denoiser_param=param), tmp_path / "frozen").run()
     export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)
     rt = Runtime(tmp_path / "bundle", device="cpu")
     s = rt.generate(z=np.zeros(3), n=2, steps=3)
