@@ -8,8 +8,9 @@ that choosing a run's ``sampling_scale`` from this table does not tune it on the
 data sets without a generator, the held-out images after the evaluation's 8 guides). On Fashion-MNIST also the
 class keeping (train/fid.py's classifier) of 4 guided samples of each of 32 test images (5,000-5,031) that no
 evaluation figure uses.
-Write the choice into the run with ``python train/run.py --resume RUN_DIR --sampling-scale S`` (training is
-untouched: the scale is a sampling setting; the run is evaluated again and exported with it as its default).
+Write the choice into the run with ``python train/run.py --resume RUN_DIR --sampling-scale S --eval-protocol
+full`` (training is untouched: the scale is a sampling setting; the run is evaluated again, with the full
+protocol, and exported with it as its default).
 """
 
 from __future__ import annotations

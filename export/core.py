@@ -239,6 +239,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             save_reference(model, tmp / REFERENCE_FILE)
             reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
         ev = ckpt.parent / "eval.json"
+        if ev.is_file() and json.loads(ev.read_text()).get("protocol") == "quick":
+            log(f"  evaluation: {ev} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
         vrange = variance_range(model, cfg, log)
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,

@@ -1,6 +1,7 @@
 """An ONNX denoiser gives the run its image shape (its declared input), or is checked against the
 configuration's before training when the graph leaves the shape open (train/frozen.py)."""
 
+import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
@@ -110,3 +111,14 @@ def test_a_graph_that_is_not_an_image_denoiser_is_one_sentence(tmp_path):
         resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "a.onnx", ["batch", 256]))))
     with pytest.raises(FrozenDenoiserError, match="declares 16x24 images; training takes square images"):
         resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "b.onnx", ["batch", 1, 16, 24]))))
+
+
+def test_an_onnx_graph_with_a_fixed_batch_is_one_sentence(tmp_path, fresh_seed):
+    """A graph exported without a dynamic batch axis ran the one-image check and then failed at the first
+    training batch inside onnxruntime; it is refused before training."""
+    from train.frozen import FrozenDenoiserError, resolve
+
+    n = int(np.random.default_rng(fresh_seed).integers(1, 9))
+    src = _eps_graph(tmp_path / "f.onnx", [n, 1, 16, 16])
+    with pytest.raises(FrozenDenoiserError, match=f"declares a fixed batch of {n}; export the graph with a dynamic"):
+        resolve(tiny_config(denoiser=str(src)))

@@ -29,8 +29,8 @@ def _disks(rng, n, cfg):
 def ranged(tmp_path_factory):
     """A copy of the shipped disks model whose manifest records the range of 256 disks, as the export would
     (the shipped bundles predate the record), written through the contract. A fixed draw, like the export's
-    held-out images (a range over 256 disks spans about -5.5 .. -1.7; none of 20,000 disks fell beyond it
-    by the margin)."""
+    held-out images (this draw spans -5.23 .. -1.78; 7 of 20,000 other disks fell below it by more than the
+    margin, down to -6.44)."""
     root = tmp_path_factory.mktemp("ranged") / "disks-small"
     shutil.copytree(DEFAULT_MODEL, root)
     rt = Runtime(root, device="cpu")
@@ -57,8 +57,13 @@ def test_a_noise_guide_gets_a_note_and_a_disk_guide_none(ranged, fresh_seed):
     assert f"{r.low:.2f} .. {r.high:.2f}" in note[0]
     s = rt.generate(guide=str(GUIDE), n=1, steps=2, sampler="ddim")
     assert not [n for n in s.notes if "looks unlike" in n], s.notes
-    disk = _disks(rng, 1, rt.bundle.manifest.training["config"])
-    assert not [n for n in rt.generate(guide=disk, n=1, steps=2, sampler="ddim").notes if "looks unlike" in n]
+    # fresh disks: about 1 in 3,000 falls beyond the margin, so count rather than demand none; the most typical
+    # one of the draw, guiding a sample, gets no note
+    disks = _disks(rng, 64, rt.bundle.manifest.training["config"])
+    m = mean_log_variance(rt.encode(disks)[1])
+    assert ((m < r.low - GUIDE_VARIANCE_MARGIN) | (m > r.high + GUIDE_VARIANCE_MARGIN)).sum() <= 2, m
+    typical = disks[np.argsort(m)[len(m) // 2]][None]
+    assert not [n for n in rt.generate(guide=typical, n=1, steps=2, sampler="ddim").notes if "looks unlike" in n]
 
 
 def test_a_bundle_without_the_record_gives_no_note(rt, fresh_seed):

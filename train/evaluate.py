@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from train.data import DISK_FACTORS, eval_set
+from train.eval_protocol import PROTOCOLS, QUICK, Stages, protocol_of
 from train.io import atomic_path, write_json, write_text
 from train.metrics import all_metrics, disentanglement_metrics
 from train.nets import encode  # noqa: F401  (re-exported for benchmarks)
@@ -157,37 +158,13 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
     plt.close(fig)
 
 
-# The quick protocol (the end of a training run, unless eval_protocol is full): at most these held-out images,
-# sampling steps, interpolation pairs and FID samples. A 20-step disks-small run spent 6 of its 6.3 minutes in the
-# full protocol on 2 cores, half of that in the 100-step generation figures (benchmarks/RESULTS.md).
-QUICK = {"n_test": 500, "steps": 25, "interp_pairs": 10, "fid_n": 200}
-
-
-class Stages:
-    """One line per finished stage of an evaluation, with its seconds, on ``log`` (stderr by default)."""
-
-    def __init__(self, log=None):
-        import time
-
-        self.clock, self.log = time.perf_counter, log or (lambda s: print(s, file=sys.stderr, flush=True))
-        self.t0 = self.t = self.clock()
-
-    def done(self, what: str) -> None:
-        now = self.clock()
-        self.log(f"  {what}: {now - self.t:.1f} s")
-        self.t = now
-
-    def total(self) -> float:
-        return self.clock() - self.t0
-
-
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int | None = None,
                  ema: bool = True, generate: bool = True, scale: float | None = None,
                  interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None,
                  protocol: str = "full", log=None) -> dict:
     """``protocol`` "quick" caps the sizes at ``QUICK`` (explicit arguments still apply under the caps);
     ``log`` receives one line per stage (default: stderr)."""
-    if protocol not in ("quick", "full"):
+    if protocol not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; expected quick or full")
     run_dir = Path(run_dir)
     model, cfg, abar, step = load_model(run_dir, Path(ckpt) if ckpt else None, ema)
@@ -226,13 +203,15 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
             res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
             stages.done("latent grids")
             if generate and interp_pairs > 0 and cfg.model == "sami":
-                res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs)
+                res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs,
+                                                           steps=min(50, steps))
                 stages.done(f"interpolation check ({interp_pairs} pairs)")
     from train.natural import labelled_analyses
 
     cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
-    labels = labelled_analyses(model, cfg_s, abar, run_dir, n_fit=max(n_fit, 5000), n_test=max(n_test, 2000),
-                               generate=generate, seed=0)
+    lab_n = (n_fit, n_test) if protocol == "quick" else (max(n_fit, 5000), max(n_test, 2000))
+    labels = labelled_analyses(model, cfg_s, abar, run_dir, n_fit=lab_n[0], n_test=lab_n[1], generate=generate,
+                               steps=min(50, steps), seed=0)
     if labels is not None:
         res["labels"] = labels
         stages.done("labelled analyses")
@@ -256,6 +235,8 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
     name = "eval" if ema else "eval_raw"
     if "generation" in res and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
         name += f"_scale_{res['generation']['scale']:g}"
+    if protocol == "quick" and protocol_of(run_dir / f"{name}.json") == "full":
+        name += "_quick"  # a full evaluation (what export copies) is never replaced by a quick one
     write_json(run_dir / f"{name}.json", res)
     stages.log(f"evaluation written to {run_dir / (name + '.json')} in {stages.total():.0f} s")
     return res
@@ -369,6 +350,8 @@ def main(argv=None) -> int:
     ap.add_argument("--inception", metavar="FILE", help="a local TorchScript FID Inception network "
                     "(inception-2015-12-05.pt): adds the standard Inception FID")
     args = ap.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be at least 1, got {args.steps}")
     if args.metrics is not None:
         try:
             res = metrics_on_codes(args.metrics, args.seed)

@@ -67,7 +67,9 @@ class FrozenDenoiser(nn.Module):
         if onnx_path is not None:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            from sami_rt.backends.onnxruntime import cpu_session_options
+
+            self._session = ort.InferenceSession(onnx_path, cpu_session_options(ort), providers=["CPUExecutionProvider"])
             self._run_options = ort.RunOptions()
             self._run_options.log_severity_level = 4  # a failing call raises; no second, coloured copy on stderr
             self._inputs = [i.name for i in self._session.get_inputs()]
@@ -191,6 +193,10 @@ def _onnx_image(cfg, frozen: FrozenDenoiser, src: Path):
     if len(shape) != 4:
         raise FrozenDenoiserError(f"--denoiser {src}: its input {inp.name!r} has shape {declared}; a denoiser takes "
                                   "images [batch, channels, height, width]")
+    for i in frozen._session.get_inputs():  # training feeds whole batches: a batch axis fixed at export cannot take them
+        if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0:
+            raise FrozenDenoiserError(f"--denoiser {src}: its input {i.name!r} declares a fixed batch of {i.shape[0]}; "
+                                      "export the graph with a dynamic batch dimension")
     C, H, W = shape[1:]
     if H is not None and W is not None and H != W:
         raise FrozenDenoiserError(f"--denoiser {src}: its input {inp.name!r} declares {H}x{W} images; training "
@@ -205,9 +211,9 @@ def _onnx_image(cfg, frozen: FrozenDenoiser, src: Path):
     else:
         frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); its input shape {declared} leaves the image "
                           f"open: {now} from the configuration")
-    x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
+    x = torch.zeros(2, cfg.channels, cfg.image_size, cfg.image_size)
     try:
-        out = frozen(x, torch.full((1,), len(frozen.abar) - 1, dtype=torch.int64))
+        out = frozen(x, torch.full((2,), len(frozen.abar) - 1, dtype=torch.int64))
     except Exception as e:  # onnxruntime's own errors (several lines each): keep the first
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         first = first if len(first) <= 240 else "... " + first[-240:]  # the end says what did not fit

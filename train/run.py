@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.model not in MODELS:
         ap.error(f"--model expects one of {', '.join(MODELS)}, got {cfg.model!r}")
-    if cfg.eval_protocol not in ("quick", "full"):
+    from train.eval_protocol import PROTOCOLS
+
+    if cfg.eval_protocol not in PROTOCOLS:
         ap.error(f"--eval-protocol expects quick or full, got {cfg.eval_protocol!r}")
+    if cfg.eval_steps < 1:
+        ap.error(f"--eval-steps must be at least 1, got {cfg.eval_steps}")
     if cfg.model != "sami" and cfg.denoiser:
         ap.error(f"--denoiser is for SAMI; a {cfg.model} has no diffusion decoder")
     if args.print_config:
