@@ -274,7 +274,7 @@ def variance_range(model: SAMI, cfg: Config, log: Callable[[str], None] = print)
 
     try:
         x, _ = eval_set(cfg, VARIANCE_IMAGES)
-    except SamiError as e:
+    except (SamiError, OSError, ValueError) as e:  # missing or damaged data: the bundle goes out without a range
         log(f"  posterior variance range: not recorded ({e})")
         return None
     with torch.no_grad():

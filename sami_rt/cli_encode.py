@@ -104,12 +104,17 @@ def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) 
                                  ("pixel", v.pixel_curvature, pix, v.pixel_straightness)):
         fin = vals[np.isfinite(vals)]
         if mean is None:
-            click.echo(f"{name:<12}{'undefined (fewer than 3 frames)':>32}")
+            click.echo(f"{name:<12}{'undefined (' + undefined_why(v) + ')':>32}")
         else:
             click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}{cs:>21.3f}")
     if plot:
         plot_video(v, plot, path.name)
         click.echo(f"plot -> {plot}")
+
+
+def undefined_why(v) -> str:
+    """Why a trajectory's mean curvature is undefined: too few frames, or steps of length zero throughout."""
+    return "fewer than 3 frames" if len(v.frames) < 3 else "the trajectory does not move"
 
 
 def video_figure(v, name: str):
@@ -136,7 +141,7 @@ def video_figure(v, name: str):
     b.set_title("curvature: angle between successive steps")
     b.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
-    means = ("mean curvature undefined (fewer than 3 frames)" if lat is None else
+    means = (f"mean curvature undefined ({undefined_why(v)})" if lat is None else
              f"mean curvature: latent {lat:.1f} deg, pixel " + ("undefined" if pix is None else f"{pix:.1f} deg"))
     fig.suptitle(f"{name}: {len(v.frames)} frames, {means}")
     return fig

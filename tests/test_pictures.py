@@ -240,3 +240,20 @@ def test_curvature_plot_of_two_frames_says_the_curvature_is_undefined(fresh_seed
 
     fig = video_figure(random_video(np.random.default_rng(fresh_seed), 2, 8), "short.mp4")
     assert fig.get_suptitle() == "short.mp4: 2 frames, mean curvature undefined (fewer than 3 frames)"
+
+
+def test_curvature_plot_of_a_still_video_says_it_does_not_move(fresh_seed):
+    """Enough frames but every step of length zero: the angles are undefined because nothing moves."""
+    pytest.importorskip("matplotlib")
+    from sami_rt.cli_encode import video_figure
+    from sami_rt.trajectory import VideoEncoding, angles
+
+    rng = np.random.default_rng(fresh_seed)
+    n = int(rng.integers(3, 20))
+    mu = np.repeat(rng.normal(size=(1, 4)), n, 0)
+    v = VideoEncoding(frames=np.arange(n), mu=mu, var=np.exp(rng.normal(size=mu.shape)),
+                      latent_curvature=angles(mu), pixel_curvature=angles(np.repeat(rng.normal(size=(1, 9)), n, 0)),
+                      fps=25.0)
+    assert v.mean_latent_curvature is None
+    assert video_figure(v, "still.mp4").get_suptitle() == (
+        f"still.mp4: {n} frames, mean curvature undefined (the trajectory does not move)")
