@@ -238,9 +238,10 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         if not external and not cfg.denoiser:  # a plain SAMI model that load_reference can rebuild
             save_reference(model, tmp / REFERENCE_FILE)
             reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
-        ev = ckpt.parent / "eval.json"
-        if ev.is_file() and json.loads(ev.read_text()).get("protocol") == "quick":
-            log(f"  evaluation: {ev} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
+        ev_file = ckpt.parent / "eval.json"
+        ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
+        if ev.get("protocol") == "quick":
+            log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
         vrange = variance_range(model, cfg, log)
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
@@ -248,7 +249,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             flops={} if external else count_flops(model, abar, cfg),
             sampling_scale=float(cfg.sampling_scale), description=description, variance_range=vrange,
             training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
-            evaluation=json.loads(ev.read_text()).get("summary", {}) if ev.is_file() else {},
+            evaluation=ev.get("summary", {}),
             export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
                                    "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
                     "torch": torch.__version__, "onnx_opset": opset,

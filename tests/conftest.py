@@ -9,15 +9,24 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
+TINY = dict(image_size=16, disk_radius=3.0, T=50, unet_channels=8, unet_mult=(1, 2), enc_channels=(8, 8),
+            enc_hidden=16, batch=8, steps=6, warmup=2, log_every=2, ckpt_every=3, sample_every=0,
+            eval_at_end=False, eval_n=64, n_train=64)
+
+
 def tiny_config(**kw):
     """A disks model small enough to train a few steps in a second on 2 CPU cores."""
     from train.config import get_config
 
-    base = dict(image_size=16, disk_radius=3.0, T=50, unet_channels=8, unet_mult=(1, 2), enc_channels=(8, 8),
-                enc_hidden=16, batch=8, steps=6, warmup=2, log_every=2, ckpt_every=3, sample_every=0,
-                eval_at_end=False, eval_n=64, n_train=64)
-    base.update(kw)
-    return get_config("disks").replace(**base)
+    return get_config("disks").replace(**{**TINY, **kw})
+
+
+def tiny_cli_args(**kw) -> list[str]:
+    """``train/run.py --config disks`` arguments giving ``tiny_config(**kw)``."""
+    args = ["--config", "disks"]
+    for k, v in {**TINY, **kw}.items():
+        args += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    return args
 
 
 @pytest.fixture(autouse=True)

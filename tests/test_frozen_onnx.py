@@ -4,7 +4,7 @@ configuration's before training when the graph leaves the shape open (train/froz
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_cli_args, tiny_config
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -36,14 +36,9 @@ def _eps_graph(path, shape, reshape_to=None):
 
 
 def _run_args(tmp_path, src, **kw):
-    """train/run.py's arguments for tiny_config() (the disks preset with its small sizes)."""
-    base = dict(image_size=16, disk_radius=3.0, T=50, unet_channels=8, unet_mult="1,2", enc_channels="8,8",
-                enc_hidden=16, batch=8, steps=1, warmup=1, log_every=1, ckpt_every=1, sample_every=0, n_train=64)
-    base.update(kw)
-    args = ["--config", "disks", "--out", str(tmp_path / "run"), "--no-eval", "--denoiser", str(src)]
-    for k, v in base.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    return args
+    """train/run.py's arguments for tiny_config() (one step) on the denoiser ``src``."""
+    return [*tiny_cli_args(steps=1, warmup=1, log_every=1, ckpt_every=1, **kw), "--out", str(tmp_path / "run"),
+            "--no-eval", "--denoiser", str(src)]
 
 
 def test_the_run_takes_the_onnx_graphs_image_size(tmp_path, capsys):

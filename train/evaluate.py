@@ -177,9 +177,9 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
         interp_pairs, fid_n = min(interp_pairs, QUICK["interp_pairs"]), min(fid_n, QUICK["fid_n"])
     n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
     stages = Stages(log)
-    stages.log(f"evaluation ({protocol} protocol): {n_test} held-out images, {steps} sampling steps"
-               + (f"; python train/evaluate.py {run_dir} runs the full one" if protocol == "quick" else ""))
     x_test, f_test = eval_set(cfg, n_test)
+    stages.log(f"evaluation ({protocol} protocol): {len(x_test)} held-out images, {steps} sampling steps"
+               + (f"; python train/evaluate.py {run_dir} runs the full one" if protocol == "quick" else ""))
     res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test), "protocol": protocol,
                  "steps": steps}
     mu, var = encode(model, x_test)
