@@ -1,10 +1,14 @@
 """The sampling loop: the C++ extension ``sami_rt._sampler`` and its numpy twin.
 
 A loop receives a callable ``backend(x, i) -> eps_hat`` (one call per step; it knows the model, the loop
-does not), the per-step coefficients of ``sami_rt.schedule.step_coefficients`` and a seed. It updates x in
-place: ``x <- float32(c_x[i] x + c_eps[i] eps_hat + sigma[i] noise)`` computed in float64, the noise of
-sample b at step i drawn from Philox keyed by (seed, indices[b], i) (``sami_rt.rng``), so a sample's image
-depends on its seed and index, not on the batch it was drawn in or on the loop that drew it.
+does not), the per-step coefficients of ``sami_rt.schedule.step_coefficients`` (DDPM / DDIM) or
+``dpmpp_2m_coefficients`` (DPM-Solver++(2M), its SDE form) and a seed. It updates x in place:
+``x <- float32(c_x[i] x + c_eps[i] eps_hat + c_x_prev[i] x_prev + c_eps_prev[i] eps_prev + sigma[i] noise)``
+computed in float64, where x_prev and eps_prev are the previous step's x and eps_hat, kept by the loop in
+float32 buffers of its own (only when some c_x_prev or c_eps_prev is not zero; a step whose two are zero
+adds nothing, so DDPM / DDIM round exactly as a two-term update). The noise of sample b at step i is drawn
+from Philox keyed by (seed, indices[b], i) (``sami_rt.rng``), so a sample's image depends on its seed and
+index, not on the batch it was drawn in or on the loop that drew it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ import numpy as np
 from sami_rt.errors import Cancelled, SamplingError
 from sami_rt.rng import INIT_STEP, batch_normals
 
+LOOP_VERSION = "2"  # cpp_ext/sampler.cpp's __version__ that this module calls (2: the previous-step terms)
+
 try:
     from sami_rt import _sampler
 
     _IMPORT_ERROR = None
+    if getattr(_sampler, "__version__", None) != LOOP_VERSION:  # a stale build: its loop takes other arguments
+        _IMPORT_ERROR = (f"it was built from an older cpp_ext/sampler.cpp (loop version "
+                         f"{getattr(_sampler, '__version__', '?')}, this sami_rt needs {LOOP_VERSION}); rebuild it")
+        _sampler = None
 except ImportError as _e:  # extension not built: the numpy loop does the work
     _sampler = None
     _IMPORT_ERROR = str(_e)
@@ -33,16 +43,30 @@ def initial_noise(seed: int, indices, shape) -> np.ndarray:
 
 
 def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed: int, indices,
-               progress=None, cancel=None) -> int:
-    """The numpy twin of the C++ loop (same arithmetic, same noise). Returns the number of steps done."""
+               progress=None, cancel=None, c_x_prev=None, c_eps_prev=None) -> int:
+    """The numpy twin of the C++ loop (same arithmetic, same noise). Returns the number of steps done.
+    ``c_x_prev``, ``c_eps_prev`` (None: zeros) weigh the previous step's x and eps_hat."""
     indices = np.asarray(indices, dtype=np.int64)
-    for i in range(len(c_x)):
+    n = len(c_x)
+    c_x_prev = np.zeros(n) if c_x_prev is None else np.asarray(c_x_prev, dtype=np.float64)
+    c_eps_prev = np.zeros(n) if c_eps_prev is None else np.asarray(c_eps_prev, dtype=np.float64)
+    if len(c_eps) != n or len(sigma) != n or len(c_x_prev) != n or len(c_eps_prev) != n:
+        raise ValueError("c_x, c_eps, sigma, c_x_prev and c_eps_prev must have one entry per step")
+    multistep = bool(np.any(c_x_prev != 0) or np.any(c_eps_prev != 0))
+    if multistep:  # the previous step's x and eps_hat, float32 (the backend may reuse its output buffer)
+        x_prev, eps_prev = np.zeros_like(x), np.zeros_like(x)
+    for i in range(n):
         if cancel is not None and cancel():
             return i
         eps = np.asarray(backend(x, i), dtype=np.float32).reshape(x.shape)
         v = float(c_x[i]) * x.astype(np.float64) + float(c_eps[i]) * eps.astype(np.float64)
+        if c_x_prev[i] != 0 or c_eps_prev[i] != 0:
+            v += float(c_x_prev[i]) * x_prev.astype(np.float64) + float(c_eps_prev[i]) * eps_prev.astype(np.float64)
         if sigma[i] > 0:
             v += float(sigma[i]) * batch_normals(seed, indices, i, x.shape[1:]).astype(np.float64)
+        if multistep:
+            x_prev[...] = x
+            eps_prev[...] = eps
         x[...] = v.astype(np.float32)
         bad = int((~np.isfinite(x)).sum())
         if bad:
@@ -97,7 +121,8 @@ def loop_status() -> tuple[bool, str]:
 
 def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, progress=None, cancel=None,
              use_cpp: bool | None = None) -> np.ndarray:
-    """Run the loop on x in place (C++ when built, unless use_cpp=False); raises Cancelled or SamplingError."""
+    """Run the loop on x in place (C++ when built, unless use_cpp=False); raises Cancelled or SamplingError.
+    ``coeffs``: ``c_x``, ``c_eps``, ``sigma`` and optionally ``c_x_prev``, ``c_eps_prev`` (multistep samplers)."""
     if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
         raise ValueError("x must be a writeable, C-contiguous float32 array")
     cpp = has_extension() if use_cpp is None else use_cpp
@@ -106,7 +131,8 @@ def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, 
                            "C++ compiler, or use the numpy loop")
     args = (backend, x, np.asarray(coeffs["c_x"], np.float64), np.asarray(coeffs["c_eps"], np.float64),
             np.asarray(coeffs["sigma"], np.float64), int(seed), np.asarray(indices, dtype=np.int64))
-    done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel)
+    prev = [None if coeffs.get(k) is None else np.asarray(coeffs[k], np.float64) for k in ("c_x_prev", "c_eps_prev")]
+    done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel, *prev)
     if done < len(coeffs["c_x"]):
         raise Cancelled(f"sampling cancelled after {done} of {len(coeffs['c_x'])} steps")
     return x
