@@ -62,6 +62,7 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
       sami-rt generate --guide examples/guide.png -n 16 -o samples.png
       sami-rt generate --guide examples/guide.png --axes 0,1 --steps 100
       sami-rt generate -n 64 --sampler ddim            # unconditional (no guide)
+      sami-rt generate --guide examples/guide.png --sampler dpmpp-2m   # 20 steps
     """
     npz = grid_outputs(out)
     image_input(guide, "--guide")

@@ -48,10 +48,13 @@ def sampling_options(fn):
                       help="Guidance scale s > 0 (default: the model's, shown by `sami-rt info`; 1 is the exact "
                       "model).")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
-    fn = click.option("--eta", type=click.FloatRange(min=0), default=None, help="DDIM eta (ddpm: 1, ddim: 0).")(fn)
+    fn = click.option("--eta", type=click.FloatRange(min=0), default=None,
+                      help="DDIM eta (ddpm: 1, ddim: 0; the dpmpp samplers take none).")(fn)
     fn = click.option("--sampler", type=click.Choice(SAMPLERS), default="ddpm", show_default=True,
-                      help="ddpm (ancestral) or ddim (deterministic unless --eta).")(fn)
-    fn = click.option("--steps", type=int, default=None, help="Sampling steps (default: 100 for ddpm, 50 for ddim).")(fn)
+                      help="ddpm (ancestral), ddim (deterministic unless --eta), dpmpp-2m (DPM-Solver++(2M), "
+                      "deterministic) or dpmpp-2m-sde (its SDE form).")(fn)
+    fn = click.option("--steps", type=int, default=None,
+                      help="Sampling steps (default: 100 for ddpm, 50 for ddim, 20 for the dpmpp samplers).")(fn)
     return fn
 
 

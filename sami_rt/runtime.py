@@ -15,7 +15,7 @@ from sami_rt.bundle import Bundle, is_finite_number, read_bundle
 from sami_rt.errors import InputError
 from sami_rt.images import load_images
 from sami_rt.sampler import SamplingError, initial_noise, model_step, run_loop
-from sami_rt.schedule import respace, step_coefficients
+from sami_rt.schedule import dpmpp_2m_coefficients, respace, step_coefficients
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "disks-small"
@@ -42,7 +42,8 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
         return shipped[path.name]
     raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
                       f"(shipped: {', '.join(shipped) or 'none'})")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde")
+DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp-2m": 20, "dpmpp-2m-sde": 20}  # capped at the model's T
 
 
 @dataclass
@@ -142,9 +143,10 @@ class Runtime:
                 output (or the posterior mean with ``guide_mean``). A guide whose posterior variance lies far
                 outside what the bundle recorded for its training images adds a note to ``Samples.notes``.
             z: explicit latents [n, D] (or [D]); neither guide nor z: unconditional samples.
-            steps: sampling steps (default: 100 for ddpm, 50 for ddim, at most T), respaced evenly over the
-                T levels.
-            sampler: ``ddpm`` (ancestral, eta = 1) or ``ddim`` (eta = 0 unless given).
+            steps: sampling steps (default: 100 for ddpm, 50 for ddim, 20 for dpmpp-2m and dpmpp-2m-sde, at
+                most T), respaced evenly over the T levels.
+            sampler: ``ddpm`` (ancestral, eta = 1), ``ddim`` (eta = 0 unless given), ``dpmpp-2m``
+                (DPM-Solver++(2M), deterministic) or ``dpmpp-2m-sde`` (its SDE form); the last two take no eta.
             seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
             scale: guidance scale s > 0 in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
                 ``default_scale``; 1 is the exact model).
@@ -155,9 +157,12 @@ class Runtime:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive number of samples, got {n!r}")
-        steps = steps if steps is not None else min(100 if sampler == "ddpm" else 50, b.T)
+        steps = steps if steps is not None else min(DEFAULT_STEPS[sampler], b.T)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
             raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
+        multistep = sampler.startswith("dpmpp")
+        if multistep and eta is not None:
+            raise InputError(f"eta applies to the ddpm and ddim samplers only; {sampler} takes none, got {eta!r}")
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
         if not np.isfinite(eta) or eta < 0:
             raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
@@ -168,7 +173,9 @@ class Runtime:
         notes: list[str] = []
         zz = self._latents(guide, z, n, seed, guide_mean, notes)
         m = self._mask(mask)
-        co = step_coefficients(b.abar, respace(b.T, int(steps)), eta)
+        levels = respace(b.T, int(steps))
+        co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
+              else step_coefficients(b.abar, levels, eta))
         ts = co["t"]
         out = np.empty((n, *b.image_shape), dtype=np.float32)
         done = 0

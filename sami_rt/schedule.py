@@ -72,6 +72,67 @@ def step_coefficients(abar: np.ndarray, timesteps: np.ndarray, eta: float) -> di
     return {"t": t, "c_x": c_x, "c_eps": c_eps, "sigma": sigma, "sqrt_1m_abar": np.sqrt(1 - a_t)}
 
 
+
+def dpmpp_2m_coefficients(abar: np.ndarray, timesteps: np.ndarray, sde: bool = False) -> dict[str, np.ndarray]:
+    """Per-step coefficients of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; midpoint form) or, with ``sde``,
+    of DPM-Solver++(2M) SDE (k-diffusion's ``sample_dpmpp_2m_sde``, eta = 1, midpoint; diffusers'
+    ``algorithm_type="sde-dpmsolver++"``), both in data prediction on the eps the loop receives.
+
+    Step i goes from t = timesteps[i] to s = timesteps[i+1] (s = -1 means x_0: abar = 1); p = timesteps[i-1]
+    is the previous step's level. With alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha/sigma),
+        h      = lambda_s - lambda_t,   r = h_{i-1} / h_i
+        x0_i   = (x_i - sigma_t eps_i) / alpha_t                  (x0_{i-1} likewise at p)
+        D      = (1 + w) x0_i - w x0_{i-1},   w = 1/(2r)          (w = 0: the first-order step)
+        2M:      x_s = (sigma_s/sigma_t) x_i + alpha_s (1 - e^-h) D
+        2M SDE:  x_s = (sigma_s/sigma_t) e^-h x_i + alpha_s (1 - e^-2h) D + sigma_s sqrt(1 - e^-2h) noise
+    Substituting x0_i and x0_{i-1}, with A = alpha_s (1 - e^-h) (ODE) or alpha_s (1 - e^-2h) (SDE) and
+    E = sigma_s/sigma_t (ODE) or (sigma_s/sigma_t) e^-h (SDE), the update is linear in the loop's state:
+        c_x      = E + A (1 + w) / alpha_t          c_eps      = -A (1 + w) sigma_t / alpha_t
+        c_x_prev = -A w / alpha_p                   c_eps_prev =  A w sigma_p / alpha_p
+        sigma    = 0 (ODE) or sigma_s sqrt(1 - e^-2h) (SDE)
+    so x_s = c_x x_i + c_eps eps_i + c_x_prev x_{i-1} + c_eps_prev eps_{i-1} + sigma noise.
+
+    First-order steps (w = 0; the ODE form's step is then DDIM's, the SDE form's DDPM's ancestral step with
+    eta = 1, to rounding):
+    - the first, which has no previous x0;
+    - the final one, to abar = 1 (sigma_s = 0, lambda_s = +inf), as in diffusers, whose default
+      ``final_sigmas_type="zero"`` makes ``lower_order_final`` hold on the step to sigma = 0 at any number of
+      steps: h = inf gives e^-h = 0, E = 0, A = 1, sigma = 0, so x_s = x0_i exactly, with no division by zero
+      (r is not formed there, and 1 - e^-h comes from expm1(-inf) = -1);
+    - the step into the last level timesteps[-1] (``respace`` always ends at t = 0, abar_0 = 1 - beta_0, all
+      but clean: that step is where diffusers' own final step goes, to sigma = 0 from its smallest timestep).
+      Its lambda jump is far larger than the step before it (r = 0.23-0.28 on the linear and cosine
+      schedules at 20 steps), and extrapolating x0 that far overshoots: on Gaussian data of std 0.3-0.5
+      (the exact eps of tests/test_dpmsolver.py; linear or cosine schedule, T = 400, 20 steps) a
+      second-order step there left the samples' std 8-21% too large (the SDE form's 24-45%; DDIM's is 8-13%
+      too small), a first-order one 0-4% off (the SDE form's 2-5%), and it stays the better choice at 50 and
+      100 steps. So the last two steps are first order at every number of steps (diffusers' fewer-than-15
+      rule concerns its final step, which is first order here in any case).
+    """
+    abar = np.asarray(abar, dtype=np.float64)
+    t = np.asarray(timesteps, dtype=np.int64)
+    n = len(t)
+    a_t = abar[t]
+    a_s = np.concatenate([abar[t[1:]], [1.0]])
+    alpha_t, sig_t = np.sqrt(a_t), np.sqrt(1 - a_t)
+    alpha_s, sig_s = np.sqrt(a_s), np.sqrt(1 - a_s)
+    lam = 0.5 * (np.log(a_t) - np.log1p(-a_t))  # lambda at each step's own level t (finite: abar in (0, 1))
+    h = np.full(n, np.inf)  # the final step's h: lambda of abar = 1 is +inf
+    h[:-1] = lam[1:] - lam[:-1]
+    w = np.zeros(n)
+    if n > 3:  # second order on steps 1 .. n-3: r = h_{i-1} / h_i (both finite and > 0 there)
+        w[1:-2] = 0.5 * h[1:-2] / h[:-3]  # 1/(2r)
+    k = 2.0 if sde else 1.0
+    one_m = -np.expm1(-k * h)  # 1 - e^-h or 1 - e^-2h; 1 at the final step
+    E = sig_s / sig_t * (np.exp(-h) if sde else 1.0)
+    A = alpha_s * one_m
+    alpha_p = np.concatenate([[1.0], alpha_t[:-1]])  # the previous step's level (unused where w = 0)
+    sig_p = np.concatenate([[0.0], sig_t[:-1]])
+    return {"t": t, "c_x": E + A * (1 + w) / alpha_t, "c_eps": -A * (1 + w) * sig_t / alpha_t,
+            "c_x_prev": -A * w / alpha_p, "c_eps_prev": A * w * sig_p / alpha_p,
+            "sigma": sig_s * np.sqrt(one_m) if sde else np.zeros(n), "sqrt_1m_abar": sig_t}
+
+
 # ------------------------------------------------------------------------------- parameterisations
 # What a denoiser predicts, converted to the noise prediction eps that this project trains and samples with,
 # on the variance-preserving scale (x_t = sqrt(a) x0 + sqrt(1 - a) eps, a = abar_t). Written with + - * /
