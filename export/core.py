@@ -242,7 +242,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
         if ev.get("protocol") == "quick":
             log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
-        vrange = variance_range(model, cfg, log)
+        vrange = variance_range(lambda x: model.encoder(x)[1], cfg, log)
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
@@ -266,10 +266,13 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     return out
 
 
-def variance_range(model: SAMI, cfg: Config, log: Callable[[str], None] = print) -> VarianceRange | None:
+def variance_range(encode_var: Callable[[torch.Tensor], object], cfg: Config,
+                   log: Callable[[str], None] = print) -> VarianceRange | None:
     """The range of the encoder's mean log posterior variance over VARIANCE_IMAGES held-out images of the
     run's data (train/data.py ``eval_set``), which the runtime compares a guide's with; None, and a line
-    saying why, where those images cannot be read here."""
+    saying why, where those images cannot be read here. ``encode_var`` maps a batch of model inputs
+    [B, C, H, W] (float32 tensor) to their posterior variances [B, D] (a tensor or an array): the PyTorch
+    encoder at export, a bundle's ONNX encoder in ``export/annotate.py``."""
     from sami_rt.errors import SamiError
     from train.data import eval_set
 
@@ -279,8 +282,9 @@ def variance_range(model: SAMI, cfg: Config, log: Callable[[str], None] = print)
         log(f"  posterior variance range: not recorded ({e})")
         return None
     with torch.no_grad():
-        var = torch.cat([model.encoder(x[i : i + 64].float())[1] for i in range(0, len(x), 64)])
-    r = VarianceRange.of(var.double().numpy())
+        var = np.concatenate([np.asarray(encode_var(x[i : i + 64].float()), dtype=np.float64)
+                              for i in range(0, len(x), 64)])
+    r = VarianceRange.of(var)
     log(f"  posterior variance range: mean log variance {r.low:.2f} .. {r.high:.2f} (1% .. 99% of {r.images} "
         "held-out images)")
     return r

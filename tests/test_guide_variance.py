@@ -25,19 +25,22 @@ def _disks(rng, n, cfg):
     return (2 * render_disks(f, size, r, cfg["disk_foreground"]) - 1).astype(np.float32)[:, None]
 
 
+V1_MANIFEST = Path(__file__).resolve().parent / "data" / "manifests_v1" / "disks-small.json"
+
+
+def _v1_copy(root: Path) -> Path:
+    """A copy of the shipped disks model with the manifest it shipped with before the range was recorded."""
+    shutil.copytree(DEFAULT_MODEL, root)
+    shutil.copy(V1_MANIFEST, root / "manifest.json")
+    return root
+
+
 @pytest.fixture(scope="module")
 def ranged(tmp_path_factory):
-    """A copy of the shipped disks model whose manifest records the range of 256 disks, as the export would
-    (the shipped bundles predate the record), written through the contract. A fixed draw, like the export's
-    held-out images (this draw spans -5.23 .. -1.78; 7 of 20,000 other disks fell below it by more than the
-    margin, down to -6.44)."""
-    root = tmp_path_factory.mktemp("ranged") / "disks-small"
-    shutil.copytree(DEFAULT_MODEL, root)
-    rt = Runtime(root, device="cpu")
-    cfg = rt.bundle.manifest.training["config"]
-    _, var = rt.encode(_disks(np.random.default_rng(1_000_003), 256, cfg))
-    write_manifest(root, rt.bundle.manifest.replace(variance_range=VarianceRange.of(var)))
-    return root
+    """The shipped disks model, whose manifest records the range of the export's 256 held-out disks (added by
+    ``export/annotate.py``; that draw spans -5.19 .. -1.74; 7 of 20,000 other disks fell below it by more than
+    the margin, down to -6.44)."""
+    return DEFAULT_MODEL
 
 
 def _noise(rng):
@@ -66,10 +69,40 @@ def test_a_noise_guide_gets_a_note_and_a_disk_guide_none(ranged, fresh_seed):
     assert not [n for n in rt.generate(guide=typical, n=1, steps=2, sampler="ddim").notes if "looks unlike" in n]
 
 
-def test_a_bundle_without_the_record_gives_no_note(rt, fresh_seed):
-    assert rt.bundle.manifest.variance_range is None  # the shipped bundles predate it
+def test_a_bundle_without_the_record_gives_no_note(tmp_path, fresh_seed):
+    rt = Runtime(_v1_copy(tmp_path / "v1"), device="cpu")
+    assert rt.bundle.manifest.variance_range is None  # bundles exported before the record
     s = rt.generate(guide=_noise(np.random.default_rng(fresh_seed)), n=1, steps=2, sampler="ddim")
     assert not [n for n in s.notes if "looks unlike" in n]
+
+
+def test_annotate_adds_the_exports_range_to_an_older_bundle_and_changes_nothing_else(tmp_path):
+    """export/annotate.py measures through the bundle's ONNX encoder what the export measures through PyTorch
+    (the same held-out images, rebuilt from the recorded configuration), and rewrites only manifest.json."""
+    pytest.importorskip("torch")
+    from export.annotate import annotate
+    from export.core import variance_range
+    from sami_reference import load_reference
+    from train.config import Config
+
+    root = _v1_copy(tmp_path / "old")
+    before = {f.name: f.read_bytes() for f in root.iterdir() if f.name != "manifest.json"}
+    lines = []
+    assert annotate(root, log=lines.append)
+    b = read_bundle(root)
+    r = b.manifest.variance_range
+    assert b.manifest.format_version == 2 and r.images == 256 and b.manifest.export["annotated"]["by"] == "export/annotate.py"
+    assert {f.name: f.read_bytes() for f in root.iterdir() if f.name != "manifest.json"} == before
+    old = read_bundle(root).manifest
+    for f in ("graphs", "reference", "training", "evaluation", "sampling_scale", "flops"):
+        assert getattr(old, f) == getattr(parse_manifest(json.loads(V1_MANIFEST.read_text()), "v1"), f), f
+    # the PyTorch twin: the reference weights through export.core.variance_range, as export/run.py measures
+    model, _ = load_reference(b)
+    twin = variance_range(lambda x: model.encoder(x)[1], Config.from_dict(b.manifest.training["config"]), lines.append)
+    assert abs(twin.low - r.low) < 1e-4 and abs(twin.high - r.high) < 1e-4
+    # and what the shipped bundle records is this measurement
+    shipped = read_bundle(DEFAULT_MODEL).manifest.variance_range
+    assert abs(shipped.low - r.low) < 1e-5 and abs(shipped.high - r.high) < 1e-5
 
 
 def test_the_cli_prints_the_note_on_stderr(ranged, tmp_path, fresh_seed):
@@ -93,7 +126,7 @@ def test_the_record_round_trips_through_the_contract_and_is_checked():
     r = VarianceRange(-5.5, -1.6, (0.01, 0.99), 256)
     back = parse_manifest(json.loads(m.replace(variance_range=r).dumps()), "m.json")
     assert back.variance_range == r
-    assert parse_manifest(json.loads(m.dumps()), "m.json").variance_range is None
+    assert parse_manifest(json.loads(m.replace(variance_range=None).dumps()), "m.json").variance_range is None
     assert back.format_version == 2
     for bad in ({"range": [1.0]}, {"range": [0.0, -1.0]}, {"range": [0, float("nan")]},
                 {"range": [0, 1], "quantiles": [0.0, 2.0]}, {"range": [0, 1], "images": -1}, [1, 2]):
@@ -121,9 +154,9 @@ def test_the_export_records_the_range_of_held_out_images(tmp_path):
     cfg = tiny_config()
     model = SAMI(cfg.architecture()).eval()
     lines = []
-    r = variance_range(model, cfg, lines.append)
+    r = variance_range(lambda x: model.encoder(x)[1], cfg, lines.append)
     assert r.images == VARIANCE_IMAGES and np.isfinite([r.low, r.high]).all() and r.low <= r.high
     assert "posterior variance range: mean log variance" in lines[0]
-    assert variance_range(model, cfg.replace(dataset="folder", data_path=str(tmp_path / "none")),
+    assert variance_range(lambda x: model.encoder(x)[1], cfg.replace(dataset="folder", data_path=str(tmp_path / "none")),
                           lines.append) is None
     assert "not recorded" in lines[1]

@@ -1,0 +1,65 @@
+"""Record what a newer export records in an existing bundle, without exporting it again:
+``python export/annotate.py BUNDLE [BUNDLE ...]``.
+
+Today that is the posterior-variance range of training-distribution images (manifest ``posterior_variance``),
+which the runtime compares a guide's with to say when a guide lies far outside what the model was trained on.
+It is measured as ``export/run.py`` measures it (``export.core.variance_range``: the same held-out images of
+the run's data, rebuilt from the manifest's training configuration), through the bundle's own ONNX encoder,
+so a bundle without reference weights or on an external denoiser is annotated too. The graphs and every other
+file stay as they are; ``manifest.json`` is rewritten atomically in the current format (version 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def annotate(root: Path, log=print) -> bool:
+    """Add the variance range to the bundle at ``root``; False (and a line saying why) where its data cannot
+    be read here. Raises SamiError for a bundle that does not load."""
+    from export.core import variance_range
+    from sami_rt.bundle import read_bundle, write_manifest
+    from sami_rt.errors import ExportError
+    from sami_rt.runtime import Runtime
+    from train.config import Config
+
+    b = read_bundle(root)
+    cfg_dict = (b.manifest.training or {}).get("config")
+    if not isinstance(cfg_dict, dict):
+        raise ExportError(f"{root}: manifest.json records no training configuration, so the data its range is "
+                          "measured on is unknown")
+    cfg = Config.from_dict(cfg_dict)
+    rt = Runtime(root, device="cpu")
+    r = variance_range(lambda x: rt.backend.encode(x.numpy())[1], cfg, log)
+    if r is None:
+        return False
+    export = dict(b.manifest.export or {})
+    export["annotated"] = {"by": "export/annotate.py", "posterior_variance": True,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_manifest(b.root, b.manifest.replace(variance_range=r, export=export))
+    read_bundle(b.root)  # the reader accepts what was written
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundles", type=Path, nargs="+", help="bundle directories to annotate in place")
+    args = ap.parse_args(argv)
+    from sami_rt.errors import SamiError
+
+    failed = 0
+    for root in args.bundles:
+        print(f"annotating {root}")
+        try:
+            failed += not annotate(root, log=print)
+        except SamiError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
