@@ -11,8 +11,8 @@ import numpy as np
 from sami_rt.cli_bench import bench
 from sami_rt.cli_encode import encode
 from sami_rt.cli_info import info
-from sami_rt.cli_shared import (friendly, grid_outputs, image_input, model_options, open_runtime, run_with_progress,
-                                sampling_options, write_grid, write_latents, zoom_option)
+from sami_rt.cli_shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
+                                run_with_progress, sampling_options, write_grid, write_latents, zoom_option)
 
 GRID_HELP = ("in the format its extension names (.png, .jpg, .bmp, .webp, .tif); the latents go to the same name "
              "with .npz")
@@ -73,6 +73,7 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
         except ValueError:
             raise click.BadParameter(f"expected comma-separated dimensions, got {axes!r}", param_hint="--axes")
     rt = open_runtime(model, device, threads)
+    check_grid_fits(out, rt, n + bool(guide), zoom=zoom, labels=["guide"] + [""] * n if guide else None)
     s = run_with_progress("sampling", rt.generate, guide=str(guide) if guide else None, n=n, steps=steps,
                           sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, guide_mean=guide_mean,
                           batch=batch)
@@ -107,9 +108,10 @@ def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, mod
     image_input(a)
     image_input(b)
     rt = open_runtime(model, device, threads)
+    title = f"A = {a.name}, B = {b.name}: z = (1 - t) mu_A + t mu_B"
+    check_grid_fits(out, rt, n, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
     s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
-    write_grid(out, s, ncol=n, zoom=zoom, labels=interpolation_labels(n),
-               title=f"A = {a.name}, B = {b.name}: z = (1 - t) mu_A + t mu_B")
+    write_grid(out, s, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
     write_latents(npz, s, t=np.linspace(0.0, 1.0, n, dtype=np.float32))
     click.echo(f"{n} images -> {out}, latents -> {npz}")
 
@@ -146,11 +148,12 @@ def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, sc
     image_input(image)
     rt = open_runtime(model, device, threads)
     unit = rt.traverse_unit(unit)
+    moved = "set to the values below" if unit == "value" else f"offsets from the posterior mean in units of {unit}"
+    title, labels = f"{image.name}: axis {axis}, {moved}", traversal_labels(axis, vals, unit)
+    check_grid_fits(out, rt, len(vals), ncol=len(vals), zoom=zoom, labels=labels, title=title)
     s = rt.traverse(str(image), axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
                     batch=batch)
-    moved = "set to the values below" if unit == "value" else f"offsets from the posterior mean in units of {unit}"
-    write_grid(out, s, ncol=len(vals), zoom=zoom, labels=traversal_labels(axis, vals, unit),
-               title=f"{image.name}: axis {axis}, {moved}")
+    write_grid(out, s, ncol=len(vals), zoom=zoom, labels=labels, title=title)
     write_latents(npz, s, axis=axis, values=np.asarray(vals), unit=unit)
     how = f"set to {values}" if unit == "value" else f"moved by {values} {unit}s"
     click.echo(f"{len(vals)} images (axis {axis} {how}) -> {out}, latents -> {npz}")

@@ -124,6 +124,18 @@ def zoom_option(fn):
                         f"tiles at least {MIN_TILE} px, 3 for 32-px models).")(fn)
 
 
+def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title=None) -> None:
+    """Before any sampling: the grid ``write_grid`` will draw for n of the model's tiles fits ``out``'s format
+    (WebP and JPEG limit a side) and a sane size; InputError, one sentence, otherwise."""
+    from sami_rt.grids import auto_zoom, check_grid, grid_shape
+
+    tile = (rt.bundle.image.height, rt.bundle.image.width)
+    try:
+        check_grid(out, grid_shape(n, tile, ncol, zoom or auto_zoom(*tile), labels, title))
+    except ValueError as e:
+        raise InputError(f"-o {out}: {e}") from None
+
+
 def write_grid(path: Path, samples, guide_x=None, ncol=8, zoom=None, labels=None, title=None):
     """The samples as a grid (``sami_rt.grids.labelled_grid``), after the guide's tile (framed, captioned
     "guide") where there is one; ``zoom`` None: ``grids.auto_zoom``."""

@@ -73,6 +73,57 @@ def rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
 
 
+# The largest side each writable format takes (WebP's limit is in its bitstream, JPEG's in its header); a
+# grid larger than the format allows is refused before any sampling (``check_grid``), not after it.
+MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
+MAX_PIXELS = 400_000_000  # any format: about 1.2 GB of RGB, far beyond a picture a person looks at
+
+
+@dataclass(frozen=True)
+class _Plan:
+    scale: float
+    labels: list
+    lines: list
+    lay: Layout
+
+
+def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title) -> _Plan:
+    """The caption scale, the captions and title lines as drawn, and the layout of n zoomed tiles."""
+    h, w = tile
+    labels = [str(s) for s in labels] if labels is not None else []
+    if labels and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} tiles")
+    scale, labels = _fit(cv2, labels, w - 4) if any(labels) else (0.0, [])
+    caption_h = _line_height(cv2, scale) + 2 if labels else 0
+    width = layout(n, (h, w), ncol).shape[1]
+    lines = _wrap(cv2, title, width - 2 * PAD) if title else []
+    title_h = len(lines) * _line_height(cv2, TITLE_SCALE) + (PAD if lines else 0)
+    return _Plan(scale, labels, lines, layout(n, (h, w), ncol, caption_h, title_h))
+
+
+def grid_shape(n: int, tile: tuple[int, int], ncol: int = 8, zoom: int = 1, labels=None,
+               title: str | None = None) -> tuple[int, int]:
+    """(height, width) of the picture ``labelled_grid`` draws for n tiles of ``tile`` pixels, without drawing."""
+    from sami_rt.images import load_cv2
+
+    return _plan(load_cv2(), n, (tile[0] * int(zoom), tile[1] * int(zoom)), ncol, labels, title).lay.shape
+
+
+def check_grid(path, shape: tuple[int, int]) -> None:
+    """ValueError, one sentence, where a picture of ``shape`` cannot be written as ``path``'s format."""
+    from pathlib import Path
+
+    h, w = shape
+    ext = Path(path).suffix.lower()
+    limit = MAX_SIDE.get(ext)
+    if limit is not None and max(h, w) > limit:
+        raise ValueError(f"the grid would be {w} x {h} pixels, beyond {ext[1:].upper()}'s {limit} per side; "
+                         f"ask for fewer images or a smaller --zoom, or write .png")
+    if h * w > MAX_PIXELS:
+        raise ValueError(f"the grid would be {w} x {h} pixels ({h * w / 1e6:.0f} million); ask for fewer images "
+                         f"or a smaller --zoom")
+
+
 def labelled_grid(images: np.ndarray, ncol: int = 8, zoom: int = 1, labels=None, marked=(),
                   title: str | None = None) -> np.ndarray:
     """uint8 [N, H, W, C] -> one uint8 RGB picture [rows, cols, 3]: the tiles zoomed, ``labels`` (one per
@@ -83,19 +134,13 @@ def labelled_grid(images: np.ndarray, ncol: int = 8, zoom: int = 1, labels=None,
     cv2 = load_cv2()
     tiles = rgb(zoom_tiles(np.asarray(images, dtype=np.uint8), int(zoom)))
     n, h, w, _ = tiles.shape
-    labels = [str(s) for s in labels] if labels is not None else []
-    if labels and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} tiles")
-    scale, labels = _fit(cv2, labels, w - 4) if any(labels) else (0.0, [])
-    caption_h = _line_height(cv2, scale) + 2 if labels else 0
-    width = layout(n, (h, w), ncol).shape[1]
-    lines = _wrap(cv2, title, width - 2 * PAD) if title else []
-    title_h = len(lines) * _line_height(cv2, TITLE_SCALE) + (PAD if lines else 0)
-    lay = layout(n, (h, w), ncol, caption_h, title_h)
+    plan = _plan(cv2, n, (h, w), ncol, labels, title)
+    scale, labels, lay = plan.scale, plan.labels, plan.lay
+    caption_h = lay.caption_h
     out = np.empty((*lay.shape, 3), dtype=np.uint8)
     out[:] = BACKGROUND
     y = PAD
-    for line in lines:
+    for line in plan.lines:
         y += _line_height(cv2, TITLE_SCALE)
         _text(cv2, out, line, PAD, y - _baseline(cv2, TITLE_SCALE) - 2, TITLE_SCALE)
     for i in range(n):

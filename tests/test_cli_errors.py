@@ -107,6 +107,44 @@ def test_an_unwritable_place_is_refused_before_any_work(workdir, no_model):
         one_error_line(r, f"{args[-1]}: cannot create files in /proc")
 
 
+GRIDS = [  # the grid needs the model's tile size (32 px, zoom 3 by default): checked after opening it, before sampling
+    (["interpolate", GUIDE, GUIDE, "-n", "161", "-o", "line.webp"], "the grid would be 16428 x 160 pixels, beyond WEBP's 16383"),
+    (["traverse", GUIDE, "--axis", "0", "--values=" + ",".join("0" * 16), "--zoom", "32", "-o", "t.webp"], "16383 per side"),
+    (["generate", "--guide", GUIDE, "-n", "600", "--zoom", "32", "-o", "big.png"], "million); ask for fewer images"),
+]
+
+
+@pytest.mark.parametrize("args,says", GRIDS)
+def test_a_grid_too_large_for_its_format_is_refused_before_sampling(workdir, monkeypatch, args, says):
+    from sami_rt.runtime import Runtime
+
+    def refuse(self, *a, **kw):
+        raise AssertionError("sampled before the grid's size was checked")
+
+    for name in ("generate", "interpolate", "traverse"):
+        monkeypatch.setattr(Runtime, name, refuse)
+    before = snapshot(workdir)
+    r = invoke(*args)
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, (r.exception, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.stdout == "" and last.startswith(f"Error: -o {args[-1]}: ") and says in last, r.stderr
+    assert snapshot(workdir) == before
+
+
+def test_the_size_check_measures_the_grid_that_is_drawn(fresh_seed):
+    """grids.grid_shape (no drawing) against the shape labelled_grid draws, on random sizes, labels and titles."""
+    from sami_rt.grids import grid_shape, labelled_grid
+
+    rng = np.random.default_rng(fresh_seed)
+    for _ in range(6):
+        n, h, w, zoom, ncol = (int(v) for v in (rng.integers(1, 12), rng.integers(8, 40), rng.integers(8, 40),
+                                                rng.integers(1, 4), rng.integers(1, 9)))
+        labels = [f"t={v:.2f}" for v in rng.uniform(-9, 9, n)] if rng.random() < 0.6 else None
+        title = "word " * int(rng.integers(0, 40)) or None
+        imgs = rng.integers(0, 256, (n, h, w, 1), dtype=np.uint8)
+        assert grid_shape(n, (h, w), ncol, zoom, labels, title) == labelled_grid(imgs, ncol, zoom, labels, (), title).shape[:2]
+
+
 # ---------------------------------------------------------------------------------- 2. matplotlib
 def test_plot_without_matplotlib_is_refused_before_encoding(workdir, no_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
