@@ -75,10 +75,18 @@ def test_a_dynamic_onnx_input_keeps_the_configurations_size(tmp_path):
 
     cfg, frozen = resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "d.onnx", ["batch", 1, "h", "w"]))))
     assert (cfg.channels, cfg.image_size) == (1, 16)
-    assert "its input shape [batch, 1, h, w] leaves the image open: 1x16x16 from the configuration" in frozen.summary
+    assert ("image 1x16x16: the channels from its input shape [batch, 1, h, w], the size from the configuration"
+            in frozen.summary)
     # only the height is declared: the width follows it (square images)
     cfg, _ = resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "e.onnx", ["batch", 1, 20, "w"]))))
     assert cfg.image_size == 20
+    # the size declared, the channels left open
+    cfg, frozen = resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "f.onnx", ["batch", "c", 20, 20]))))
+    assert (cfg.channels, cfg.image_size) == (1, 20)
+    assert ("image 1x20x20: the size from its input shape [batch, c, 20, 20], the channels from the configuration"
+            in frozen.summary)
+    cfg, frozen = resolve(tiny_config(denoiser=str(_eps_graph(tmp_path / "g.onnx", ["batch", "c", "h", "w"]))))
+    assert "its input shape [batch, c, h, w] leaves the image open: 1x16x16 from the configuration" in frozen.summary
 
 
 def test_a_dynamic_graph_that_does_not_fit_the_configuration_is_one_line_before_training(tmp_path, capfd):

@@ -208,6 +208,10 @@ def _onnx_image(cfg, frozen: FrozenDenoiser, src: Path):
     if C and size:
         frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); image {now} from its input shape {declared}"
                           + (f" (the configuration said {was})" if now != was else ""))
+    elif C or size:  # one of the two declared: say which came from where
+        graph, config = ("channels", "size") if C else ("size", "channels")
+        frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); image {now}: the {graph} from its input shape "
+                          f"{declared}, the {config} from the configuration")
     else:
         frozen.summary = (f"denoiser: {src} (ONNX, {frozen.param}); its input shape {declared} leaves the image "
                           f"open: {now} from the configuration")
