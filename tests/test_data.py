@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sami_rt.contract import ImageSpec, Preprocess
+from tests.conftest import tiny_config
 from train.data import CelebA, DataError, ImageFolder, load_fashion_mnist, make_disks, render_disks
 
 
@@ -123,3 +124,13 @@ def test_celeba_reader_with_attributes_and_partition(tmp_path, fresh_seed):
     (tmp_path / "img_align_celeba" / "000005.jpg").unlink()
     with pytest.raises(DataError, match="000005.jpg listed in .* is missing"):
         CelebA(str(tmp_path), spec, "test")
+
+
+@pytest.mark.parametrize("dataset", ["disks", "dsprites", "fashion-mnist"])
+def test_colour_images_from_grey_data_are_refused_before_training(dataset):
+    """--channels 3 on a grey data set: one sentence from the data source (train/run.py prints it as one line),
+    not a convolution's shape error at the first step; checked before any data is read."""
+    from train.data import BatchSource, DataError
+
+    with pytest.raises(DataError, match=f"the {dataset} data are grey .* asks for 3-channel images"):
+        BatchSource(tiny_config(dataset=dataset, channels=3))

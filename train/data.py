@@ -198,10 +198,21 @@ class CelebA(ImageFolder):
 
 
 # ------------------------------------------------------------------------------------ batch sources
+GREY_DATASETS = ("disks", "dsprites", "fashion-mnist")  # one channel always (folders and CelebA convert)
+
+
+def check_channels(cfg) -> None:
+    """DataError, one sentence, where the configuration asks a grey data set for colour images."""
+    if cfg.channels != 1 and cfg.dataset in GREY_DATASETS:
+        raise DataError(f"the {cfg.dataset} data are grey (one channel), but the configuration asks for "
+                        f"{cfg.channels}-channel images; leave --channels at 1, or train on a folder or CelebA")
+
+
 class BatchSource:
     """Draws i.i.d. minibatches with a caller-owned generator (checkpointable, identical on resume)."""
 
     def __init__(self, cfg, split: str = "train"):
+        check_channels(cfg)
         self.cfg = cfg
         self.images: torch.Tensor | None = None
         self.lazy: ImageFolder | None = None

@@ -173,10 +173,10 @@ def _shape(cfg) -> str:
     return f"{cfg.channels}x{cfg.image_size}x{cfg.image_size}"
 
 
-GREY_DATASETS = ("disks", "dsprites", "fashion-mnist")  # one channel always (folders and CelebA convert)
-
 
 def _check_channels(cfg, src) -> None:
+    from train.data import GREY_DATASETS
+
     if cfg.channels != 1 and cfg.dataset in GREY_DATASETS:
         raise FrozenDenoiserError(f"--denoiser {src} takes {cfg.channels}-channel images, but the {cfg.dataset} data "
                                   "are grey (one channel); train it on --dataset folder or celeba")
