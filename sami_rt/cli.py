@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from sami_rt.cli_bench import bench
+from sami_rt.cli_corpus import encode_corpus
 from sami_rt.cli_encode import encode
 from sami_rt.cli_info import info
 from sami_rt.cli_shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
@@ -182,7 +183,7 @@ def axes(images, model, device, threads):
         click.echo(f"{r['dim']:>4}{r['var']:>15.4g}{r['sd']:>14.4g}{r['mean']:>10.3g}{sp:>10}{ratio:>11}")
 
 
-for _cmd in (encode, info, bench):
+for _cmd in (encode, encode_corpus, info, bench):
     main.add_command(_cmd)
 
 

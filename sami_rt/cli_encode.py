@@ -86,13 +86,11 @@ def encode_images(path: Path, out: Path, model, device, threads) -> None:
 
 
 def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) -> None:
+    from sami_rt.corpus import video_arrays
     from sami_rt.io import write_npz
 
     v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)
-    write_npz(out, frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
-              pixel_curvature=v.pixel_curvature, luma=v.luma,
-              latent_straightness=np.nan if v.latent_straightness is None else v.latent_straightness,
-              pixel_straightness=np.nan if v.pixel_straightness is None else v.pixel_straightness)
+    write_npz(out, **video_arrays(v))  # what encode-corpus writes per video, too
     click.echo(f"{len(v.frames)} frames -> {out}")
     for note in v.notes:
         click.echo(f"note: {note}", err=True)

@@ -1,0 +1,105 @@
+"""``sami-rt encode-corpus``: videos and folders of images (or list files naming them) into one .npz each and
+an index, resumable, in this process or a pool of processes (``sami_rt.corpus``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sami_rt.backends import DEVICES
+from sami_rt.cli_shared import friendly
+from sami_rt.errors import InputError
+
+
+def item_line(k: int, n: int, row: dict) -> str:
+    """One finished item: '[k/n] path: frames, curvatures, seconds', 'skipped (complete: ...)' or 'failed: why'."""
+    head = f"[{k}/{n}] {row['path']}: "
+    if row["status"] == "failed":
+        return head + f"failed: {row['error']}"
+
+    def deg(x):
+        return "undefined" if x is None else f"{x:.1f} deg"
+
+    what = (f"{row['frames']} frames, curvature latent {deg(row['latent_curvature'])}, "
+            f"pixel {deg(row['pixel_curvature'])}")
+    return head + (f"skipped (complete: {what})" if row["status"] == "skipped" else f"{what}, {row['seconds']:.2f} s")
+
+
+def summary(rows: list[dict], index: Path, seconds: float) -> str:
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed")}
+    frames = sum(r["frames"] or 0 for r in rows if r["status"] == "ok")
+    return (f"{len(rows)} inputs: {count['ok']} encoded ({frames} frames, {seconds:.1f} s), {count['skipped']} "
+            f"skipped (complete), {count['failed']} failed; index -> {index}")
+
+
+@click.command("encode-corpus")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory for the outputs: one .npz per input (named after its path, plus a short hash of the "
+              "absolute path) and index.jsonl, one row per input.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes, each loading the model once (default: the CPUs, at most the inputs to encode); 1 "
+              "encodes in this process. Each runs the backend on one thread.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Videos: every n-th frame.")
+@click.option("--bgr-frames", is_flag=True,
+              help="Videos: decode every frame to BGR and convert it as an image is converted (see `sami-rt "
+              "encode --help`).")
+@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster (not built yet).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Model bundle directory, or the name of a model shipped in the package (default: disks-small).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to run: auto picks TensorRT, then CUDA, then CPU.")
+@friendly
+def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, model, device):
+    """Encode many videos and folders of images: one .npz per input, as `sami-rt encode VIDEO` writes it.
+
+    INPUTS are videos, folders of images (their images, sorted by name, are the frames of one input) and .txt
+    files listing such paths (one a line, '#' starting a comment line, relative to the list's folder). Each
+    output holds frames, mu, var, the latent and pixel curvature and straightness, the input's path and a
+    format tag.
+
+    OUT/index.jsonl has one row per input, in input order: path, output, kind, frames, mean curvatures,
+    straightness, status (ok, skipped, failed), error and seconds. It is rewritten as inputs finish, so an
+    interrupted run leaves the index of what it did.
+
+    A rerun skips an input whose output is complete and still matches it (its path, size and modification
+    time, the model and the options) and encodes the rest. An input that cannot be read (missing, truncated,
+    not a video) is a failed row and the others go on; the exit code is then 1.
+
+    \b
+    Examples:
+      sami-rt encode-corpus videos/*.mp4 frames/ -o codes/
+      sami-rt encode-corpus list.txt -o codes/ --workers 4
+    """
+    import time
+
+    from sami_rt.backends.base import usable_cpus
+    from sami_rt.corpus import INDEX, check_out_dir, expand_inputs, make_items, model_id, run_corpus
+
+    if ray is not None:
+        raise InputError("--ray: running on a Ray cluster is not built yet; run without --ray (a process pool on "
+                         "this machine)")
+    check_out_dir(out_dir)
+    paths, dropped = expand_inputs(inputs)
+    if not paths:
+        raise InputError("no inputs: the list files name no paths")
+    items = make_items(paths, every, not bgr_frames, model_id(model))
+    workers = workers or usable_cpus()
+    click.echo(f"{len(items)} inputs -> {out_dir}, up to {workers} worker(s)"
+               + (f" ({dropped} repeated path(s) taken once)" if dropped else ""), err=True)
+
+    def progress(k, n, row):
+        click.echo(item_line(k, n, row), err=True)
+
+    t0 = time.perf_counter()
+    try:
+        rows = run_corpus(items, out_dir, workers, model, device, progress)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; the index of what was done -> {out_dir / INDEX}", err=True)
+        sys.exit(130)
+    click.echo(summary(rows, out_dir / INDEX, time.perf_counter() - t0), err=True)
+    if any(r["status"] == "failed" for r in rows):
+        sys.exit(1)
