@@ -18,7 +18,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SETTINGS = [("DDPM 100 steps, the model's scale (default)", {}),
+SETTINGS = [("the default (DDPM, the bundle's recorded steps, its scale)", {}),
+            ("DDPM 100 steps, the model's scale", {"steps": 100}),
             ("the same with the posterior mean", {"guide_mean": True}),
             ("DDPM, scale 1 (the exact model)", {"scale": 1.0}), ("DDPM, scale 2", {"scale": 2.0}),
             ("DDIM 50 steps, the model's scale", {"sampler": "ddim"}),

@@ -1,8 +1,10 @@
 """Record what a newer export records in an existing bundle, without exporting it again:
 ``python export/annotate.py BUNDLE [BUNDLE ...]``.
 
-Today that is the posterior-variance range of training-distribution images (manifest ``posterior_variance``),
-which the runtime compares a guide's with to say when a guide lies far outside what the model was trained on.
+That is the posterior-variance range of training-distribution images (manifest ``posterior_variance``),
+which the runtime compares a guide's with to say when a guide lies far outside what the model was trained on,
+and, with ``--sampling-steps N``, the DDPM step count that sampling takes by default (manifest
+``sampling.steps``), measured to match 100 steps by ``python -m benchmarks.sampler_steps --model BUNDLE``.
 It is measured as ``export/run.py`` measures it (``export.core.variance_range``: the same held-out images of
 the run's data, rebuilt from the manifest's training configuration), through the bundle's own ONNX encoder,
 so a bundle without reference weights or on an external denoiser is annotated too. The graphs and every other
@@ -17,9 +19,9 @@ import time
 from pathlib import Path
 
 
-def annotate(root: Path, log=print) -> bool:
-    """Add the variance range to the bundle at ``root``; False (and a line saying why) where its data cannot
-    be read here. Raises SamiError for a bundle that does not load."""
+def annotate(root: Path, log=print, sampling_steps: int | None = None) -> bool:
+    """Add the variance range (and ``sampling_steps`` where given) to the bundle at ``root``; False (and a line
+    saying why) where its data cannot be read here. Raises SamiError for a bundle that does not load."""
     from export.core import variance_range
     from sami_rt.bundle import read_bundle, write_manifest
     from sami_rt.errors import ExportError
@@ -27,6 +29,8 @@ def annotate(root: Path, log=print) -> bool:
     from train.config import Config
 
     b = read_bundle(root)
+    if sampling_steps is not None and not 1 <= sampling_steps <= b.T:
+        raise ExportError(f"--sampling-steps must be from 1 to the model's T={b.T}, got {sampling_steps}")
     cfg_dict = (b.manifest.training or {}).get("config")
     if not isinstance(cfg_dict, dict):
         raise ExportError(f"{root}: manifest.json records no training configuration, so the data its range is "
@@ -39,7 +43,12 @@ def annotate(root: Path, log=print) -> bool:
     export = dict(b.manifest.export or {})
     export["annotated"] = {"by": "export/annotate.py", "posterior_variance": True,
                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_manifest(b.root, b.manifest.replace(variance_range=r, export=export))
+    changes = {"variance_range": r, "export": export}
+    if sampling_steps is not None:
+        changes["sampling_steps"] = int(sampling_steps)
+        export["annotated"]["sampling_steps"] = int(sampling_steps)
+        log(f"  default sampling: ddpm, {sampling_steps} steps")
+    write_manifest(b.root, b.manifest.replace(**changes))
     read_bundle(b.root)  # the reader accepts what was written
     return True
 
@@ -47,6 +56,9 @@ def annotate(root: Path, log=print) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundles", type=Path, nargs="+", help="bundle directories to annotate in place")
+    ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
+                    help="record N as the DDPM steps sampling takes by default (measured to match 100 steps: "
+                         "python -m benchmarks.sampler_steps --model BUNDLE)")
     args = ap.parse_args(argv)
     from sami_rt.errors import SamiError
 
@@ -54,7 +66,7 @@ def main(argv=None) -> int:
     for root in args.bundles:
         print(f"annotating {root}")
         try:
-            failed += not annotate(root, log=print)
+            failed += not annotate(root, log=print, sampling_steps=args.sampling_steps)
         except SamiError as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1

@@ -161,7 +161,7 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
                   fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
-                  description: str = "") -> Path:
+                  description: str = "", sampling_steps: int | None = None) -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -171,6 +171,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         except TensorRTUnavailable as e:
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
+    if sampling_steps is not None and not 1 <= sampling_steps <= cfg.T:
+        raise ExportError(f"--sampling-steps must be from 1 to the model's T={cfg.T}, got {sampling_steps}")
     if cfg.model != "sami":
         raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "
                           "encoder) export to a bundle")
@@ -247,7 +249,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
             flops={} if external else count_flops(model, abar, cfg),
-            sampling_scale=float(cfg.sampling_scale), description=description, variance_range=vrange,
+            sampling_scale=float(cfg.sampling_scale), sampling_steps=sampling_steps, description=description,
+            variance_range=vrange,
             training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
             evaluation=ev.get("summary", {}),
             export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,

@@ -25,6 +25,9 @@ def main(argv=None) -> int:
                     help="also write float16 graphs (encoder variance and guidance arithmetic kept in float32), "
                          "validated against the float32 graphs")
     ap.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
+    ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
+                    help="record N as the DDPM steps sampling takes by default (measure it first: python -m "
+                         "benchmarks.sampler_steps --model BUNDLE); without it the runtime takes 100")
     ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
                     "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)
@@ -33,7 +36,7 @@ def main(argv=None) -> int:
     try:
         print(f"exporting {args.source} -> {args.out}")
         export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt,
-                      description=args.description)
+                      description=args.description, sampling_steps=args.sampling_steps)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

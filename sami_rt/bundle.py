@@ -104,6 +104,12 @@ class Bundle:
         return self.manifest.sampling_scale
 
     @property
+    def default_steps(self) -> int | None:
+        """The DDPM steps sampling takes unless told otherwise (manifest sampling.steps, measured to match 100
+        steps, e.g. by benchmarks/sampler_steps.py); None where the bundle records none (the runtime takes 100)."""
+        return self.manifest.sampling_steps
+
+    @property
     def T(self) -> int:
         return len(self.abar)
 
@@ -215,6 +221,10 @@ def parse_manifest(m, where: str) -> Manifest:
     s = sampling.get("scale", 1.0)
     if not is_finite_number(s) or s <= 0:
         raise BundleError(f"{where}: sampling.scale must be a positive number, got {s!r:.60}")
+    steps = sampling.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= len(abar)):
+        raise BundleError(f"{where}: sampling.steps must be a whole number of steps from 1 to T={len(abar)}, "
+                          f"got {steps!r:.60}")
     if "architecture" in m:
         arch = Architecture.from_json(m["architecture"], where)
     else:
@@ -250,7 +260,7 @@ def parse_manifest(m, where: str) -> Manifest:
     return Manifest(ImageSpec(C, H, W, pre), D, abar, {k: v for k, v in sched.items() if k != "abar"}, param, arch,
                graphs, graphs_fp16, engines, reference, dict(flops), float(s), training, evaluation,
                desc if isinstance(desc, str) else str(desc), m.get("export") or {}, int(version),
-               str(m.get("sami_rt_version", "")), variance_range=vrange)
+               str(m.get("sami_rt_version", "")), variance_range=vrange, sampling_steps=steps)
 
 
 def _variance_range(v, where: str) -> VarianceRange:

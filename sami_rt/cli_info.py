@@ -51,6 +51,8 @@ def info(model, device, threads, list_):
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
     click.echo(f"guidance scale for sampling: {b.default_scale:g}" + (" (the exact model)" if b.default_scale == 1 else ""))
+    click.echo(f"default sampling: ddpm, {b.default_steps or min(100, b.T)} steps"
+               + (" (recorded in the bundle)" if b.default_steps else ""))
     click.echo(f"backend: {backend}")
     click.echo("devices here:")
     for name, ok, what in device_report(b):

@@ -54,7 +54,8 @@ def sampling_options(fn):
                       help="ddpm (ancestral), ddim (deterministic unless --eta), dpmpp-2m (DPM-Solver++(2M), "
                       "deterministic) or dpmpp-2m-sde (its SDE form).")(fn)
     fn = click.option("--steps", type=int, default=None,
-                      help="Sampling steps (default: 100 for ddpm, 50 for ddim, 20 for the dpmpp samplers).")(fn)
+                      help="Sampling steps (default: for ddpm the steps the bundle records (`sami-rt info`), else 100; 50 for "
+                      "ddim, 20 for the dpmpp samplers).")(fn)
     return fn
 
 

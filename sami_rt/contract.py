@@ -306,6 +306,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     sami_rt_version: str = ""
     variance_range: VarianceRange | None = None  # the posterior variances training-distribution images gave
+    sampling_steps: int | None = None  # DDPM steps sampling takes unless told otherwise (None: the runtime's 100)
 
     @property
     def T(self) -> int:
@@ -362,6 +363,8 @@ class Manifest:
         if self.flops:
             m["flops"] = dict(self.flops)
         m["sampling"] = {"scale": float(self.sampling_scale)}
+        if self.sampling_steps is not None:
+            m["sampling"]["steps"] = int(self.sampling_steps)
         if self.variance_range is not None:
             m["posterior_variance"] = self.variance_range.to_json()
         for key in ("training", "evaluation", "export"):

@@ -143,8 +143,8 @@ class Runtime:
                 output (or the posterior mean with ``guide_mean``). A guide whose posterior variance lies far
                 outside what the bundle recorded for its training images adds a note to ``Samples.notes``.
             z: explicit latents [n, D] (or [D]); neither guide nor z: unconditional samples.
-            steps: sampling steps (default: 100 for ddpm, 50 for ddim, 20 for dpmpp-2m and dpmpp-2m-sde, at
-                most T), respaced evenly over the T levels.
+            steps: sampling steps (default: for ddpm the bundle's ``default_steps`` where it records one, else
+                100; 50 for ddim, 20 for dpmpp-2m and dpmpp-2m-sde; at most T), respaced evenly over the T levels.
             sampler: ``ddpm`` (ancestral, eta = 1), ``ddim`` (eta = 0 unless given), ``dpmpp-2m``
                 (DPM-Solver++(2M), deterministic) or ``dpmpp-2m-sde`` (its SDE form); the last two take no eta.
             seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
@@ -157,7 +157,8 @@ class Runtime:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive number of samples, got {n!r}")
-        steps = steps if steps is not None else min(DEFAULT_STEPS[sampler], b.T)
+        if steps is None:  # the bundle's measured DDPM step count, else the sampler's own default
+            steps = b.default_steps if sampler == "ddpm" and b.default_steps else min(DEFAULT_STEPS[sampler], b.T)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
             raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
         multistep = sampler.startswith("dpmpp")

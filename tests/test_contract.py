@@ -151,3 +151,27 @@ def test_a_raw_fashion_item_reaches_the_shipped_model_as_training_framed_it(tmp_
     # an image already at the model's full size is taken as it is
     full = rng.integers(0, 256, (32, 32), dtype=np.uint8)
     np.testing.assert_array_equal(to_model(full, rt.bundle.image), full[None] / np.float32(127.5) - np.float32(1))
+
+
+def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_seed):
+    """manifest sampling.steps (export/annotate.py --sampling-steps, from benchmarks/sampler_steps.py): the DDPM
+    steps generate takes unless told; other samplers keep their own defaults; a bundle without it takes 100."""
+    from sami_rt.bundle import BundleError, parse_manifest
+    from sami_rt.runtime import DEFAULT_STEPS, Runtime
+
+    rt = Runtime(SHIPPED["disks-small"], device="cpu")
+    assert rt.bundle.default_steps == 10  # measured: benchmarks/RESULTS.md "Guided samples against steps"
+    z = np.random.default_rng(fresh_seed).normal(size=(1, rt.latent_dim)).astype(np.float32)
+    assert rt.generate(z=z).steps == 10 and rt.generate(z=z, sampler="ddim").steps == DEFAULT_STEPS["ddim"]
+    assert rt.generate(z=z, steps=3).steps == 3
+    dst = tmp_path / "v1"
+    shutil.copytree(SHIPPED["disks-small"], dst)
+    shutil.copy(V1 / "disks-small.json", dst / "manifest.json")
+    old = Runtime(dst, device="cpu")
+    assert old.bundle.default_steps is None and old.generate(z=z).steps == DEFAULT_STEPS["ddpm"] == 100
+    m = json.loads(rt.bundle.manifest.dumps())
+    assert m["sampling"] == {"scale": 3.0, "steps": 10}
+    for bad in (0, 401, 2.5, True, "10"):
+        m["sampling"]["steps"] = bad
+        with pytest.raises(BundleError, match="sampling.steps must be a whole number of steps from 1 to T=400"):
+            parse_manifest(m, "m.json")

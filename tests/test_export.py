@@ -27,6 +27,7 @@ FAMILIES = {
 # part in PyTorch without a second export. The default ConvNet (ReLU, no biases) is exported and validated
 # against PyTorch at batches 1, 3 and 17 in test_frozen.py.
 FP16 = ("halfunet-attention",)
+SAMPLING_STEPS = {"halfunet-attention": 7}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,11 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundles(runs):
-    """``runs`` with each exported to ``DIR/bundle`` (minutes: the ONNX exports)."""
+    """``runs`` with each exported to ``DIR/bundle`` (minutes: the ONNX exports); the half-UNet's records a
+    default DDPM step count (export/run.py --sampling-steps)."""
     for name, d in runs.items():
-        export_bundle(d / "run", d / "bundle", fp16=name in FP16, log=lambda s: None)
+        export_bundle(d / "run", d / "bundle", fp16=name in FP16, log=lambda s: None,
+                      sampling_steps=SAMPLING_STEPS.get(name))
     return runs
 
 
@@ -125,6 +128,7 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles, family):
     assert Config.from_dict(b.manifest.training["config"]) == Config.from_dict(ck["config"])
     assert b.default_scale == ck["config"]["sampling_scale"] == b.manifest.sampling_scale
     assert b.default_scale == (2.5 if family == "halfunet-attention" else 1.0)
+    assert b.default_steps == SAMPLING_STEPS.get(family)  # None: the runtime's 100 (T = 50 here: 50)
     errs = b.manifest.export["validation"]["relative_error"]
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
 
@@ -157,6 +161,12 @@ def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family, fresh_s
     flops = b.manifest.flops
     # guided_eps runs the denoiser and the guidance; the guidance, the encoder forward and backward
     assert flops["guided_eps"] > max(flops["denoiser"], flops["guidance"]) and flops["guidance"] > flops["encoder"] > 0
+
+
+def test_a_step_count_beyond_the_models_T_is_refused_before_the_export(runs, tmp_path):
+    with pytest.raises(ExportError, match="--sampling-steps must be from 1 to the model's T=50, got 51"):
+        export_bundle(runs["convnet-silu"] / "run", tmp_path / "b", sampling_steps=51, log=lambda s: None)
+    assert not (tmp_path / "b").exists()
 
 
 def test_missing_checkpoint_is_named(tmp_path):
