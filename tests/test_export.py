@@ -45,10 +45,37 @@ def runs(tmp_path_factory):
 def bundles(runs):
     """``runs`` with each exported to ``DIR/bundle`` (minutes: the ONNX exports); the half-UNet's records a
     default DDPM step count (export/run.py --sampling-steps)."""
-    for name, d in runs.items():
-        export_bundle(d / "run", d / "bundle", fp16=name in FP16, log=lambda s: None,
-                      sampling_steps=SAMPLING_STEPS.get(name))
+    import logging
+    import warnings
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            EXPORT_SAID["logged"].append(f"{record.name}: {record.getMessage()}")
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger().addHandler(handler)
+    try:
+        for name, d in runs.items():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                export_bundle(d / "run", d / "bundle", fp16=name in FP16, log=EXPORT_SAID["lines"].append,
+                              sampling_steps=SAMPLING_STEPS.get(name))
+            EXPORT_SAID["warnings"] += [f"{w.category.__name__}: {w.message}" for w in caught]
+    finally:
+        logging.getLogger().removeHandler(handler)
     return runs
+
+
+EXPORT_SAID = {"lines": [], "warnings": [], "logged": []}  # what the exports printed, warned and logged
+
+
+def test_the_export_says_its_lines_and_nothing_else(bundles):
+    """export/run.py's output is its own lines (one per graph, the variance range): the exporter's warnings
+    (training-mode export, merged axis names, pytree deprecations) and torchvision notes are kept out."""
+    assert EXPORT_SAID["warnings"] == [] and EXPORT_SAID["logged"] == [], (EXPORT_SAID["warnings"], EXPORT_SAID["logged"])
+    graphs = sum(1 for ln in EXPORT_SAID["lines"] if "MB in" in ln)
+    assert graphs == 4 * len(FAMILIES) + 4 * len(FP16)  # float32 graphs of each family, float16 of FP16's
+    assert all(ln.startswith("  ") for ln in EXPORT_SAID["lines"])
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
