@@ -57,6 +57,11 @@ def cpu_session_options(ort, threads: int = 0):
     threads = threads or default_threads()
     if threads:
         so.intra_op_num_threads = threads
+    # Idle intra-op threads wait without spinning: on the 2-vCPU machine shared with other work (load 3.3-3.9),
+    # guided_eps with 2 threads took 0.56-0.71x the time at batch 1, 0.54x at 16 and 0.70x at 64 with spinning
+    # off, each setting alone in its process (benchmarks/bench_batch64.py --isolated; RESULTS.md, issue 19);
+    # spinning threads take the cores that the other threads, or other processes, need. Outputs are identical.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
