@@ -43,7 +43,7 @@ def engine_cache_dir() -> Path:
 def default_threads() -> int:
     """The CPU provider's thread count when the caller gives none: ``OMP_NUM_THREADS`` where it is set to a
     positive integer (the convention of OpenMP-based libraries; onnxruntime itself ignores it), else 0 (its own
-    default: one thread per core, spinning while idle)."""
+    default: one thread per core; ``cpu_session_options`` turns their spinning off)."""
     v = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(v) if v.isdigit() and int(v) > 0 else 0
 
