@@ -61,6 +61,8 @@ def cpu_session_options(ort, threads: int = 0):
     # guided_eps with 2 threads took 0.56-0.71x the time at batch 1, 0.54x at 16 and 0.70x at 64 with spinning
     # off, each setting alone in its process (benchmarks/bench_batch64.py --isolated; RESULTS.md, issue 19);
     # spinning threads take the cores that the other threads, or other processes, need. Outputs are identical.
+    # On the quiet machine (load 1.2-1.9) spinning off costs 1.2x at batch 1 with 2 threads (4.1 -> 5.0 ms) and
+    # nothing at 16 and 64: a smaller loss than the gain under load, so it stays off.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
