@@ -110,3 +110,15 @@ def test_sami_rt_never_reaches_torch():
     for f in sorted((ROOT / "sami_rt").rglob("*.py")):  # strings, comments and docstrings too
         text = f.read_text().lower()
         assert "torch" not in text, f"{f.relative_to(ROOT)} names torch (line {text[: text.index('torch')].count(chr(10)) + 1})"
+
+
+def test_no_source_file_is_over_400_lines():
+    """Issue 17's bound on a file's size, for every Python file the project writes (packages, scripts,
+    benchmarks, examples, tests)."""
+    long = {}
+    for folder in (*PACKAGES, "benchmarks", "examples", "tests"):
+        for f in (ROOT / folder).rglob("*.py"):
+            n = len(f.read_text().splitlines())
+            if n > 400:
+                long[str(f.relative_to(ROOT))] = n
+    assert long == {}, long
