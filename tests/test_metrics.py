@@ -213,7 +213,11 @@ def test_tad_counts_attributes_with_one_axis_and_drops_redundant_ones(fresh_seed
     codes = np.c_[att[:, 0] + 0.1 * rng.normal(size=3000), -att[:, 1] + 0.1 * rng.normal(size=3000), rng.normal(size=(3000, 2))]
     t = tad(codes, att)
     assert t["tad_attributes"] == 2 and t["captured"] == [0, 1]  # attribute 2 has no axis (AUROC ~0.5)
-    assert t["tad"] == pytest.approx(2 * 0.5, abs=0.06)  # AUROC 1 minus a chance axis' ~0.5, twice
+    # per captured attribute: AUROC ~1 of its axis minus the best of the three chance axes (folded AUROC, >= 0.5).
+    # A chance AUROC on ~1500/1500 codes has sd sqrt((n0 + n1 + 1) / (12 n0 n1)) ~ 0.0105, so the best of three
+    # stays below 0.5 + 4 sd ~ 0.542 and tad above 2 (1 - 0.542) = 0.916; measured 0.941-0.993 over seeds 0-299
+    # (median 0.974), 0.936 at seed 2383238648 (the earlier bound, 1.0 +- 0.06, failed there)
+    assert 0.9 < t["tad"] <= 1.0, t["tad"]
     assert t["best_axis"][:2] == [0, 1]
     dup = tad(codes, np.c_[att, att[:, :1]])  # attribute 3 repeats 0: both are explained by the other
     assert dup["captured"] == [1]
