@@ -57,7 +57,7 @@ def table(b, batches, thread_counts, repeats):
     from sami_rt.backends.onnxruntime import OrtBackend
 
     flops = b.manifest.flops["guided_eps"]
-    print(f"| threads | batch | runtime ms | eager ms | eager / runtime | runtime GFLOP/s | eager GFLOP/s | "
+    print("| threads | batch | runtime ms | eager ms | eager / runtime | runtime GFLOP/s | eager GFLOP/s | "
           f"max abs diff | load |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []

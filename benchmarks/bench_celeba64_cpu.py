@@ -195,7 +195,7 @@ def main(argv=None) -> int:
 
     meta["load_end"] = load()
     meta["seconds"] = time.perf_counter() - t_start
-    print(f"\n| backend | threads | batch | ms/step | GFLOP/s | fraction of peak | eager / backend | "
+    print("\n| backend | threads | batch | ms/step | GFLOP/s | fraction of peak | eager / backend | "
           f"max rel diff vs eager |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["threads"], r["batch"])):

@@ -22,21 +22,20 @@ from pathlib import Path
 def annotate(root: Path, log=print, sampling_steps: int | None = None) -> bool:
     """Add the variance range (and ``sampling_steps`` where given) to the bundle at ``root``; False (and a line
     saying why) where its data cannot be read here. Raises SamiError for a bundle that does not load."""
-    from export.core import variance_range
+    from export.core import check_sampling_steps, variance_range
     from sami_rt.bundle import read_bundle, write_manifest
     from sami_rt.errors import ExportError
     from sami_rt.runtime import Runtime
     from train.config import Config
 
-    b = read_bundle(root)
-    if sampling_steps is not None and not 1 <= sampling_steps <= b.T:
-        raise ExportError(f"--sampling-steps must be from 1 to the model's T={b.T}, got {sampling_steps}")
+    rt = Runtime(root, device="cpu")
+    b = rt.bundle
+    check_sampling_steps(sampling_steps, b.T)
     cfg_dict = (b.manifest.training or {}).get("config")
     if not isinstance(cfg_dict, dict):
         raise ExportError(f"{root}: manifest.json records no training configuration, so the data its range is "
                           "measured on is unknown")
     cfg = Config.from_dict(cfg_dict)
-    rt = Runtime(root, device="cpu")
     r = variance_range(lambda x: rt.backend.encode(x.numpy())[1], cfg, log)
     if r is None:
         return False

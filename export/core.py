@@ -171,8 +171,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         except TensorRTUnavailable as e:
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
-    if sampling_steps is not None and not 1 <= sampling_steps <= cfg.T:
-        raise ExportError(f"--sampling-steps must be from 1 to the model's T={cfg.T}, got {sampling_steps}")
+    check_sampling_steps(sampling_steps, cfg.T)
     if cfg.model != "sami":
         raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "
                           "encoder) export to a bundle")
@@ -267,6 +266,12 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def check_sampling_steps(steps: int | None, T: int) -> None:
+    """A default DDPM step count to record (``--sampling-steps``) is from 1 to T: ExportError before any work."""
+    if steps is not None and not 1 <= steps <= T:
+        raise ExportError(f"--sampling-steps must be from 1 to the model's T={T}, got {steps}")
 
 
 def variance_range(encode_var: Callable[[torch.Tensor], object], cfg: Config,

@@ -74,7 +74,7 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
         except ValueError:
             raise click.BadParameter(f"expected comma-separated dimensions, got {axes!r}", param_hint="--axes")
     rt = open_runtime(model, device, threads)
-    check_grid_fits(out, rt, n + bool(guide), zoom=zoom, labels=["guide"] + [""] * n if guide else None)
+    check_grid_fits(out, rt, n, zoom=zoom, guide=bool(guide))
     s = run_with_progress("sampling", rt.generate, guide=str(guide) if guide else None, n=n, steps=steps,
                           sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, guide_mean=guide_mean,
                           batch=batch)

@@ -26,6 +26,7 @@ def info(model, device, threads, list_):
     from sami_rt import __version__
     from sami_rt.backends import BackendError, device_report
     from sami_rt.sampler import loop_status
+    from sami_rt.runtime import default_steps
 
     if list_:
         list_models()
@@ -51,7 +52,7 @@ def info(model, device, threads, list_):
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
     click.echo(f"guidance scale for sampling: {b.default_scale:g}" + (" (the exact model)" if b.default_scale == 1 else ""))
-    click.echo(f"default sampling: ddpm, {b.default_steps or min(100, b.T)} steps"
+    click.echo(f"default sampling: ddpm, {default_steps(b, 'ddpm')} steps"
                + (" (recorded in the bundle)" if b.default_steps else ""))
     click.echo(f"backend: {backend}")
     click.echo("devices here:")

@@ -125,14 +125,21 @@ def zoom_option(fn):
                         f"tiles at least {MIN_TILE} px, 3 for 32-px models).")(fn)
 
 
-def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title=None) -> None:
-    """Before any sampling: the grid ``write_grid`` will draw for n of the model's tiles fits ``out``'s format
-    (WebP and JPEG limit a side) and a sane size; InputError, one sentence, otherwise."""
+def _guide_first(n: int, labels, guide: bool):
+    """(tiles, labels) of a grid of n samples, after the guide's tile (captioned "guide") where there is one."""
+    return (n + 1, ["guide"] + list(labels or [""] * n)) if guide else (n, labels)
+
+
+def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title=None, guide=False) -> None:
+    """Before any sampling: the grid ``write_grid`` will draw for n samples of the model (after the guide's
+    tile with ``guide``) fits ``out``'s format (WebP and JPEG limit a side) and a sane size; InputError, one
+    sentence, otherwise."""
     from sami_rt.grids import auto_zoom, check_grid, grid_shape
 
     tile = (rt.bundle.image.height, rt.bundle.image.width)
+    tiles, labels = _guide_first(n, labels, guide)
     try:
-        check_grid(out, grid_shape(n, tile, ncol, zoom or auto_zoom(*tile), labels, title))
+        check_grid(out, grid_shape(tiles, tile, ncol, zoom or auto_zoom(*tile), labels, title))
     except ValueError as e:
         raise InputError(f"-o {out}: {e}") from None
 
@@ -144,9 +151,9 @@ def write_grid(path: Path, samples, guide_x=None, ncol=8, zoom=None, labels=None
     from sami_rt.images import from_model, write_image
 
     imgs, marked = samples.images, ()
+    _, labels = _guide_first(len(imgs), labels, guide_x is not None)
     if guide_x is not None:
         imgs, marked = np.concatenate([from_model(guide_x), imgs]), (0,)
-        labels = ["guide"] + list(labels or [""] * len(samples.images))
     write_image(path, labelled_grid(imgs, ncol, zoom or auto_zoom(*imgs.shape[1:3]), labels, marked, title))
 
 

@@ -12,12 +12,10 @@ model load per process. A failed input is a row of the index, never the end of t
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -218,24 +216,12 @@ def make_row(item: Item, status: str, seconds: float, arrays: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------------ output
-def npz_bytes(arrays: dict) -> bytes:
-    """An ``.npz`` archive (what ``np.savez`` writes) with fixed member dates, so that the same arrays always
-    give the same bytes (``np.savez`` stamps each member with the current time)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, a in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(a), allow_pickle=False)
-    return buf.getvalue()
-
-
 def write_output(out_dir, item: Item, arrays: dict) -> None:
-    """The item's arrays under its final name, written to a temporary file first (``sami_rt.io``)."""
-    from sami_rt.io import atomic_write_bytes
+    """The item's arrays under its final name, written to a temporary file first, with the same bytes for
+    the same arrays (``sami_rt.io.write_npz``)."""
+    from sami_rt.io import write_npz
 
-    atomic_write_bytes(Path(out_dir) / item.output, npz_bytes(arrays))
+    write_npz(Path(out_dir) / item.output, **arrays)
 
 
 def process_item(runtime, item: Item, out_dir) -> dict:

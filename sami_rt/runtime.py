@@ -46,6 +46,14 @@ SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde")
 DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp-2m": 20, "dpmpp-2m-sde": 20}  # capped at the model's T
 
 
+def default_steps(bundle: Bundle, sampler: str) -> int:
+    """The steps ``generate`` takes unless told: for ddpm the count the bundle records (``Bundle.default_steps``,
+    measured to match 100), else the sampler's DEFAULT_STEPS, at most T."""
+    if sampler == "ddpm" and bundle.default_steps:
+        return bundle.default_steps
+    return min(DEFAULT_STEPS[sampler], bundle.T)
+
+
 @dataclass
 class Samples:
     """Generated images: ``x`` in model space [N, C, H, W], ``z`` the latents that guided them (or None)."""
@@ -157,8 +165,7 @@ class Runtime:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive number of samples, got {n!r}")
-        if steps is None:  # the bundle's measured DDPM step count, else the sampler's own default
-            steps = b.default_steps if sampler == "ddpm" and b.default_steps else min(DEFAULT_STEPS[sampler], b.T)
+        steps = default_steps(b, sampler) if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
             raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
         multistep = sampler.startswith("dpmpp")

@@ -59,23 +59,7 @@ def test_cpp_loop_equals_numpy_loop_bit_for_bit(form, kind, T, steps, fresh_seed
     assert np.abs(out[True, False]).max() > 0.1  # a real result, not a collapsed one
 
 
-@pytest.mark.parametrize("use_cpp", LOOPS)
-@pytest.mark.parametrize("form", list(FORMS))
-def test_a_sample_does_not_depend_on_its_batch(form, use_cpp, fresh_seed):
-    r = np.random.default_rng(fresh_seed)
-    seed = int(r.integers(2**32))
-    co = dpmpp_2m_coefficients(make_abar("cosine", 60), respace(60, 12), sde=FORMS[form])
-
-    def backend(x, i):  # acts on each sample separately, as a network does
-        return (0.5 * x + 0.1 * np.sin(x + i)).astype(np.float32)
-
-    idx = np.arange(6)
-    whole = initial_noise(seed, idx, (3, 4))
-    run_loop(backend, whole, co, seed, idx, use_cpp=use_cpp)
-    for part in (idx[:2], idx[2:5], idx[5:]):
-        x = initial_noise(seed, part, (3, 4))
-        run_loop(backend, x, co, seed, part, use_cpp=use_cpp)
-        np.testing.assert_array_equal(x, whole[part])
+# batch invariance of both forms: tests/test_sampler.py::test_a_sample_does_not_depend_on_its_batch
 
 
 def _dpmpp_2m_direct(abar, ts, x, eps, noise, x0_prev, h_prev, i, sde):

@@ -5,7 +5,7 @@ import pytest
 
 from sami_rt import rng
 from sami_rt.sampler import Cancelled, SamplingError, has_extension, initial_noise, run_loop
-from sami_rt.schedule import make_abar, respace, step_coefficients
+from sami_rt.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
 
 needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt._sampler is not built")
 
@@ -64,14 +64,24 @@ def test_cpp_loop_equals_numpy_loop(eta, steps, batch, fresh_seed):
     assert np.abs(a).max() > 0.1  # a real result, not a collapsed one
 
 
+BATCH_CASES = {  # sampler: (coefficients, the backend's dependence on the step index)
+    "ddpm": (lambda: step_coefficients(make_abar("cosine", 60), respace(60, 30), 1.0), 0),
+    # the multistep samplers (previous step's x and eps kept per sample), with a step-dependent backend
+    "dpmpp-2m": (lambda: dpmpp_2m_coefficients(make_abar("cosine", 60), respace(60, 12), sde=False), 1),
+    "dpmpp-2m-sde": (lambda: dpmpp_2m_coefficients(make_abar("cosine", 60), respace(60, 12), sde=True), 1),
+}
+
+
 @pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
-def test_a_sample_does_not_depend_on_its_batch(use_cpp, fresh_seed):
+@pytest.mark.parametrize("sampler", list(BATCH_CASES))
+def test_a_sample_does_not_depend_on_its_batch(sampler, use_cpp, fresh_seed):
     r = np.random.default_rng(fresh_seed)
     seed = int(r.integers(2**32))
-    co = step_coefficients(make_abar("cosine", 60), respace(60, 30), 1.0)
+    make, k = BATCH_CASES[sampler]
+    co = make()
 
     def backend(x, i):  # acts on each sample separately, as a network does
-        return (0.5 * x + 0.1 * np.sin(x)).astype(np.float32)
+        return (0.5 * x + 0.1 * np.sin(x + k * i)).astype(np.float32)
 
     idx = np.arange(6)
     whole = initial_noise(seed, idx, (3, 4))
