@@ -58,7 +58,7 @@ def table(b, batches, thread_counts, repeats):
 
     flops = b.manifest.flops["guided_eps"]
     print("| threads | batch | runtime ms | eager ms | eager / runtime | runtime GFLOP/s | eager GFLOP/s | "
-          f"max abs diff | load |")
+          "max abs diff | load |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for th in thread_counts:

@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     meta["load_end"] = load()
     meta["seconds"] = time.perf_counter() - t_start
     print("\n| backend | threads | batch | ms/step | GFLOP/s | fraction of peak | eager / backend | "
-          f"max rel diff vs eager |")
+          "max rel diff vs eager |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["threads"], r["batch"])):
         print(f"| {r['backend']} | {r['threads']} | {r['batch']} | {r['ms']:.1f} | {r['gflops']:.1f} | "
