@@ -1,16 +1,17 @@
 // sami_rt._sampler: the sampling loop of sami-rt in C++ (DDPM / DDIM, DPM-Solver++(2M) and its SDE form).
 //
 //   from sami_rt import _sampler
-//   steps_done = _sampler.sample_loop(backend, x, c_x, c_eps, sigma, seed, indices, progress, cancel,
+//   steps_done = _sampler.sample_loop(backend, x, c_x, c_eps, sigma, seeds, indices, progress, cancel,
 //                                     c_x_prev, c_eps_prev)
 //
 // `backend(x, i)` returns eps_hat for the current x at step i (one call per step: the backend owns the
 // model, its device buffers and the timestep table). The loop updates x in place,
 //   x <- float(c_x[i] * x + c_eps[i] * eps_hat + c_x_prev[i] * x_prev + c_eps_prev[i] * eps_prev
-//              + sigma[i] * noise(seed, indices[b], i, j)),
+//              + sigma[i] * noise(seeds[b], indices[b], i, j)),
 // in double precision per element, x_prev and eps_prev the previous step's x and eps_hat kept in float
 // buffers of the loop's own (only when some c_x_prev or c_eps_prev is not zero; None means zeros, and a
-// step whose two are zero adds nothing), noise from Philox keyed by (seed, sample index, step), with the GIL
+// step whose two are zero adds nothing), noise from Philox keyed by (the row's seed, sample index, step)
+// (`seeds`: uint64, one per row, or one for every row), with the GIL
 // released for its own arithmetic. `progress(done, total)` is called after each step; `cancel()` returning
 // true stops the loop before the next step. sami_rt/sampler.py holds the numpy twin of this loop.
 #include <pybind11/numpy.h>
@@ -36,12 +37,13 @@ struct NonFinite : std::runtime_error {
 using FloatArray = py::array_t<float, py::array::c_style>;
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using IndexArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using SeedArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
 
 // One update over the whole batch; returns the number of non-finite results. `xprev` and `eprev` (null for a
 // one-step sampler) hold the previous step's x and eps_hat on entry and this step's on return.
 int64_t update(float* x, const float* eps, float* xprev, float* eprev, int64_t batch, int64_t per_sample,
-               double cx, double ce, double cxp, double cep, double sigma, uint64_t seed, const int64_t* indices,
-               uint32_t step) {
+               double cx, double ce, double cxp, double cep, double sigma, const uint64_t* seeds, bool seed_per_row,
+               const int64_t* indices, uint32_t step) {
   int64_t bad = 0;
   float noise[4];
   const bool use_prev = xprev && (cxp != 0.0 || cep != 0.0);
@@ -51,6 +53,7 @@ int64_t update(float* x, const float* eps, float* xprev, float* eprev, int64_t b
     float* xpb = xprev ? xprev + b * per_sample : nullptr;
     float* epb = eprev ? eprev + b * per_sample : nullptr;
     const uint32_t index = static_cast<uint32_t>(indices[b]);
+    const uint64_t seed = seeds[seed_per_row ? b : 0];
     for (int64_t j = 0; j < per_sample; ++j) {
       double v = cx * static_cast<double>(xb[j]) + ce * static_cast<double>(eb[j]);
       if (use_prev) v += cxp * static_cast<double>(xpb[j]) + cep * static_cast<double>(epb[j]);
@@ -82,7 +85,7 @@ std::vector<double> optional_coefficients(const py::object& arr, int64_t steps, 
 }
 
 int64_t sample_loop(py::object backend, FloatArray x, DoubleArray c_x, DoubleArray c_eps, DoubleArray sigma,
-                    uint64_t seed, IndexArray indices, py::object progress, py::object cancel, py::object c_x_prev,
+                    SeedArray seeds, IndexArray indices, py::object progress, py::object cancel, py::object c_x_prev,
                     py::object c_eps_prev) {
   if (x.ndim() < 1) throw std::invalid_argument("x must have a batch axis");
   const int64_t steps = c_x.size();
@@ -94,6 +97,10 @@ int64_t sample_loop(py::object backend, FloatArray x, DoubleArray c_x, DoubleArr
   for (int64_t i = 0; i < steps; ++i) multistep = multistep || cxp[i] != 0.0 || cep[i] != 0.0;
   const int64_t batch = x.shape(0);
   if (indices.size() != batch) throw std::invalid_argument("indices must have one entry per sample");
+  if (seeds.size() != batch && seeds.size() != 1)
+    throw std::invalid_argument("seeds must have one entry per sample, or one for all");
+  const bool seed_per_row = seeds.size() != 1;
+  const uint64_t* sd = seeds.data();
   const int64_t per_sample = batch ? x.size() / batch : 0;
   float* xp = x.mutable_data();
   const double *cx = c_x.data(), *ce = c_eps.data(), *sg = sigma.data();
@@ -114,8 +121,8 @@ int64_t sample_loop(py::object backend, FloatArray x, DoubleArray c_x, DoubleArr
     int64_t bad;
     {
       py::gil_scoped_release release;
-      bad = update(xp, eps.data(), xprev, eprev, batch, per_sample, cx[i], ce[i], cxp[i], cep[i], sg[i], seed, idx,
-                   static_cast<uint32_t>(i));
+      bad = update(xp, eps.data(), xprev, eprev, batch, per_sample, cx[i], ce[i], cxp[i], cep[i], sg[i], sd,
+                   seed_per_row, idx, static_cast<uint32_t>(i));
     }
     if (bad) {
       throw NonFinite("sampling step " + std::to_string(i) + " produced " + std::to_string(bad) +
@@ -146,11 +153,12 @@ PYBIND11_MODULE(_sampler, m) {
   // under the same name), so callers catch it by type, not by matching its text.
   py::register_exception<NonFinite>(m, "SamplingError",
                                    py::module_::import("sami_rt.errors").attr("SamplingError").ptr());
-  m.attr("__version__") = "2";
+  m.attr("__version__") = "3";  // 3: seeds per row (sami_rt/sampler.py's LOOP_VERSION)
   m.def("sample_loop", &sample_loop, py::arg("backend"), py::arg("x").noconvert(), py::arg("c_x"), py::arg("c_eps"),
-        py::arg("sigma"), py::arg("seed"), py::arg("indices"), py::arg("progress") = py::none(),
+        py::arg("sigma"), py::arg("seeds"), py::arg("indices"), py::arg("progress") = py::none(),
         py::arg("cancel") = py::none(), py::arg("c_x_prev") = py::none(), py::arg("c_eps_prev") = py::none(),
-        "Run the loop in place on x (float32, C-contiguous). backend(x, i) -> eps_hat; c_x_prev, c_eps_prev "
+        "Run the loop in place on x (float32, C-contiguous). backend(x, i) -> eps_hat; seeds: uint64, one per "
+        "row or one for all; c_x_prev, c_eps_prev "
         "(None: zeros) weigh the previous step's x and eps_hat; returns the number of steps done (fewer when "
         "cancel() returned True).");
   m.def("normals", &normals, py::arg("seed"), py::arg("index"), py::arg("step"), py::arg("n"),

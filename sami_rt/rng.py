@@ -3,7 +3,8 @@
 The noise of element j of sample ``index`` at sampler step ``step`` depends only on (seed, index, step, j):
 counter = (j // 4, step, index, 0), key = (seed mod 2^32, seed div 2^32); the four 32-bit words of one
 Philox block become four normals by the Box-Muller transform in float64, then float32. So a seed gives the
-same image whatever the batch it is drawn in, and the C++ loop and this one agree.
+same image whatever the batch it is drawn in, and the C++ loop and this one agree. A batch's seed is one
+integer for every row or one per row (``row_seeds``), so rows of different seeds can share a batch.
 """
 
 from __future__ import annotations
@@ -14,27 +15,43 @@ M0, M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 W0, W1 = 0x9E3779B9, 0xBB67AE85
 MASK32 = np.uint64(0xFFFFFFFF)
 INIT_STEP = 0xFFFFFFFF  # the "step" of the initial noise x_T
+MASK64 = (1 << 64) - 1
+
+
+def row_seeds(seed, batch: int) -> np.ndarray:
+    """The 64-bit seed of each of ``batch`` rows (uint64 [batch]): an integer seed for every row, or an integer
+    array with one seed per row; an integer is taken modulo 2^64 (a negative seed wraps)."""
+    if np.ndim(seed) == 0:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"a seed must be an integer, got {seed!r}")
+        return np.full(batch, int(seed) & MASK64, dtype=np.uint64)
+    s = np.asarray(seed)
+    if s.shape != (batch,) or s.dtype.kind not in "iu":
+        raise ValueError(f"per-row seeds must be {batch} integers (one per row), got {s.dtype} {list(s.shape)}")
+    return s.astype(np.uint64)  # int64 wraps modulo 2^64, as an integer seed does
 
 
 def philox4x32(c0, c1, c2, c3, k0: int, k1: int):
-    """Philox4x32-10 on uint64 arrays holding 32-bit values; returns four uint64 arrays of 32-bit words."""
+    """Philox4x32-10 on uint64 arrays holding 32-bit values; returns four uint64 arrays of 32-bit words. The key
+    words k0, k1 are 32-bit integers or uint64 arrays of them (broadcast against the counters: a key per row)."""
     c0, c1, c2, c3 = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) & MASK32 for c in (c0, c1, c2, c3)))
+    k0, k1 = np.asarray(k0, dtype=np.uint64) & MASK32, np.asarray(k1, dtype=np.uint64) & MASK32
     for r in range(10):
         if r:
-            k0, k1 = (k0 + W0) & 0xFFFFFFFF, (k1 + W1) & 0xFFFFFFFF
+            k0, k1 = (k0 + np.uint64(W0)) & MASK32, (k1 + np.uint64(W1)) & MASK32
         p0, p1 = M0 * c0, M1 * c2  # exact 64-bit products of 32-bit words
         hi0, lo0 = p0 >> np.uint64(32), p0 & MASK32
         hi1, lo1 = p1 >> np.uint64(32), p1 & MASK32
-        c0, c1, c2, c3 = hi1 ^ c1 ^ np.uint64(k0), lo1, hi0 ^ c3 ^ np.uint64(k1), lo0
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return c0, c1, c2, c3
 
 
-def _normals(seed: int, indices: np.ndarray, step: int, n: int) -> np.ndarray:
-    """[len(indices), n] standard normals (float32); row b keyed by (seed, indices[b], step)."""
+def _normals(seed, indices: np.ndarray, step: int, n: int) -> np.ndarray:
+    """[len(indices), n] standard normals (float32); row b keyed by (seed (or seed[b]), indices[b], step)."""
     blocks = np.arange((n + 3) // 4, dtype=np.uint64)[None, :]  # (1, n/4)
     idx = (np.asarray(indices, dtype=np.int64).astype(np.uint64) & MASK32)[:, None]  # (B, 1)
-    x0, x1, x2, x3 = philox4x32(blocks, np.uint64(step), idx, np.uint64(0),
-                                seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
+    seeds = row_seeds(seed, len(idx))[:, None]  # (B, 1)
+    x0, x1, x2, x3 = philox4x32(blocks, np.uint64(step), idx, np.uint64(0), seeds & MASK32, seeds >> np.uint64(32))
     u = [(w.astype(np.float64) + 0.5) / 4294967296.0 for w in (x0, x1, x2, x3)]
     r01, r23 = np.sqrt(-2.0 * np.log(u[0])), np.sqrt(-2.0 * np.log(u[2]))
     th01, th23 = 2.0 * np.pi * u[1], 2.0 * np.pi * u[3]
@@ -47,7 +64,8 @@ def normals(seed: int, index: int, step: int, n: int) -> np.ndarray:
     return _normals(seed, np.array([index]), step, n)[0]
 
 
-def batch_normals(seed: int, indices, step: int, shape) -> np.ndarray:
-    """Normals of shape [len(indices), *shape], row b keyed by sample index indices[b]."""
+def batch_normals(seed, indices, step: int, shape) -> np.ndarray:
+    """Normals of shape [len(indices), *shape], row b keyed by sample index indices[b] and by ``seed`` (one
+    integer) or ``seed[b]`` (one per row)."""
     n = int(np.prod(shape))
     return _normals(seed, np.asarray(indices), step, n).reshape(len(indices), *shape)

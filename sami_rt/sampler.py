@@ -7,8 +7,9 @@ does not), the per-step coefficients of ``sami_rt.schedule.step_coefficients`` (
 computed in float64, where x_prev and eps_prev are the previous step's x and eps_hat, kept by the loop in
 float32 buffers of its own (only when some c_x_prev or c_eps_prev is not zero; a step whose two are zero
 adds nothing, so DDPM / DDIM round exactly as a two-term update). The noise of sample b at step i is drawn
-from Philox keyed by (seed, indices[b], i) (``sami_rt.rng``), so a sample's image depends on its seed and
-index, not on the batch it was drawn in or on the loop that drew it.
+from Philox keyed by (seed[b], indices[b], i) (``sami_rt.rng``), ``seed`` one integer for every row or one
+per row, so a sample's image depends on its seed and index, not on the batch it was drawn in (nor on the
+other rows' seeds) or on the loop that drew it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Callable
 import numpy as np
 
 from sami_rt.errors import Cancelled, SamplingError
-from sami_rt.rng import INIT_STEP, batch_normals
+from sami_rt.rng import INIT_STEP, batch_normals, row_seeds
 
-LOOP_VERSION = "2"  # cpp_ext/sampler.cpp's __version__ that this module calls (2: the previous-step terms)
+# cpp_ext/sampler.cpp's __version__ that this module calls (2: the previous-step terms; 3: a seed per row)
+LOOP_VERSION = "3"
 
 try:
     from sami_rt import _sampler
@@ -37,16 +39,19 @@ except ImportError as _e:  # extension not built: the numpy loop does the work
 Backend = Callable[[np.ndarray, int], np.ndarray]
 
 
-def initial_noise(seed: int, indices, shape) -> np.ndarray:
-    """x_T [B, *shape] (float32, C-contiguous), sample b keyed by (seed, indices[b])."""
+def initial_noise(seed, indices, shape) -> np.ndarray:
+    """x_T [B, *shape] (float32, C-contiguous), sample b keyed by (seed, indices[b]); ``seed`` one integer, or
+    one per row (sample b keyed by (seed[b], indices[b]))."""
     return np.ascontiguousarray(batch_normals(seed, indices, INIT_STEP, shape))
 
 
-def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed: int, indices,
+def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed, indices,
                progress=None, cancel=None, c_x_prev=None, c_eps_prev=None) -> int:
     """The numpy twin of the C++ loop (same arithmetic, same noise). Returns the number of steps done.
-    ``c_x_prev``, ``c_eps_prev`` (None: zeros) weigh the previous step's x and eps_hat."""
+    ``seed``: one integer, or one per row; ``c_x_prev``, ``c_eps_prev`` (None: zeros) weigh the previous
+    step's x and eps_hat."""
     indices = np.asarray(indices, dtype=np.int64)
+    seed = row_seeds(seed, len(x))
     n = len(c_x)
     c_x_prev = np.zeros(n) if c_x_prev is None else np.asarray(c_x_prev, dtype=np.float64)
     c_eps_prev = np.zeros(n) if c_eps_prev is None else np.asarray(c_eps_prev, dtype=np.float64)
@@ -119,10 +124,12 @@ def loop_status() -> tuple[bool, str]:
     return False, f"numpy (the C++ sampler loop is not available: {why})"
 
 
-def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, progress=None, cancel=None,
+def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed, indices, progress=None, cancel=None,
              use_cpp: bool | None = None) -> np.ndarray:
     """Run the loop on x in place (C++ when built, unless use_cpp=False); raises Cancelled or SamplingError.
-    ``coeffs``: ``c_x``, ``c_eps``, ``sigma`` and optionally ``c_x_prev``, ``c_eps_prev`` (multistep samplers)."""
+    ``coeffs``: ``c_x``, ``c_eps``, ``sigma`` and optionally ``c_x_prev``, ``c_eps_prev`` (multistep samplers).
+    ``seed``: one integer for every row, or an integer array with one seed per row (rows of different
+    requests in one batch); row b's noise is keyed by (its seed, indices[b], step)."""
     if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable:
         raise ValueError("x must be a writeable, C-contiguous float32 array")
     cpp = has_extension() if use_cpp is None else use_cpp
@@ -130,7 +137,7 @@ def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed: int, indices, 
         raise RuntimeError("the C++ sampler extension sami_rt._sampler is not built; reinstall sami-rt with a "
                            "C++ compiler, or use the numpy loop")
     args = (backend, x, np.asarray(coeffs["c_x"], np.float64), np.asarray(coeffs["c_eps"], np.float64),
-            np.asarray(coeffs["sigma"], np.float64), int(seed), np.asarray(indices, dtype=np.int64))
+            np.asarray(coeffs["sigma"], np.float64), row_seeds(seed, len(x)), np.asarray(indices, dtype=np.int64))
     prev = [None if coeffs.get(k) is None else np.asarray(coeffs[k], np.float64) for k in ("c_x_prev", "c_eps_prev")]
     done = (_sampler.sample_loop if cpp else loop_numpy)(*args, progress, cancel, *prev)
     if done < len(coeffs["c_x"]):

@@ -93,6 +93,57 @@ def test_a_sample_does_not_depend_on_its_batch(sampler, use_cpp, fresh_seed):
 
 
 @pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp-2m-sde"])
+def test_a_batch_of_rows_with_their_own_seeds_equals_the_per_seed_calls(sampler, use_cpp, fresh_seed):
+    """Per-row seeds: rows of three seeds (each with its own indices 0..n-1) in one loop call give exactly
+    what one call per seed gives; a seed array of one value is the integer seed."""
+    r = np.random.default_rng(fresh_seed)
+    seeds = [int(s) for s in r.integers(0, 2**63, 3)]
+    sizes = [int(k) for k in r.integers(1, 4, 3)]
+    co = BATCH_CASES[sampler][0]()
+
+    def backend(x, i):
+        return (0.5 * x + 0.1 * np.sin(x + i)).astype(np.float32)
+
+    row_seed = np.concatenate([np.full(k, s, dtype=np.uint64) for s, k in zip(seeds, sizes)])
+    idx = np.concatenate([np.arange(k) for k in sizes])
+    mixed = initial_noise(row_seed, idx, (3, 5))
+    run_loop(backend, mixed, co, row_seed, idx, use_cpp=use_cpp)
+    parts = []
+    for s, k in zip(seeds, sizes):
+        x = initial_noise(s, np.arange(k), (3, 5))
+        np.testing.assert_array_equal(initial_noise(np.full(k, s, dtype=np.int64), np.arange(k), (3, 5)), x)
+        run_loop(backend, x, co, s, np.arange(k), use_cpp=use_cpp)
+        parts.append(x)
+    np.testing.assert_array_equal(mixed, np.concatenate(parts))
+    assert len(set(seeds)) == 3 and not np.array_equal(parts[0][0], parts[1][0])  # the seeds do differ
+
+
+@needs_cpp
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp-2m-sde"])
+def test_cpp_and_numpy_loops_agree_with_seeds_per_row(sampler, fresh_seed):
+    r = np.random.default_rng(fresh_seed)
+    seeds = r.integers(0, 2**63, 7).astype(np.uint64)
+    idx = r.integers(0, 50, 7)
+    co = BATCH_CASES[sampler][0]()
+    backend = _nonlinear_backend(3 * 4, r)
+    a = initial_noise(seeds, idx, (3, 4))
+    b = a.copy()
+    run_loop(backend, a, co, seeds, idx, use_cpp=True)
+    run_loop(backend, b, co, seeds, idx, use_cpp=False)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() > 0.1
+
+
+def test_per_row_seeds_must_be_one_integer_per_row():
+    co = step_coefficients(make_abar("linear", 10), respace(10, 5), 1.0)
+    x = initial_noise(3, [0, 1], (4,))
+    for bad in (np.array([1, 2, 3]), np.array([1.0, 2.0]), 1.5):
+        with pytest.raises(ValueError, match="seed"):
+            run_loop(lambda x, i: x * 0.1, x, co, bad, [0, 1])
+
+
+@pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])
 @pytest.mark.parametrize("eta,steps", [(1.0, 400), (1.0, 100), (0.0, 50), (0.5, 200)])
 def test_exact_gaussian_score_reaches_the_data_distribution(use_cpp, eta, steps, fresh_seed):
     """Data x0 ~ N(m, s^2) per pixel: eps*(x_t) = sqrt(1 - a) (x_t - sqrt(a) m) / (a s^2 + 1 - a) is exact.
