@@ -74,6 +74,33 @@ class Samples:
         return from_model(self.x)
 
 
+@dataclass
+class GeneratePlan:
+    """A checked ``generate`` call ready to sample (``Runtime.plan_generate``): its latents ``z`` [n, D] (None:
+    unconditional), ``mask`` [1, D], the guidance ``scale`` and the sampler's ``coeffs``."""
+
+    n: int
+    seed: int
+    steps: int
+    sampler: str
+    eta: float
+    scale: float
+    z: np.ndarray | None
+    mask: np.ndarray
+    coeffs: dict
+    notes: list[str]
+
+    def row_guidance(self, D: int) -> tuple:
+        """(z, mask, scale) with one row per sample, as ``Runtime.sample_rows`` takes them (Nones unguided)."""
+        if self.z is None:
+            return None, None, None
+        return self.z, np.broadcast_to(self.mask, (self.n, D)), np.full(self.n, self.scale, dtype=np.float32)
+
+    def samples(self, x: np.ndarray, seconds: float) -> Samples:
+        return Samples(x, self.z, self.seed, self.steps, self.sampler, seconds, self.notes,
+                       None if self.z is None else float(self.scale))
+
+
 class Runtime:
     """A loaded model bundle and a backend to run it.
 
@@ -155,11 +182,25 @@ class Runtime:
                 100; 50 for ddim, 20 for dpmpp-2m and dpmpp-2m-sde; at most T), respaced evenly over the T levels.
             sampler: ``ddpm`` (ancestral, eta = 1), ``ddim`` (eta = 0 unless given), ``dpmpp-2m``
                 (DPM-Solver++(2M), deterministic) or ``dpmpp-2m-sde`` (its SDE form); the last two take no eta.
-            seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch``.
+            seed: sample i of this call uses noise keyed by (seed, i): the same image whatever ``batch`` (an
+                integer from 0 to 2**64 - 1).
             scale: guidance scale s > 0 in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
                 ``default_scale``; 1 is the exact model).
             mask: latent dimensions to guide (indices, or a 0/1 vector of length D); others are left free.
         """
+        t0 = time.perf_counter()
+        p = self.plan_generate(guide, z, n, steps, sampler, eta, seed, scale, mask, guide_mean)
+        x = self.sample_rows(p.coeffs, seed, np.arange(p.n, dtype=np.int64), *p.row_guidance(self.latent_dim),
+                             batch=batch, progress=progress, cancel=cancel, use_cpp=use_cpp,
+                             where=lambda lo, hi: f"samples {lo}..{hi - 1}, seed {seed}")
+        return p.samples(x, time.perf_counter() - t0)
+
+    def plan_generate(self, guide=None, z=None, n: int = 1, steps: int | None = None, sampler: str = "ddpm",
+                      eta: float | None = None, seed: int = 0, scale: float | None = None, mask=None,
+                      guide_mean: bool = False) -> GeneratePlan:
+        """``generate``'s arguments checked (InputError, one sentence) and made ready to sample: the latents
+        (the guide encoded, its posterior sample drawn), the mask and the sampler's coefficients. ``generate``
+        is ``plan_generate`` then ``sample_rows``; ``sami_rt.batching`` samples many plans' rows together."""
         b = self.bundle
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
@@ -177,40 +218,48 @@ class Runtime:
         scale = b.default_scale if scale is None else scale
         if not is_finite_number(scale) or scale <= 0:
             raise InputError(f"scale must be a finite number above 0 (1 is the exact model), got {scale!r}")
-        t0 = time.perf_counter()
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
         notes: list[str] = []
         zz = self._latents(guide, z, n, seed, guide_mean, notes)
         m = self._mask(mask)
         levels = respace(b.T, int(steps))
         co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
               else step_coefficients(b.abar, levels, eta))
-        ts = co["t"]
-        out = np.empty((n, *b.image_shape), dtype=np.float32)
-        done = 0
-        for lo in range(0, n, batch):
-            hi = min(n, lo + batch)
-            B = hi - lo
-            idx = np.arange(lo, hi, dtype=np.int64)
-            x = initial_noise(seed, idx, b.image_shape)
-            if zz is None:
+        return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes)
+
+    def sample_rows(self, coeffs: dict, seed, indices: np.ndarray, z=None, mask=None, scale=None, batch: int = 64,
+                    progress=None, cancel=None, use_cpp=None, where=None) -> np.ndarray:
+        """Images [N, C, H, W] in [-1, 1] for N rows, one loop call per ``batch`` rows: row r's noise keyed by
+        (``seed`` (an integer, or ``seed[r]``), ``indices[r]``), guided by ``z[r]``, ``mask[r]`` and
+        ``scale[r]`` ([N, D], [N, D], [N]; z None: unconditional). ``where(lo, hi)`` names rows lo..hi-1 in
+        the SamplingError of a step that produced NaN or infinity."""
+        shape, ts, N = self.bundle.image_shape, coeffs["t"], len(indices)
+        per_row = np.ndim(seed) > 0
+        out = np.empty((N, *shape), dtype=np.float32)
+        chunks = -(-N // batch)
+        for k, lo in enumerate(range(0, N, batch)):
+            hi = min(N, lo + batch)
+            B, idx = hi - lo, np.asarray(indices[lo:hi], dtype=np.int64)
+            s = seed[lo:hi] if per_row else seed
+            x = initial_noise(s, idx, shape)
+            if z is None:
                 backend = model_step(self.backend, ts, B)
             else:
-                backend = model_step(self.backend, ts, B, np.ascontiguousarray(zz[lo:hi]),
-                                     np.ascontiguousarray(np.broadcast_to(m, (B, b.latent_dim))),
-                                     np.full(B, scale, dtype=np.float32))
+                backend = model_step(self.backend, ts, B, np.ascontiguousarray(z[lo:hi]),
+                                     np.ascontiguousarray(mask[lo:hi]), np.ascontiguousarray(scale[lo:hi]))
 
-            def prog(i, total, lo=lo):
+            def prog(i, total, k=k):
                 if progress is not None:
-                    progress(done + i, len(ts) * -(-n // batch))
+                    progress(k * len(ts) + i, len(ts) * chunks)
 
             try:
-                run_loop(backend, x, co, seed, idx, prog, cancel, use_cpp)
+                run_loop(backend, x, coeffs, s, idx, prog, cancel, use_cpp)
             except SamplingError as e:
-                raise SamplingError(f"{e} (backend: {self.backend.name}; samples {lo}..{hi - 1}, seed {seed})") from None
+                what = where(lo, hi) if where else f"rows {lo}..{hi - 1}"
+                raise SamplingError(f"{e} (backend: {self.backend.name}; {what})") from None
             out[lo:hi] = np.clip(x, -1.0, 1.0)
-            done += len(ts)
-        return Samples(out, zz, seed, int(steps), sampler, time.perf_counter() - t0, notes,
-                       None if zz is None else float(scale))
+        return out
 
     def _latents(self, guide, z, n, seed, guide_mean, notes):
         D = self.bundle.latent_dim
