@@ -50,7 +50,7 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "trt": ["tensorrt>=10", "cuda-python>=12"],
         # encode-corpus --ray (Ray Data) and sami-rt serve (Ray Serve); constraints.txt pins the tested release
-        "ray": ["ray[data,serve]>=2.40"],
+        "ray": ["ray[data,serve]>=2.40,<2.64"],
         "dev": ["pytest>=7.0", "pytest-xdist>=3.0", "hypothesis>=6.0", "diffusers>=0.25"],
     },
 )

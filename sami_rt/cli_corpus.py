@@ -46,14 +46,18 @@ def summary(rows: list[dict], index: Path, seconds: float) -> str:
 @click.option("--bgr-frames", is_flag=True,
               help="Videos: decode every frame to BGR and convert it as an image is converted (see `sami-rt "
               "encode --help`).")
-@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
-              help="Run on a Ray cluster (not built yet).")
+@click.option("--ray", "ray", is_flag=True,
+              help="Run on Ray through Ray Data (pip install \"sami-rt[ray]\"): the cluster at --address, else "
+              "$RAY_ADDRESS, else a Ray instance started on this machine. --workers actors (default: the "
+              "cluster's CPUs), each loading the model once; OUT must be a path every node can write.")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="With --ray: the Ray cluster to use (e.g. ray://head:10001, or auto for the one running here).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Model bundle directory, or the name of a model shipped in the package (default: disks-small).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where to run: auto picks TensorRT, then CUDA, then CPU.")
 @friendly
-def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, model, device):
+def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, model, device):
     """Encode many videos and folders of images: one .npz per input, as `sami-rt encode VIDEO` writes it.
 
     INPUTS are videos, folders of images (their images, sorted by name, are the frames of one input) and .txt
@@ -73,22 +77,28 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, model, devic
     Examples:
       sami-rt encode-corpus videos/*.mp4 frames/ -o codes/
       sami-rt encode-corpus list.txt -o codes/ --workers 4
+      sami-rt encode-corpus list.txt -o /shared/codes/ --ray --address ray://head:10001
     """
     import time
 
     from sami_rt.backends.base import usable_cpus
     from sami_rt.corpus import INDEX, check_out_dir, expand_inputs, make_items, model_id, run_corpus
 
-    if ray is not None:
-        raise InputError("--ray: running on a Ray cluster is not built yet; run without --ray (a process pool on "
-                         "this machine)")
+    if address is not None and not ray:
+        raise InputError("--address names a Ray cluster; add --ray to run there")
+    if ray:
+        from sami_rt.corpus_ray import import_ray
+
+        import_ray()  # the extra's absence is one line before any work
     check_out_dir(out_dir)
     paths, dropped = expand_inputs(inputs)
     if not paths:
         raise InputError("no inputs: the list files name no paths")
     items = make_items(paths, every, not bgr_frames, model_id(model))
-    workers = workers or usable_cpus()
-    click.echo(f"{len(items)} inputs -> {out_dir}, up to {workers} worker(s)"
+    if not ray:
+        workers = workers or usable_cpus()
+    where = f"up to {workers} worker(s)" if workers else "one Ray actor per CPU of the cluster"
+    click.echo(f"{len(items)} inputs -> {out_dir}, {where}" + (" on Ray" if ray and workers else "")
                + (f" ({dropped} repeated path(s) taken once)" if dropped else ""), err=True)
 
     def progress(k, n, row):
@@ -96,7 +106,7 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, model, devic
 
     t0 = time.perf_counter()
     try:
-        rows = run_corpus(items, out_dir, workers, model, device, progress)
+        rows = run_corpus(items, out_dir, workers, model, device, progress, ray=ray, address=address)
     except KeyboardInterrupt:
         click.echo(f"interrupted; the index of what was done -> {out_dir / INDEX}", err=True)
         sys.exit(130)

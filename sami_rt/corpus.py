@@ -296,13 +296,15 @@ def check_out_dir(out_dir) -> Path:
 Progress = Callable[[int, int, dict], None]
 
 
-def run_corpus(items: list[Item], out_dir, workers: int = 1, model=None, device: str = "auto",
-               progress: Progress | None = None, work: Callable = process_item, runtime=None) -> list[dict]:
+def run_corpus(items: list[Item], out_dir, workers: int | None = 1, model=None, device: str = "auto",
+               progress: Progress | None = None, work: Callable = process_item, runtime=None,
+               ray: bool = False, address: str | None = None) -> list[dict]:
     """Encode every item whose output is not complete and valid (``complete_row``) into ``out_dir``, with
-    ``workers`` processes (1: this process, with ``runtime`` or a ``Runtime(model, device, threads=1)``);
-    ``progress(k, n, row)`` after each finished item. Returns the rows in input order; ``index.jsonl`` holds
-    them (and, while running, those finished so far). ``work(runtime, item, out_dir) -> row``: the per-item
-    function (a module-level one, for the pool)."""
+    ``workers`` processes (1: this process, with ``runtime`` or a ``Runtime(model, device, threads=1)``), or
+    with ``ray`` on ``workers`` Ray Data actors (None: the cluster's CPUs) of the cluster at ``address``
+    (``sami_rt.corpus_ray``); ``progress(k, n, row)`` after each finished item. Returns the rows in input order;
+    ``index.jsonl`` holds them (and, while running, those finished so far). ``work(runtime, item, out_dir) ->
+    row``: the per-item function (a module-level one, for the pool and Ray)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = IndexWriter(out_dir / INDEX, len(items))
@@ -323,7 +325,12 @@ def run_corpus(items: list[Item], out_dir, workers: int = 1, model=None, device:
                 todo.append(it)
             else:
                 finish(it, row)
-        if todo and workers <= 1:
+        failed = lambda it, error: make_row(it, "failed", 0.0, error=error)  # noqa: E731
+        if todo and ray:
+            from sami_rt.corpus_ray import run_ray
+
+            run_ray(todo, str(out_dir), workers, model, device, work, finish, failed, address)
+        elif todo and (workers or 1) <= 1:
             if runtime is None:
                 from sami_rt.runtime import Runtime
 
@@ -333,8 +340,7 @@ def run_corpus(items: list[Item], out_dir, workers: int = 1, model=None, device:
         elif todo:
             from sami_rt.corpus_pool import run_pool
 
-            run_pool(todo, str(out_dir), min(workers, len(todo)), model, device, work, finish,
-                     lambda it, error: make_row(it, "failed", 0.0, error=error))
+            run_pool(todo, str(out_dir), min(workers, len(todo)), model, device, work, finish, failed)
     finally:
         index.write()
     return [r for r in index.rows if r is not None]

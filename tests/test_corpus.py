@@ -228,7 +228,7 @@ def test_list_files_and_output_names(rt1, tmp_path, fresh_seed, monkeypatch):
     assert len(output_name("d/" * 200 + "v.mp4")) < 100 and output_name("ü v.mp4").startswith("__v.mp4-")
 
 
-def test_bad_output_dirs_and_ray_are_one_line_before_any_work(tmp_path, monkeypatch):
+def test_bad_output_dirs_and_ray_options_are_one_line_before_any_work(tmp_path, monkeypatch):
     import sami_rt.corpus
 
     def no_model(*a, **k):
@@ -240,8 +240,11 @@ def test_bad_output_dirs_and_ray_are_one_line_before_any_work(tmp_path, monkeypa
     for out, fragment in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "is a file, not a directory")):
         r = invoke("encode-corpus", video, "-o", out)
         assert r.exit_code == 1 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
+    r = invoke("encode-corpus", video, "-o", tmp_path / "out", "--address", "ray://head:10001")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "add --ray" in r.stderr, r.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
     r = invoke("encode-corpus", video, "-o", tmp_path / "out", "--ray")
-    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "not built yet" in r.stderr, r.stderr
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and 'pip install "sami-rt[ray]"' in r.stderr, r.stderr
     r = invoke("encode-corpus", tmp_path / "none.txt", "-o", tmp_path / "out")
     assert r.exit_code == 1 and "list file" in r.stderr and "does not exist" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -1,0 +1,116 @@
+"""``sami-rt encode-corpus --ray``: the corpus's items on a Ray cluster through Ray Data (the ``[ray]`` extra).
+
+The driver decides what to do (``sami_rt.corpus.run_corpus`` skips complete outputs before this is called) and
+keeps the index; Ray Data runs ``process_item`` on the rest in a pool of actors, each opening the model once
+(``Runtime(model, device, threads=1)``, as the local pool's processes do), and each writing its outputs into the
+output directory itself (on a cluster: a path every node shares). Every item is its own block and at most one
+is in flight per actor, so items finish and report one by one, and an actor that dies (a decoder's crash on a
+damaged file) takes only the item it held: that item is a failed row, not retried (Ray Data's default would
+retry it forever), and the actor is restarted for the others. The outputs are the local pool's, byte for
+byte: the same function, model and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from sami_rt.errors import BackendError, InputError
+
+DIED = "the Ray worker died while encoding it (a crash in the decoder or the backend)"
+
+
+def import_ray():
+    """The ``ray`` module with Ray Data, or an InputError naming the extra."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 -- the part this module needs
+    except ImportError:
+        raise InputError('--ray needs Ray Data: pip install "sami-rt[ray]"') from None
+    return ray
+
+
+class EncodeActor:
+    """One Ray Data actor: the model, opened once; a batch of JSON-encoded items in, their JSON rows out."""
+
+    def __init__(self, model, device: str, out_dir: str, work: Callable, item_type: type):
+        from sami_rt.corpus_pool import _one_line
+
+        self.out_dir, self.work, self.item_type = out_dir, work, item_type
+        self.runtime, self.init_error = None, None
+        try:
+            from sami_rt.runtime import Runtime
+
+            self.runtime = Runtime(model, device, threads=1)
+        except Exception as e:  # noqa: BLE001 -- reported by the rows, then the driver stops the corpus
+            self.init_error = _one_line(e)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = []
+        for text in batch["item"]:
+            d = json.loads(str(text))
+            if self.init_error is not None:
+                rows.append(json.dumps({"index": d["index"], "init_error": self.init_error}))
+                continue
+            row = self.work(self.runtime, self.item_type(**d), self.out_dir)
+            rows.append(json.dumps({"index": d["index"], "row": row}))
+        return {"result": np.array(rows, dtype=object)}
+
+
+def connect(address: str | None):
+    """Ray, initialised: the running instance where this process has one, else ``address`` (None: Ray's own
+    rule, $RAY_ADDRESS or a running local cluster, else a new local instance). Returns (ray, started)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = address or "a local Ray instance"
+        raise BackendError(f"--ray: cannot connect to {where} ({(str(e).strip().splitlines() or [''])[0]})") from None
+    return ray, True
+
+
+def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, work: Callable,
+            finish: Callable[[object, dict], None], failed: Callable[[object, str], dict],
+            address: str | None = None) -> None:
+    """Every item of ``todo`` through ``work(runtime, item, out_dir)`` on Ray Data actors (``workers`` of them;
+    None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
+    makes the row of an item whose actor died."""
+    ray, started = connect(address)
+    try:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # the command prints a line per finished input itself
+        ctx.print_on_execution_start = False
+        ctx.max_errored_blocks = len(todo)  # an actor's death fails its item's block, never the corpus
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        workers = max(1, min(workers, len(todo)))
+        by_index = {it.index: it for it in todo}
+        ds = ray.data.from_items([{"item": json.dumps(it.to_dict())} for it in todo],
+                                 override_num_blocks=len(todo))
+        with warnings.catch_warnings():  # Ray 2.60 has no other way to turn task retries off (setup.py: <2.64)
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
+            ds = ds.map_batches(EncodeActor, batch_size=1, batch_format="numpy", num_cpus=1,
+                                compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+                                fn_constructor_args=(None if model is None else str(model), device, out_dir, work,
+                                                     type(todo[0])),
+                                max_restarts=-1, max_task_retries=0)
+        for rec in ds.iter_rows():
+            res = json.loads(str(rec["result"]))
+            if "init_error" in res:
+                raise BackendError(f"a Ray worker could not open the model: {res['init_error']}")
+            finish(by_index.pop(res["index"]), res["row"])
+        for it in sorted(by_index.values(), key=lambda it: it.index):  # blocks that errored: the actor died
+            finish(it, failed(it, DIED))
+    finally:
+        if started:
+            ray.shutdown()
