@@ -12,6 +12,7 @@ from sami_rt.cli_bench import bench
 from sami_rt.cli_corpus import encode_corpus
 from sami_rt.cli_encode import encode
 from sami_rt.cli_info import info
+from sami_rt.cli_serve import serve
 from sami_rt.cli_shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
                                 run_with_progress, sampling_options, write_grid, write_latents, zoom_option)
 
@@ -40,6 +41,7 @@ def main():
       sami-rt generate --guide examples/guide.png -n 16 -o samples.png
       sami-rt encode examples/moving_disk.mp4 --plot trajectory.png
       sami-rt info
+      sami-rt serve --port 8000        # HTTP service (pip install "sami-rt[ray]")
     """
 
 
@@ -183,7 +185,7 @@ def axes(images, model, device, threads):
         click.echo(f"{r['dim']:>4}{r['var']:>15.4g}{r['sd']:>14.4g}{r['mean']:>10.3g}{sp:>10}{ratio:>11}")
 
 
-for _cmd in (encode, encode_corpus, info, bench):
+for _cmd in (encode, encode_corpus, info, bench, serve):
     main.add_command(_cmd)
 
 

@@ -175,8 +175,6 @@ def truncation(data: bytes) -> str | None:
 def read_image(path: str | os.PathLike, spec: ImageSpec | int, size: tuple[int, int] | None = None,
                notes: list | None = None) -> np.ndarray:
     """An image file -> float32 [C, H, W] in [-1, 1] for the model (see to_model), or ImageError."""
-    cv2 = load_cv2()
-
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image {p} does not exist")
@@ -187,7 +185,19 @@ def read_image(path: str | os.PathLike, spec: ImageSpec | int, size: tuple[int, 
     nbytes = p.stat().st_size
     if nbytes > MAX_FILE_BYTES:
         raise ImageError(f"{p} is {nbytes / 2**30:.1f} GiB; images larger than {MAX_FILE_BYTES >> 30} GiB are refused")
-    data = p.read_bytes()
+    return decode_image(p.read_bytes(), spec, size, notes, name=str(p))
+
+
+def decode_image(data: bytes, spec: ImageSpec | int, size: tuple[int, int] | None = None, notes: list | None = None,
+                 name: str = "the image") -> np.ndarray:
+    """An image file's bytes (PNG, JPEG, BMP, WebP, TIFF) -> float32 [C, H, W] for the model, as ``read_image``
+    reads a file (the same checks; errors name the image ``name``), or ImageError."""
+    cv2 = load_cv2()
+
+    p = name
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{p} is {len(data) / 2**30:.1f} GiB; images larger than {MAX_FILE_BYTES >> 30} GiB are "
+                         "refused")
     if not data:
         raise ImageError(f"{p} is empty, not an image")
     wh = header_size(data)
@@ -213,7 +223,7 @@ def read_image(path: str | os.PathLike, spec: ImageSpec | int, size: tuple[int, 
         raise ImageError(f"{p} holds NaN or infinite pixel values")
     if img.dtype == np.uint16:
         _note(notes, f"{p}: 16-bit pixels scaled to 8-bit range")
-    return to_model(img, as_spec(spec, size), notes=notes, name=str(p))
+    return to_model(img, as_spec(spec, size), notes=notes, name=p)
 
 
 def image_files(path: str | os.PathLike) -> list[Path]:

@@ -157,6 +157,20 @@ def test_plot_without_matplotlib_is_refused_before_encoding(workdir, no_model, m
     assert re.search(rf'"{extra}": \[[^\]]*"matplotlib', setup), "the extra named must install matplotlib"
 
 
+def test_serve_without_ray_is_refused_in_one_line(workdir, no_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    r = invoke("serve", "--port", "8123")
+    one_error_line(r, "sami-rt serve needs Ray Serve", 'pip install "sami-rt[ray]"')
+    assert re.search(r'"ray": \[[^\]]*"ray\[data,serve\]', (ROOT / "setup.py").read_text())
+
+
+def test_serve_refuses_a_missing_model_before_starting_ray(workdir, no_model):
+    ray = pytest.importorskip("ray")
+    r = invoke("serve", "--model", "nowhere-such-model")
+    one_error_line(r, "model bundle nowhere-such-model is not a directory")
+    assert not ray.is_initialized()
+
+
 def test_plot_format_follows_its_extension(workdir):
     pytest.importorskip("matplotlib")
     r = invoke("encode", VIDEO, "--every", "4", "--plot", "c.svg", "--device", "cpu")

@@ -1,0 +1,131 @@
+"""``sami-rt serve``: guided generation and encoding over HTTP, on Ray Serve (``pip install "sami-rt[ray]"``).
+
+One deployment, ``SamiRT``: each replica opens one ``Runtime`` (one backend thread by default) and answers
+
+- ``POST /generate``: a JSON object with ``guide`` (a base64 PNG or JPEG) or ``z`` (a list, [n, D] or [D]),
+  ``n``, ``steps``, ``sampler``, ``eta``, ``seed``, ``scale``, ``mask``, ``guide_mean`` (as
+  ``Runtime.generate``) and ``format`` (``png`` grid, ``npy``, ``npz`` or ``json`` arrays);
+- ``POST /encode``: ``image`` (base64) or ``images`` (a list) -> posterior means and variances;
+- ``GET /health`` (200 and the model's name) and ``GET /info`` (the model, its defaults, the batching).
+
+Concurrent generate requests are gathered by ``@serve.batch`` (up to ``max_batch_size`` requests, waiting at
+most ``batch_wait_s`` for more) and answered by ``sami_rt.batching.generate_batch``: the requests that share a
+sampler, steps and eta run as one loop, each sample keyed by its own request's seed, so every response is
+bit for bit what ``Runtime.generate`` gives for the same arguments. A bad request gets status 400 and
+``{"error": one sentence}`` (``serve_api``); an unknown path 404, a wrong method 405; a failure of the
+server itself 500 and a line in the replica's log, never a traceback in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sami_rt import serve_api
+from sami_rt.batching import generate_batch
+from sami_rt.errors import SamiError
+
+log = logging.getLogger("ray.serve")
+ROUTES = {"/health": "GET", "/info": "GET", "/generate": "POST", "/encode": "POST"}
+APP_NAME = "sami-rt"
+
+
+@serve.deployment(name="SamiRT")
+class SamiRT:
+    def __init__(self, model=None, device: str = "cpu", threads: int = 1, max_batch_size: int = 16,
+                 batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N):
+        from sami_rt.runtime import Runtime
+
+        self.rt = Runtime(model, device, threads)
+        self.max_n = max_n
+        # one thread runs the backend: sampling and encoding take turns, the event loop stays free to queue
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="sami-rt-backend")
+        self.settings = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s, "max_n": max_n,
+                         "threads": threads}
+        self.batches: list[int] = []  # the number of requests in each batch run (GET /info reports the last few)
+        self._generate.set_max_batch_size(max_batch_size)
+        self._generate.set_batch_wait_timeout_s(batch_wait_s)
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        if path not in ROUTES:
+            return JSONResponse({"error": f"no such endpoint {path}; the endpoints are "
+                                          f"{', '.join(f'{m} {p}' for p, m in ROUTES.items())}"}, status_code=404)
+        if request.method != ROUTES[path]:
+            return JSONResponse({"error": f"{path} takes {ROUTES[path]} requests, not {request.method}"},
+                                status_code=405, headers={"Allow": ROUTES[path]})
+        try:
+            if path == "/health":
+                return JSONResponse({"status": "ok", "model": self.rt.bundle.root.name})
+            if path == "/info":
+                info = serve_api.info(self.rt, **self.settings, recent_batches=self.batches[-20:])
+                return JSONResponse(info)
+            body = await request.body()
+            reply = await (self.generate(body) if path == "/generate" else self.encode(body))
+        except SamiError as e:
+            return JSONResponse(serve_api.error_body(e), status_code=400)
+        except Exception as e:  # the server's own failure: one line here and in the log, no traceback out
+            log.exception("sami-rt: %s %s failed", request.method, path)
+            return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's log"},
+                                status_code=500)
+        return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
+
+    async def generate(self, body: bytes) -> serve_api.Reply:
+        obj = serve_api.parse_body(body, serve_api.GENERATE_FIELDS, "generate")
+        args, fmt, guide_x, notes = serve_api.generate_args(obj, self.rt, self.max_n)
+        samples = await self._generate(args)
+        if isinstance(samples, Exception):
+            raise samples
+        samples.notes[:0] = notes
+        return serve_api.generate_reply(samples, fmt, guide_x)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _generate(self, requests: list[dict]) -> list:
+        """A batch of generate requests (Runtime.generate keyword arguments) -> Samples, or the error of a
+        request that cannot be used, in its place."""
+        self.batches = self.batches[-99:] + [len(requests)]
+        run = functools.partial(generate_batch, self.rt, requests, return_errors=True)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    async def encode(self, body: bytes) -> serve_api.Reply:
+        obj = serve_api.parse_body(body, serve_api.ENCODE_FIELDS, "encode")
+        x, fmt = serve_api.encode_inputs(obj, self.rt)
+        mu, var = await asyncio.get_running_loop().run_in_executor(self.pool, self.rt.encode, x)
+        return serve_api.encode_reply(mu, var, fmt)
+
+
+def model_argument(model) -> str | None:
+    """What the replicas open: None (the shipped default), a shipped model's name (resolved on each node), or
+    an existing bundle directory as an absolute path (on a cluster, a path every node holds). BundleError,
+    one sentence, for neither."""
+    from sami_rt.runtime import resolve_model, shipped_models
+
+    if model is None:
+        return None
+    resolve_model(model)
+    return str(model) if (not Path(model).exists() and str(model) in shipped_models()) else str(Path(model).resolve())
+
+
+def build_app(model=None, device: str = "cpu", threads: int = 1, replicas: int = 1, max_batch_size: int = 16,
+              batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N):
+    """The application ``serve.run`` deploys: ``replicas`` copies of SamiRT, each reserving ``threads`` CPUs
+    (at least one) and taking enough requests at once to fill a batch."""
+    return SamiRT.options(
+        num_replicas=replicas, max_ongoing_requests=max(32, 4 * max_batch_size),
+        ray_actor_options={"num_cpus": max(1, threads)},
+    ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n)
+
+
+def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:
+    """Serve ``app`` over HTTP on host:port of the Ray cluster this process is connected to (``ray.init``
+    first); returns the URL once the replicas are up."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"
