@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -13,12 +14,16 @@ from sami_rt.cli_shared import friendly
 RAY_MISSING = 'sami-rt serve needs Ray Serve, which is not installed: pip install "sami-rt[ray]"'
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.command("serve")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Model bundle directory (on a cluster: a path every node holds), or the name of a model shipped "
               "in the package (default: disks-small).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="Where each replica runs its model.")
+              help="Where each replica runs its model (cuda, tensorrt: each replica reserves one GPU).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; the service has no authentication).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -33,8 +38,8 @@ RAY_MISSING = 'sami-rt serve needs Ray Serve, which is not installed: pip instal
 @click.option("--max-n", type=click.IntRange(min=1), default=256, show_default=True,
               help="The most samples one request may ask for.")
 @click.option("--address", default=None, metavar="ADDRESS",
-              help="An existing Ray cluster ('auto', or host:port of its head); default: a local Ray instance "
-              "started for this command.")
+              help="An existing Ray cluster to join ('auto': the cluster this machine is a node of); default: a "
+              "local Ray instance started for this command. Ctrl-C then removes only this application.")
 @friendly
 def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, address):
     """Serve guided generation and encoding over HTTP (Ray Serve), batching concurrent requests.
@@ -46,7 +51,8 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
       POST /encode    {"image": base64 image} or {"images": [...]} -> posterior means and variances
       GET  /health    GET /info
 
-    Every response equals `Runtime.generate` with the same arguments, batched or not. Stop with Ctrl-C.
+    Every response equals `Runtime.generate` with the same arguments, batched or not. Stop with Ctrl-C (or
+    SIGTERM).
 
     \b
     Example:
@@ -64,6 +70,8 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
     ours = not ray.is_initialized()
     if ours:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+    # stopped by a service manager: the clean-up of Ctrl-C (set after ray.init, which installs its own handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n)
         url = start(app, host, port)
@@ -76,6 +84,12 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
     finally:
         from ray import serve as ray_serve
 
-        ray_serve.shutdown()
+        from sami_rt.serve import APP_NAME
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        if address is None:  # our own Ray instance: Serve goes with it
+            ray_serve.shutdown()
+        else:  # a shared cluster: only this application goes; Serve and the cluster stay
+            ray_serve.delete(APP_NAME)
         if ours:
             ray.shutdown()

@@ -116,10 +116,11 @@ def model_argument(model) -> str | None:
 def build_app(model=None, device: str = "cpu", threads: int = 1, replicas: int = 1, max_batch_size: int = 16,
               batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N):
     """The application ``serve.run`` deploys: ``replicas`` copies of SamiRT, each reserving ``threads`` CPUs
-    (at least one) and taking enough requests at once to fill a batch."""
+    (at least one; and one GPU for ``device`` cuda or tensorrt) and taking enough requests at once to fill a
+    batch."""
+    resources = {"num_cpus": max(1, threads), **({"num_gpus": 1} if device in ("cuda", "tensorrt") else {})}
     return SamiRT.options(
-        num_replicas=replicas, max_ongoing_requests=max(32, 4 * max_batch_size),
-        ray_actor_options={"num_cpus": max(1, threads)},
+        num_replicas=replicas, max_ongoing_requests=max(32, 4 * max_batch_size), ray_actor_options=resources,
     ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n)
 
 
