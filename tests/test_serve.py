@@ -34,7 +34,8 @@ def url():
 
     from sami_rt.serve import build_app, start
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             object_store_memory=200 * 2**20)  # responses pass through HTTP, not the object store
     try:
         yield start(build_app(threads=1, max_batch_size=16, batch_wait_s=0.05), "127.0.0.1", free_port())
     finally:
