@@ -48,8 +48,9 @@ def summary(rows: list[dict], index: Path, seconds: float) -> str:
               "encode --help`).")
 @click.option("--ray", "ray", is_flag=True,
               help="Run on Ray through Ray Data (pip install \"sami-rt[ray]\"): the cluster at --address, else "
-              "$RAY_ADDRESS, else a Ray instance started on this machine. --workers actors (default: the "
-              "cluster's CPUs), each loading the model once; OUT must be a path every node can write.")
+              "$RAY_ADDRESS, else a new Ray instance on this machine for this command. --workers actors (default: "
+              "the cluster's CPUs), each loading the model once; inputs and OUT must be paths every node can "
+              "reach. --device auto means the CPU on Ray; cuda and tensorrt reserve a GPU per actor.")
 @click.option("--address", default=None, metavar="ADDRESS",
               help="With --ray: the Ray cluster to use (e.g. ray://head:10001, or auto for the one running here).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
@@ -87,9 +88,9 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, mod
     if address is not None and not ray:
         raise InputError("--address names a Ray cluster; add --ray to run there")
     if ray:
-        from sami_rt.corpus_ray import import_ray
+        from sami_rt.ray_util import import_ray
 
-        import_ray()  # the extra's absence is one line before any work
+        import_ray("--ray")  # the extra's absence is one line before any work
     check_out_dir(out_dir)
     paths, dropped = expand_inputs(inputs)
     if not paths:

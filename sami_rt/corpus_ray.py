@@ -6,8 +6,11 @@ keeps the index; Ray Data runs ``process_item`` on the rest in a pool of actors,
 output directory itself (on a cluster: a path every node shares). Every item is its own block and at most one
 is in flight per actor, so items finish and report one by one, and an actor that dies (a decoder's crash on a
 damaged file) takes only the item it held: that item is a failed row, not retried (Ray Data's default would
-retry it forever), and the actor is restarted for the others. The outputs are the local pool's, byte for
-byte: the same function, model and thread count.
+retry it forever), and the actor is restarted for the others; an item whose work raises is a failed row with
+that error, as in the pool. Actors work in the driver's working directory where their node has it, so
+relative inputs and models mean what they mean to the command. ``--device auto`` is the CPU on Ray (every
+node then gives the same bytes); cuda and tensorrt reserve a GPU per actor. The outputs are the local
+pool's, byte for byte: the same function, model and thread count.
 """
 
 from __future__ import annotations
@@ -19,27 +22,21 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.errors import BackendError, InputError
+from sami_rt.errors import BackendError
 
-DIED = "the Ray worker died while encoding it (a crash in the decoder or the backend)"
+from sami_rt.corpus_pool import DIED, _one_line  # the local pool's words, so the rows match
 
-
-def import_ray():
-    """The ``ray`` module with Ray Data, or an InputError naming the extra."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 -- the part this module needs
-    except ImportError:
-        raise InputError('--ray needs Ray Data: pip install "sami-rt[ray]"') from None
-    return ray
+GPU_DEVICES = ("cuda", "tensorrt")  # actors on these reserve one GPU each
 
 
 class EncodeActor:
     """One Ray Data actor: the model, opened once; a batch of JSON-encoded items in, their JSON rows out."""
 
-    def __init__(self, model, device: str, out_dir: str, work: Callable, item_type: type):
-        from sami_rt.corpus_pool import _one_line
+    def __init__(self, model, device: str, out_dir: str, work: Callable, item_type: type, cwd: str):
+        import os
 
+        if os.path.isdir(cwd):  # relative inputs and --model resolve as in the driver (a shared file system)
+            os.chdir(cwd)
         self.out_dir, self.work, self.item_type = out_dir, work, item_type
         self.runtime, self.init_error = None, None
         try:
@@ -56,24 +53,12 @@ class EncodeActor:
             if self.init_error is not None:
                 rows.append(json.dumps({"index": d["index"], "init_error": self.init_error}))
                 continue
-            row = self.work(self.runtime, self.item_type(**d), self.out_dir)
-            rows.append(json.dumps({"index": d["index"], "row": row}))
+            try:
+                res = {"row": self.work(self.runtime, self.item_type(**d), self.out_dir)}
+            except Exception as e:  # noqa: BLE001 -- the work function failed: this item's row, as in the pool
+                res = {"error": _one_line(e)}
+            rows.append(json.dumps({"index": d["index"], **res}))
         return {"result": np.array(rows, dtype=object)}
-
-
-def connect(address: str | None):
-    """Ray, initialised: the running instance where this process has one, else ``address`` (None: Ray's own
-    rule, $RAY_ADDRESS or a running local cluster, else a new local instance). Returns (ray, started)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return ray, False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=True)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        where = address or "a local Ray instance"
-        raise BackendError(f"--ray: cannot connect to {where} ({(str(e).strip().splitlines() or [''])[0]})") from None
-    return ray, True
 
 
 def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, work: Callable,
@@ -81,16 +66,21 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
             address: str | None = None) -> None:
     """Every item of ``todo`` through ``work(runtime, item, out_dir)`` on Ray Data actors (``workers`` of them;
     None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
-    makes the row of an item whose actor died."""
-    ray, started = connect(address)
+    makes the row of an item whose work raised or whose actor died. ``device`` auto is the CPU here (the same
+    bytes on every node); cuda and tensorrt reserve one GPU per actor."""
+    import os
+
+    from sami_rt.ray_util import connect
+
+    ray, started = connect(address, "--ray")
     try:
         from ray.data import ActorPoolStrategy, DataContext
 
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notices are not the user's business
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False  # the command prints a line per finished input itself
         ctx.print_on_execution_start = False
         ctx.max_errored_blocks = len(todo)  # an actor's death fails its item's block, never the corpus
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = max(1, min(workers, len(todo)))
@@ -100,15 +90,18 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
         with warnings.catch_warnings():  # Ray 2.60 has no other way to turn task retries off (setup.py: <2.64)
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
             ds = ds.map_batches(EncodeActor, batch_size=1, batch_format="numpy", num_cpus=1,
+                                num_gpus=1 if device in GPU_DEVICES else None,
                                 compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-                                fn_constructor_args=(None if model is None else str(model), device, out_dir, work,
-                                                     type(todo[0])),
+                                fn_constructor_args=(None if model is None else str(model),
+                                                     "cpu" if device == "auto" else device,
+                                                     os.path.abspath(out_dir), work, type(todo[0]), os.getcwd()),
                                 max_restarts=-1, max_task_retries=0)
         for rec in ds.iter_rows():
             res = json.loads(str(rec["result"]))
             if "init_error" in res:
                 raise BackendError(f"a Ray worker could not open the model: {res['init_error']}")
-            finish(by_index.pop(res["index"]), res["row"])
+            item = by_index.pop(res["index"])
+            finish(item, res["row"] if "row" in res else failed(item, res["error"]))
         for it in sorted(by_index.values(), key=lambda it: it.index):  # blocks that errored: the actor died
             finish(it, failed(it, DIED))
     finally:

@@ -1,8 +1,10 @@
 """`sami-rt encode-corpus --ray` (issue 20) on a local Ray instance (2 CPUs, no dashboard): the same outputs,
 byte for byte, and the same rows as the local run; bad inputs and an input that kills its Ray worker are failed
-rows; a rerun through the command skips what is complete without starting any Ray work."""
+rows (so is one whose work function raises); relative paths mean the same to the actors; a rerun
+through the command skips what is complete without starting any Ray work."""
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,21 @@ from sami_rt.corpus import INDEX, make_items, model_id, read_index, run_corpus  
 
 from test_corpus import _video, corpus, crashing_work, invoke, outputs  # noqa: E402
 
+
+def failing_work(runtime, item, out_dir):
+    """crashing_work, and a plain exception on 'raise' inputs (a bug in a work function, not a crash)."""
+    if "raise" in Path(item.path).name:
+        raise ValueError(f"no work for {item.path}")
+    return crashing_work(runtime, item, out_dir)
+
 TESTS = str(Path(__file__).resolve().parent)
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     """One Ray instance for the module; its workers import this folder's modules (crashing_work)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}})
     yield ray
     ray.shutdown()
@@ -29,25 +39,39 @@ def strip(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-def test_ray_gives_the_local_bytes_and_rows_and_isolates_a_crashing_input(local_ray, tmp_path, fresh_seed):
-    from sami_rt.corpus_ray import DIED
+def within(seconds, fn, *args, **kw):
+    """fn's result, or a failed test when Ray has not finished it within ``seconds`` (never a hung CI)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn(*args, **kw)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, f"no result within {seconds} s"
+    return out[0]
+
+
+def test_ray_gives_the_local_bytes_and_rows_and_isolates_a_crashing_input(local_ray, tmp_path, fresh_seed,
+                                                                          monkeypatch):
+    from sami_rt.corpus_pool import DIED
 
     good, bad = corpus(tmp_path / "in", fresh_seed, n_videos=3)  # v0, v1, frames, v2; cut.avi, notes, missing
     crash = _video(tmp_path / "in" / "crash.mp4", 5, fresh_seed + 99)
-    items = make_items([str(p) for p in good + bad + [crash]], model=model_id())
-    local = run_corpus(items[:-1], tmp_path / "local", workers=1, device="cpu")
+    raises = _video(tmp_path / "in" / "raise.mp4", 5, fresh_seed + 98)
+    monkeypatch.chdir(tmp_path)  # relative inputs and outputs: the actors must read them as this process does
+    items = make_items([os.path.relpath(p, tmp_path) for p in good + bad + [raises, crash]], model=model_id())
+    local = run_corpus(items[:-2], "local", workers=1, device="cpu")
     seen = []
-    on_ray = run_corpus(items, tmp_path / "ray", workers=2, device="cpu", ray=True, work=crashing_work,
-                        progress=lambda k, n, row: seen.append((k, n)))
-    assert strip(on_ray[:-1]) == strip(local)
-    assert [r["status"] for r in on_ray] == ["ok"] * 4 + ["failed"] * 4
+    on_ray = within(600, run_corpus, items, "ray", workers=2, device="auto", ray=True, work=failing_work,
+                    progress=lambda k, n, row: seen.append((k, n)))
+    assert strip(on_ray[:-2]) == strip(local)
+    assert [r["status"] for r in on_ray] == ["ok"] * 4 + ["failed"] * 5
+    assert on_ray[-2]["error"] == "ValueError: no work for in/raise.mp4"  # the pool's words for it
     assert on_ray[-1]["error"] == DIED and on_ray[-1]["output"] is None
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local") and len(outputs(tmp_path / "local")) == 4
     assert seen == [(k, len(items)) for k in range(1, len(items) + 1)]
     assert strip(read_index(tmp_path / "ray" / INDEX)) == strip(on_ray)
 
     # the command on the same outputs, good inputs only: every one complete, so Ray has nothing to run
-    r = invoke("encode-corpus", *good, "-o", tmp_path / "ray", "--ray", "--device", "cpu")
+    r = invoke("encode-corpus", *(it.path for it in items[:4]), "-o", "ray", "--ray", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert "4 inputs: 0 encoded (0 frames" in r.stderr and "4 skipped (complete)" in r.stderr
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")

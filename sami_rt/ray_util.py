@@ -1,0 +1,48 @@
+"""Ray for the commands that scale out (``encode-corpus --ray``, ``serve``): the import that names the extra,
+and the one connection rule."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sami_rt.errors import BackendError, InputError
+
+RAY_MISSING = 'this needs Ray: pip install "sami-rt[ray]"'
+
+
+def import_ray(what: str, serve: bool = False):
+    """The ``ray`` module with Ray Data (or Ray Serve with ``serve``), or an InputError naming the extra."""
+    try:
+        import ray
+
+        if serve:
+            import ray.serve  # noqa: F401
+        else:
+            import ray.data  # noqa: F401
+    except ImportError:
+        raise InputError(f"{what} needs Ray {'Serve' if serve else 'Data'}: pip install \"sami-rt[ray]\"") from None
+    return ray
+
+
+def ray_address(address: str | None) -> str:
+    """Where a command's Ray is: ``address`` (``--address``), else ``$RAY_ADDRESS``, else ``local``: a new
+    instance on this machine for the command alone (never a cluster that ``ray start`` left running here)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def connect(address: str | None, what: str, serve: bool = False, **init_kw):
+    """Ray, initialised: the instance this process already runs, else the one ``ray_address`` names. Returns
+    (ray, started): started is True when this call started a new local instance (the caller shuts it down).
+    A cluster that cannot be reached is a BackendError in one line."""
+    ray = import_ray(what, serve)
+    if ray.is_initialized():
+        return ray, False
+    where = ray_address(address)
+    try:
+        ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 configure_logging=True, **init_kw)
+    except Exception as e:  # noqa: BLE001 -- Ray raises ConnectionError, ValueError, RuntimeError and others here
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BackendError(f"{what}: cannot start or reach Ray at {where} ({text})") from None
+    return ray, where == "local"
