@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sami_rt.errors import SamiError, SamplingError
-from sami_rt.runtime import GeneratePlan, Runtime, Samples
+from sami_rt.errors import SamplingError
+from sami_rt.runtime import GeneratePlan, Runtime
 
 REQUEST_KEYS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean")
 
@@ -43,7 +43,7 @@ def group_key(plan: GeneratePlan) -> tuple:
 def sample_plans(runtime: Runtime, plans: Sequence[GeneratePlan], batch: int = 64, use_cpp: bool | None = None
                  ) -> list[np.ndarray]:
     """The images of plans that share a ``group_key``, sampled together (``batch`` rows per loop call); one
-    array per plan, each equal to what its lone ``Runtime.sample_rows`` call gives."""
+    array per plan, each equal to what its lone ``Runtime.sample_plan`` call gives."""
     D = runtime.latent_dim
     seeds = np.concatenate([np.full(p.n, int(p.seed), dtype=np.uint64) for p in plans])
     idx = np.concatenate([np.arange(p.n, dtype=np.int64) for p in plans])
@@ -61,7 +61,8 @@ def generate_batch(runtime: Runtime, requests: Sequence[dict], batch: int = 64, 
     """One ``Samples`` per request, each equal to ``runtime.generate(**request)`` (see the module's docstring).
 
     A request that cannot be used raises its error (``InputError``, ``ImageError``: one sentence); with
-    ``return_errors`` its place in the list holds that error instead and the others are answered. A group
+    ``return_errors`` its place in the list holds that error instead (any exception its checks raised) and
+    the others are answered. A group
     whose sampling fails (a step producing NaN or infinity) is sampled again one request at a time, so that
     the error goes to the request that caused it. ``Samples.seconds`` is the whole call's time."""
     t0 = time.perf_counter()
@@ -70,7 +71,7 @@ def generate_batch(runtime: Runtime, requests: Sequence[dict], batch: int = 64, 
     for i, request in enumerate(requests):
         try:
             plans[i] = plan_request(runtime, request)
-        except SamiError as e:
+        except Exception as e:  # noqa: BLE001 -- with return_errors, a request's own failure is its answer alone
             if not return_errors:
                 raise
             out[i] = e
@@ -84,12 +85,8 @@ def generate_batch(runtime: Runtime, requests: Sequence[dict], batch: int = 64, 
             images.update(zip(members, xs))
         except SamplingError:
             for i in members:  # alone, as generate runs it: the error (and its message) of the lone call
-                p = plans[i]
                 try:
-                    images[i] = runtime.sample_rows(p.coeffs, p.seed, np.arange(p.n, dtype=np.int64),
-                                                    *p.row_guidance(runtime.latent_dim), batch=batch,
-                                                    use_cpp=use_cpp, where=lambda lo, hi, s=p.seed:
-                                                    f"samples {lo}..{hi - 1}, seed {s}")
+                    images[i] = runtime.sample_plan(plans[i], batch=batch, use_cpp=use_cpp)
                 except SamplingError as e:
                     if not return_errors:
                         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -10,12 +11,28 @@ import click
 
 from sami_rt.backends import DEVICES
 from sami_rt.cli_shared import friendly
+from sami_rt.errors import BackendError
+from sami_rt.ray_util import connect
 
-RAY_MISSING = 'sami-rt serve needs Ray Serve, which is not installed: pip install "sami-rt[ray]"'
+GPU_DEVICES = ("cuda", "tensorrt")
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _wait() -> None:
+    """Until Ctrl-C or SIGTERM (KeyboardInterrupt)."""
+    while True:
+        time.sleep(3600)
+
+
+def deploy_failure(error: Exception) -> str:
+    """One line for a deployment that failed (Ray's message holds the replica's traceback): the exception it
+    ends with where there is one (``sami_rt.errors.BundleError: ...``), else its first line."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    raised = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)(\(\w+\))?: ", ln)]
+    return raised[-1] if raised else (lines or [type(error).__name__])[0]
 
 
 @click.command("serve")
@@ -23,7 +40,8 @@ def _interrupt(signum, frame):
               help="Model bundle directory (on a cluster: a path every node holds), or the name of a model shipped "
               "in the package (default: disks-small).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="Where each replica runs its model (cuda, tensorrt: each replica reserves one GPU).")
+              help="Where each replica runs its model (cuda, tensorrt: each replica reserves one GPU; the cluster "
+              "must have one per replica).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; the service has no authentication).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -38,20 +56,23 @@ def _interrupt(signum, frame):
 @click.option("--max-n", type=click.IntRange(min=1), default=256, show_default=True,
               help="The most samples one request may ask for.")
 @click.option("--address", default=None, metavar="ADDRESS",
-              help="An existing Ray cluster to join ('auto': the cluster this machine is a node of); default: a "
-              "local Ray instance started for this command. Ctrl-C then removes only this application.")
+              help="The Ray cluster to serve on (HOST:PORT, ray://..., or 'auto': the cluster `ray start` runs on "
+              "this machine); default $RAY_ADDRESS, else a new local Ray instance for this command alone (never "
+              "a running cluster unless named). On a cluster, stopping removes only this application.")
 @friendly
 def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, address):
     """Serve guided generation and encoding over HTTP (Ray Serve), batching concurrent requests.
 
     \b
     Endpoints:
-      POST /generate  {"guide": base64 image | "z": [...], "n", "steps", "sampler", "seed",
-                       "scale", "mask", "guide_mean", "format": png|npy|npz|json}
+      POST /generate  {"guide": base64 image | "z": [...], "n", "steps", "sampler", "eta",
+                       "seed", "scale", "mask", "guide_mean", "format": png|npy|npz|json}
       POST /encode    {"image": base64 image} or {"images": [...]} -> posterior means and variances
       GET  /health    GET /info
 
-    Every response equals `Runtime.generate` with the same arguments, batched or not. Stop with Ctrl-C (or
+    Concurrent requests that share a sampler, steps, eta and guidance (latents or none) run as one sampling
+    loop. A response equals `Runtime.generate` with the same arguments bit for bit on the CPU backend with
+    one thread (the default), within floating-point rounding otherwise, batched or not. Stop with Ctrl-C (or
     SIGTERM).
 
     \b
@@ -59,37 +80,44 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
       sami-rt serve --port 8000
       curl -s localhost:8000/generate -d '{"n": 4, "seed": 1, "format": "json"}'
     """
-    try:
-        import ray
-        from ray import serve as ray_serve  # noqa: F401
-    except ImportError:
-        raise click.ClickException(RAY_MISSING) from None
-    from sami_rt.serve import build_app, model_argument, start
+    from sami_rt.ray_util import import_ray
+
+    import_ray("sami-rt serve", serve=True)  # no Ray: one line naming the extra, before anything else
+    from sami_rt.serve import APP_NAME, build_app, model_argument, start
 
     model_argument(model)  # a model that does not exist: one line before Ray starts
-    ours = not ray.is_initialized()
-    if ours:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-    # stopped by a service manager: the clean-up of Ctrl-C (set after ray.init, which installs its own handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ray, started = connect(address, "sami-rt serve", serve=True)
+    deployed = False
     try:
+        # stopped by a service manager: the clean-up of Ctrl-C (set after ray.init, which installs its own)
+        signal.signal(signal.SIGTERM, _interrupt)
+        have = ray.cluster_resources()  # what the replicas reserve must exist, or Ray Serve waits forever
+        if device in GPU_DEVICES and have.get("GPU", 0) < replicas:
+            raise BackendError(f"--device {device} needs one GPU per replica: {replicas} wanted, the Ray "
+                               f"cluster has {have.get('GPU', 0):g}")
+        if started and have.get("CPU", 0) < replicas * threads:  # a cluster may add nodes; this instance won't
+            raise BackendError(f"{replicas} replica(s) of {threads} thread(s) need {replicas * threads} CPUs; this "
+                               f"machine's Ray instance has {have.get('CPU', 0):g} (use fewer --replicas or --threads)")
         app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n)
-        url = start(app, host, port)
+        deployed = True
+        try:
+            url = start(app, host, port)
+        except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
+            raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
         click.echo(f"serving {model or 'disks-small'} on {url} ({replicas} replica(s), {threads} thread(s) each, "
                    f"batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
-        while True:
-            time.sleep(3600)
+        _wait()
     except KeyboardInterrupt:
         click.echo("stopping", err=True)
     finally:
-        from ray import serve as ray_serve
-
-        from sami_rt.serve import APP_NAME
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        if address is None:  # our own Ray instance: Serve goes with it
-            ray_serve.shutdown()
-        else:  # a shared cluster: only this application goes; Serve and the cluster stay
-            ray_serve.delete(APP_NAME)
-        if ours:
-            ray.shutdown()
+        try:
+            if started:  # our own Ray instance: Serve and Ray go with it
+                ray.serve.shutdown()
+                ray.shutdown()
+            elif deployed:  # a shared cluster: only this application goes; Serve and the cluster stay
+                ray.serve.delete(APP_NAME)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)

@@ -19,13 +19,22 @@ MASK64 = (1 << 64) - 1
 
 
 def row_seeds(seed, batch: int) -> np.ndarray:
-    """The 64-bit seed of each of ``batch`` rows (uint64 [batch]): an integer seed for every row, or an integer
-    array with one seed per row; an integer is taken modulo 2^64 (a negative seed wraps)."""
-    if np.ndim(seed) == 0:
+    """The 64-bit seed of each of ``batch`` rows (uint64 [batch]): an integer seed for every row (a Python or
+    numpy integer, or a 0-d integer array), or one seed per row (an integer array, or a list of integers);
+    an integer is taken modulo 2^64 (a negative seed wraps), in a list as alone."""
+    if isinstance(seed, np.ndarray) and seed.ndim == 0 and seed.dtype.kind in "iu":
+        seed = seed.item()
+    if np.ndim(seed) == 0 and not isinstance(seed, (list, tuple)):
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"a seed must be an integer, got {seed!r}")
         return np.full(batch, int(seed) & MASK64, dtype=np.uint64)
-    s = np.asarray(seed)
+    if isinstance(seed, (list, tuple)):  # not np.asarray: a list holding 2**63 or more would become float64
+        bad = [v for v in seed if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise ValueError(f"per-row seeds must be {batch} integers (one per row), got {bad[0]!r} among them")
+        s = np.array([int(v) & MASK64 for v in seed], dtype=np.uint64)
+    else:
+        s = np.asarray(seed)
     if s.shape != (batch,) or s.dtype.kind not in "iu":
         raise ValueError(f"per-row seeds must be {batch} integers (one per row), got {s.dtype} {list(s.shape)}")
     return s.astype(np.uint64)  # int64 wraps modulo 2^64, as an integer seed does

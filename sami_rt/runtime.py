@@ -42,6 +42,14 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
         return shipped[path.name]
     raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
                       f"(shipped: {', '.join(shipped) or 'none'})")
+
+
+def _show(value, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters (a request may hold a 400-digit integer)."""
+    r = repr(value)
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
 SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde")
 DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp-2m": 20, "dpmpp-2m-sde": 20}  # capped at the model's T
 
@@ -190,9 +198,7 @@ class Runtime:
         """
         t0 = time.perf_counter()
         p = self.plan_generate(guide, z, n, steps, sampler, eta, seed, scale, mask, guide_mean)
-        x = self.sample_rows(p.coeffs, seed, np.arange(p.n, dtype=np.int64), *p.row_guidance(self.latent_dim),
-                             batch=batch, progress=progress, cancel=cancel, use_cpp=use_cpp,
-                             where=lambda lo, hi: f"samples {lo}..{hi - 1}, seed {seed}")
+        x = self.sample_plan(p, batch=batch, progress=progress, cancel=cancel, use_cpp=use_cpp)
         return p.samples(x, time.perf_counter() - t0)
 
     def plan_generate(self, guide=None, z=None, n: int = 1, steps: int | None = None, sampler: str = "ddpm",
@@ -212,14 +218,16 @@ class Runtime:
         multistep = sampler.startswith("dpmpp")
         if multistep and eta is not None:
             raise InputError(f"eta applies to the ddpm and ddim samplers only; {sampler} takes none, got {eta!r}")
+        if eta is not None and (not is_finite_number(eta) or eta < 0):
+            raise InputError(f"eta must be a finite number >= 0, got {_show(eta)}")
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
-        if not np.isfinite(eta) or eta < 0:
-            raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
         scale = b.default_scale if scale is None else scale
-        if not is_finite_number(scale) or scale <= 0:
-            raise InputError(f"scale must be a finite number above 0 (1 is the exact model), got {scale!r}")
+        with np.errstate(over="ignore", under="ignore"):  # the guidance takes the scale as float32
+            if not is_finite_number(scale) or not 0 < np.float32(scale) < np.inf:
+                raise InputError(f"scale must be a finite number above 0 that float32 holds (at most 3.4e38; 1 is "
+                                 f"the exact model), got {_show(scale)}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-            raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
+            raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
         zz = self._latents(guide, z, n, seed, guide_mean, notes)
         m = self._mask(mask)
@@ -227,6 +235,12 @@ class Runtime:
         co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
               else step_coefficients(b.abar, levels, eta))
         return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes)
+
+    def sample_plan(self, p: GeneratePlan, batch: int = 64, progress=None, cancel=None, use_cpp=None) -> np.ndarray:
+        """The images of one plan (``generate`` after ``plan_generate``): rows 0..n-1 keyed by its seed."""
+        return self.sample_rows(p.coeffs, p.seed, np.arange(p.n, dtype=np.int64), *p.row_guidance(self.latent_dim),
+                                batch=batch, progress=progress, cancel=cancel, use_cpp=use_cpp,
+                                where=lambda lo, hi: f"samples {lo}..{hi - 1}, seed {p.seed}")
 
     def sample_rows(self, coeffs: dict, seed, indices: np.ndarray, z=None, mask=None, scale=None, batch: int = 64,
                     progress=None, cancel=None, use_cpp=None, where=None) -> np.ndarray:
@@ -306,10 +320,12 @@ class Runtime:
             if m.shape != (D,) or not set(np.unique(m).tolist()) <= {0, 1}:
                 raise InputError(f"a 0/1 mask must have {D} entries of 0 or 1, got {m.reshape(-1)[:12].tolist()}")
             vec = m.astype(np.float32)
-        else:  # integers: the dimensions to guide
-            idx = m.astype(np.int64).reshape(-1)
-            if len(idx) == 0 or idx.min() < 0 or idx.max() >= D:
-                raise InputError(f"mask dimensions must be in 0..{D - 1}, got {idx.tolist()}")
+        else:  # integers: the dimensions to guide (Python integers beyond int64 make an object array)
+            flat = m.reshape(-1).tolist()
+            bad = [v for v in flat if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < D]
+            if not flat or bad:
+                raise InputError(f"mask dimensions must be in 0..{D - 1}, got {_show((bad or flat)[:12])}")
+            idx = np.asarray(flat, dtype=np.int64)
             vec = np.zeros(D, dtype=np.float32)
             vec[idx] = 1.0
         return vec[None]

@@ -10,10 +10,12 @@ One deployment, ``SamiRT``: each replica opens one ``Runtime`` (one backend thre
 
 Concurrent generate requests are gathered by ``@serve.batch`` (up to ``max_batch_size`` requests, waiting at
 most ``batch_wait_s`` for more) and answered by ``sami_rt.batching.generate_batch``: the requests that share a
-sampler, steps and eta run as one loop, each sample keyed by its own request's seed, so every response is
-bit for bit what ``Runtime.generate`` gives for the same arguments. A bad request gets status 400 and
-``{"error": one sentence}`` (``serve_api``); an unknown path 404, a wrong method 405; a failure of the
-server itself 500 and a line in the replica's log, never a traceback in the response.
+sampler, steps, eta and guidance (latents, or none) run as one loop, each sample keyed by its own request's
+seed, so a response equals what ``Runtime.generate`` gives for the same arguments, bit for bit on the CPU
+backend with one thread (the default), within floating-point rounding otherwise. A bad request gets status 400 and
+``{"error": one sentence}`` (``serve_api``: an ``InputError`` or ``ImageError``); an unknown path 404, a
+wrong method 405; a failure of the server itself (a backend error, a sampling step producing NaN, anything
+else) 500 with one sentence and a line in the replica's log, never a traceback in the response.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from starlette.responses import JSONResponse, Response
 
 from sami_rt import serve_api
 from sami_rt.batching import generate_batch
-from sami_rt.errors import SamiError
+from sami_rt.errors import ImageError, InputError, SamiError
 
 log = logging.getLogger("ray.serve")
 ROUTES = {"/health": "GET", "/info": "GET", "/generate": "POST", "/encode": "POST"}
 APP_NAME = "sami-rt"
+REQUEST_ERRORS = (InputError, ImageError)  # a request that cannot be used: status 400; other failures 500
 
 
 @serve.deployment(name="SamiRT")
@@ -69,8 +72,11 @@ class SamiRT:
                 return JSONResponse(info)
             body = await request.body()
             reply = await (self.generate(body) if path == "/generate" else self.encode(body))
-        except SamiError as e:
+        except REQUEST_ERRORS as e:  # the request's fault
             return JSONResponse(serve_api.error_body(e), status_code=400)
+        except SamiError as e:  # the server's (a backend, a sampling step): its sentence, status 500
+            log.warning("sami-rt: %s %s failed: %s", request.method, path, e)
+            return JSONResponse(serve_api.error_body(e), status_code=500)
         except Exception as e:  # the server's own failure: one line here and in the log, no traceback out
             log.exception("sami-rt: %s %s failed", request.method, path)
             return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's log"},

@@ -51,6 +51,8 @@ def parse_body(body: bytes, fields: tuple[str, ...], what: str) -> dict:
         raise InputError(f"the {what} request body is not valid JSON ({e.msg} at character {e.pos})") from None
     except UnicodeDecodeError:
         raise InputError(f"the {what} request body is not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise InputError(f"the {what} request body is nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise InputError(f"the {what} request body must be a JSON object with some of the fields {', '.join(fields)}")
     unknown = sorted(set(obj) - set(fields))
@@ -73,13 +75,24 @@ def decode_base64_image(value, field: str, rt: Runtime, notes: list | None = Non
     return decode_image(data, rt.bundle.image, notes=notes, name=field)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _numbers(value, field: str, dtype) -> np.ndarray:
+    """A list of numbers, or a list of such lists (JSON numbers only: a string, a boolean or null is refused,
+    never cast)."""
     if not isinstance(value, list):
         raise InputError(f"{field} must be a list of numbers, got {type(value).__name__}")
+    rows = value if value and all(isinstance(v, list) for v in value) else [value]
+    for v in (v for row in rows for v in row):
+        if not _is_number(v):
+            raise InputError(f"{field} must hold numbers only, got {json.dumps(v)[:40]}")
     try:
         return np.asarray(value, dtype=dtype)
-    except (ValueError, TypeError):
-        raise InputError(f"{field} must be a list of numbers (a rectangular array)") from None
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{field} must be a list of numbers (a rectangular array) that {np.dtype(dtype).name} "
+                         "holds") from None
 
 
 def generate_args(obj: dict, rt: Runtime, max_n: int = MAX_N) -> tuple[dict, str, np.ndarray | None, list[str]]:
@@ -121,6 +134,10 @@ def generate_args(obj: dict, rt: Runtime, max_n: int = MAX_N) -> tuple[dict, str
         kinds = {type(v) for v in m}
         if not kinds <= {int, bool, float} or (bool in kinds and len(kinds) > 1):
             raise InputError("mask must hold integers (dimensions to guide) or booleans (a 0/1 vector), not a mix")
+        D = rt.latent_dim
+        if kinds == {int} and not all(0 <= v < D for v in m):
+            bad = next(v for v in m if not 0 <= v < D)
+            raise InputError(f"mask dimensions must be in 0..{D - 1}, got {str(bad)[:40]}")
         args["mask"] = np.asarray(m)
     return args, fmt, guide_x, notes
 

@@ -97,7 +97,10 @@ def test_a_bad_request_gets_its_own_error_and_the_others_their_samples(rt1, fres
     D = rt1.latent_dim
     good = [random_request(r, D) for _ in range(3)]
     bad = [{"n": 0}, {"sampler": "euler"}, {"z": r.standard_normal(D + 1)}, {"seeds": 3}, {"seed": -1},
-           {"n": 2, "steps": 3, "guide": r.standard_normal((1, 1, 32, 32)).astype(np.float32) * np.inf}]
+           {"n": 2, "steps": 3, "guide": r.standard_normal((1, 1, 32, 32)).astype(np.float32) * np.inf},
+           # values that overflowed once (an OverflowError that failed the whole batch): one sentence each now
+           {"mask": [10**30]}, {"mask": [2**64 - 1]}, {"z": r.standard_normal(D), "scale": 1e308},
+           {"scale": 1e-50}, {"sampler": "ddim", "eta": 10**400}, {"seed": 2**64}]
     mixed = good[:1] + bad[:3] + good[1:] + bad[3:]
     got = generate_batch(rt1, mixed, return_errors=True)
     for req, g in zip(mixed, got):
@@ -107,3 +110,23 @@ def test_a_bad_request_gets_its_own_error_and_the_others_their_samples(rt1, fres
             assert_same(g, rt1.generate(**req))
     with pytest.raises(InputError, match="n must be a positive number"):
         generate_batch(rt1, good + bad[:1])
+
+
+def test_seeds_above_int64_in_a_batch_equal_their_lone_calls(rt1, fresh_seed):
+    """Seeds 2**63 and 2**64 - 1 (uint64 only) side by side with an ordinary one in one loop."""
+    r = np.random.default_rng(fresh_seed)
+    D = rt1.latent_dim
+    z = r.standard_normal((2, D)).astype(np.float32)
+    requests = [{"z": z, "n": 2, "steps": 3, "seed": s} for s in (2**63, 2**64 - 1, int(r.integers(2**63)))]
+    requests.append({"n": 1, "steps": 3, "seed": np.uint64(2**64 - 1)})
+    got = generate_batch(rt1, requests)
+    for req, g in zip(requests, got):
+        assert_same(g, rt1.generate(**req))
+    assert not np.array_equal(got[0].x, got[1].x)
+
+
+def test_sample_plan_is_generate_after_plan_generate(rt1, fresh_seed):
+    r = np.random.default_rng(fresh_seed)
+    args = {"guide": GUIDES[0], "n": 3, "steps": 2, "sampler": "ddim", "eta": 0.5, "seed": int(r.integers(2**63))}
+    plan = rt1.plan_generate(**args)
+    np.testing.assert_array_equal(rt1.sample_plan(plan, batch=2), rt1.generate(**args).x)

@@ -135,12 +135,47 @@ def test_cpp_and_numpy_loops_agree_with_seeds_per_row(sampler, fresh_seed):
     assert np.abs(a).max() > 0.1
 
 
+@needs_cpp
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp-2m-sde"])
+def test_seeds_at_the_top_of_the_64_bit_range_agree_in_both_loops(sampler, fresh_seed):
+    """Seeds 2**63 and 2**64 - 1 (above int64): as Python integers alone, in a list of per-row seeds, as a
+    uint64 array and as 0-d arrays, the C++ and numpy loops give the same samples, and each row equals the
+    call with its seed alone."""
+    r = np.random.default_rng(fresh_seed)
+    top = [2**63, 2**64 - 1]
+    seeds = top + [int(r.integers(2**63))]
+    idx = np.array([0, 3, 1])
+    co = BATCH_CASES[sampler][0]()
+
+    def backend(x, i):  # acts on each row alone (a matrix product would round with the batch's size)
+        return (0.5 * x + 0.1 * np.sin(x + i)).astype(np.float32)
+
+    out = {}
+    for form in ("list", "uint64"):
+        given = seeds if form == "list" else np.array(seeds, dtype=np.uint64)
+        for use_cpp in (True, False):
+            x = initial_noise(given, idx, (3, 4))
+            run_loop(backend, x, co, given, idx, use_cpp=use_cpp)
+            out[form, use_cpp] = x
+    for x in out.values():
+        np.testing.assert_array_equal(x, out["list", False])
+    for b, s in enumerate(seeds):
+        for alone in (s, np.array(s, dtype=np.uint64), [s]):
+            x = initial_noise(alone, idx[b:b + 1], (3, 4))
+            run_loop(backend, x, co, alone, idx[b:b + 1], use_cpp=bool(b % 2))
+            np.testing.assert_array_equal(x, out["list", False][b:b + 1])
+    assert not np.array_equal(out["list", False][0], out["list", False][1])
+    np.testing.assert_array_equal(rng.row_seeds(top + [-1], 3), np.array(top + [2**64 - 1], dtype=np.uint64))
+
+
 def test_per_row_seeds_must_be_one_integer_per_row():
     co = step_coefficients(make_abar("linear", 10), respace(10, 5), 1.0)
     x = initial_noise(3, [0, 1], (4,))
-    for bad in (np.array([1, 2, 3]), np.array([1.0, 2.0]), 1.5):
+    for bad in (np.array([1, 2, 3]), np.array([1.0, 2.0]), 1.5, [1, 2.0], [True, 1], [1, None], np.array(1.0)):
         with pytest.raises(ValueError, match="seed"):
             run_loop(lambda x, i: x * 0.1, x, co, bad, [0, 1])
+    with pytest.raises(ValueError, match=r"got 2\.0 among them"):  # the entry, not the dtype numpy would make
+        rng.row_seeds([2**63, 2.0], 2)
 
 
 @pytest.mark.parametrize("use_cpp", [False, pytest.param(True, marks=needs_cpp)])

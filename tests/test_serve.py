@@ -5,6 +5,8 @@ import base64
 import io
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +21,55 @@ from sami_rt.runtime import SAMPLERS, Runtime  # noqa: E402
 from tests.helpers import EXAMPLES  # noqa: E402
 
 TIMEOUT = 60  # seconds, every request
+STARTUP = 240  # seconds for the replica to start (a busy 2-core machine); a replica that never does fails the test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(r: np.random.Generator) -> int:
+    """A port that is free now, outside Linux's ephemeral range (32768-60999), where the OS hands out the
+    ports other processes' connections take."""
+    for _ in range(50):
+        port = int(r.integers(20000, 32000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000..32000")
+
+
+def bounded(fn, seconds: float, what: str):
+    """fn() in a daemon thread: its result, its error, or a failed test after ``seconds`` (Ray waits without
+    end for a replica that cannot be placed; the daemon thread dies with Ray's shutdown)."""
+    done, box = threading.Event(), {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 -- handed back to the caller
+            box["error"] = e
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    if not done.wait(seconds):
+        pytest.fail(f"{what} did not finish within {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def wait_healthy(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=10) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url}/health did not answer within {seconds} s")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +79,22 @@ def url():
 
     from sami_rt.serve import build_app, start
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             object_store_memory=200 * 2**20)  # responses pass through HTTP, not the object store
+    # a new instance for these tests alone, never a cluster that `ray start` left running on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             object_store_memory=200 * 2**20)  # responses go through HTTP, not the object store
     try:
-        yield start(build_app(threads=1, max_batch_size=16, batch_wait_s=0.05), "127.0.0.1", free_port())
+        r = np.random.default_rng()
+        for attempt in range(3):  # a port taken between the check and Serve's bind: another port
+            try:
+                where = bounded(lambda: start(build_app(threads=1, max_batch_size=16, batch_wait_s=0.05),
+                                              "127.0.0.1", free_port(r)), STARTUP, "serve.run")
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                serve.shutdown()
+        wait_healthy(where, STARTUP)
+        yield where
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -151,6 +208,16 @@ def test_bad_requests_get_a_4xx_with_one_sentence(url, rt1, fresh_seed):
         ("/generate", {"n": 1, "format": "gif"}, 400, "format must be one of"),
         ("/encode", {"image": 12}, 400, "base64 string"),
         ("/nowhere", {"n": 1}, 404, "no such endpoint"),
+        # values that once overflowed or were cast in silence (a 500, or a wrong answer)
+        ("/generate", {"mask": [10**30], "n": 1}, 400, "mask dimensions must be in"),
+        ("/generate", {"z": r.standard_normal(D).tolist(), "mask": [2**64 - 1]}, 400, "mask dimensions must be in"),
+        ("/generate", {"z": [str(v) for v in r.standard_normal(D)]}, 400, "z must hold numbers only"),
+        ("/generate", {"z": [True] * D}, 400, "z must hold numbers only"),
+        ("/generate", {"z": [[0.5] * D, [None] * D], "n": 2}, 400, "z must hold numbers only"),
+        ("/generate", {"z": [10**400] * D}, 400, "z must be a list of numbers"),
+        ("/generate", {"z": r.standard_normal(D).tolist(), "scale": 1e308}, 400, "float32"),
+        ("/generate", {"sampler": "ddim", "eta": 10**400}, 400, "eta must be a finite number"),
+        ("/generate", {"seed": 2**64}, 400, "seed must be an integer from 0 to 2**64 - 1"),
     ]
     for path, obj, code, words in cases:
         status, _, data = call(url, path, obj)
@@ -158,6 +225,9 @@ def test_bad_requests_get_a_4xx_with_one_sentence(url, rt1, fresh_seed):
         assert status == code and words in msg and "\n" not in msg and "Traceback" not in msg, (path, obj, msg)
     status, _, data = call(url, "/generate", raw=b"{not json")
     assert status == 400 and "not valid JSON" in json.loads(data)["error"]
+    for deep in (b"[" * 100000, b'{"z": ' + b"[" * 100000):  # json.loads: RecursionError
+        status, _, data = call(url, "/generate", raw=deep)
+        assert status == 400 and "nested too deeply" in json.loads(data)["error"], data[:200]
     status, _, data = call(url, "/generate", method="GET")
     assert status == 405
 
@@ -168,3 +238,129 @@ def test_health_and_info(url, rt1):
     status, _, data = call(url, "/info")
     info = json.loads(data)
     assert status == 200 and info["latent_dim"] == rt1.latent_dim and info["max_batch_size"] == 16
+
+
+def test_seeds_above_int64_over_http_equal_runtime_generate(url, rt1, fresh_seed):
+    z = np.random.default_rng(fresh_seed).standard_normal((2, rt1.latent_dim)).astype(np.float32)
+    cases = [{"n": 2, "steps": 2, "seed": 2**64 - 1, "z": z.tolist(), "format": "npz"},
+             {"n": 2, "steps": 2, "seed": 2**63, "format": "json"}]
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda body: call(url, "/generate", body), cases))
+    for body, (status, _, data) in zip(cases, replies):
+        assert status == 200, data[:300]
+        args = {k: body[k] for k in ("n", "steps", "seed")}
+        want = rt1.generate(**args, z=z if "z" in body else None)
+        assert np.array_equal(images_of(body["format"], data), want.x)
+    assert int(np.load(io.BytesIO(replies[0][2]))["seed"]) == 2**64 - 1
+    assert json.loads(replies[1][2])["seed"] == 2**63
+
+
+@pytest.mark.parametrize("error,status", [("InputError", 400), ("ImageError", 400), ("BackendError", 500),
+                                          ("SamplingError", 500), ("ZeroDivisionError", 500)])
+def test_only_the_requests_own_errors_are_400(error, status):
+    """The replica's routing alone (no Ray): a request that cannot be used is 400, a failure of the server
+    (a backend, a sampling step, a bug) 500; one sentence either way."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from sami_rt import errors
+    from sami_rt.serve import SamiRT
+
+    exc = getattr(errors, error, None) or ZeroDivisionError
+    replica = SamiRT.func_or_class.__new__(SamiRT.func_or_class)
+
+    async def encode(body):
+        raise exc("the words of the error\nand no more")
+
+    replica.encode = encode
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/encode", "headers": [], "query_string": b"",
+             "scheme": "http", "server": ("127.0.0.1", 8000), "root_path": ""}
+    reply = asyncio.run(replica(Request(scope, receive)))
+    msg = json.loads(reply.body)["error"]
+    assert reply.status_code == status and "\n" not in msg
+    assert msg == ("the words of the error" if error != "ZeroDivisionError" else
+                   "internal error (ZeroDivisionError); see the server's log")
+
+
+class FakeRay:
+    """What sami-rt serve uses of the ray module, recording the clean-up."""
+
+    def __init__(self, resources):
+        from types import SimpleNamespace
+
+        self.resources, self.calls = resources, []
+        self.serve = SimpleNamespace(shutdown=lambda: self.calls.append("serve.shutdown"),
+                                     delete=lambda name: self.calls.append(f"serve.delete {name}"))
+
+    def cluster_resources(self):
+        return self.resources
+
+    def shutdown(self):
+        self.calls.append("ray.shutdown")
+
+
+REPLICA_FAILED = """Deploying application sami-rt failed: Failed to update the deployments ['SamiRT'].
+The deployment failed to start 3 times in a row. See controller logs for details. Error:
+ray::ServeReplica:sami-rt:SamiRT.initialize_and_get_metadata() (pid=4242, ip=10.0.0.2)
+  File "/site-packages/sami_rt/runtime.py", line 120, in __init__
+    self.bundle: Bundle = read_bundle(resolve_model(model))
+sami_rt.errors.BundleError: /shared/m/manifest.json is missing
+"""
+
+
+@pytest.mark.parametrize("started", [True, False])
+@pytest.mark.parametrize("case", ["served", "replica fails", "no gpu", "too few cpus", "bad address"])
+def test_serve_command_fails_in_one_line_and_cleans_up_only_what_it_started(case, started, monkeypatch):
+    """Without Ray (a fake): one line for each failure, Serve shut down with our own instance only, on a
+    cluster only this application deleted, and the signal handlers restored."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from sami_rt import cli_serve, serve as serve_module
+    from sami_rt.cli import main
+    from sami_rt.errors import BackendError
+
+    fake = FakeRay({"CPU": 2.0} if case != "too few cpus" else {"CPU": 1.0})
+    started = started or case == "too few cpus"  # the CPU check is for an instance of our own only
+
+    def connect(address, what, serve=False, **kw):
+        assert serve and what == "sami-rt serve"
+        if case == "bad address":
+            raise BackendError(f"{what}: cannot start or reach Ray at {address} (connection refused)")
+        return fake, started
+
+    def start(app, host, port):
+        if case == "replica fails":
+            raise RuntimeError(REPLICA_FAILED)
+        return f"http://{host}:{port}"
+
+    def wait():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_serve, "connect", connect)
+    monkeypatch.setattr(cli_serve, "_wait", wait)
+    monkeypatch.setattr(serve_module, "start", start)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    args = {"no gpu": ["--device", "cuda", "--replicas", "2"], "too few cpus": ["--threads", "2"],
+            "bad address": ["--address", "10.9.9.9:6379"]}.get(case, [])
+    r = CliRunner().invoke(main, ["serve", "--port", "8123", *args])
+    assert {s: signal.getsignal(s) for s in before} == before
+    if case == "served":
+        assert r.exit_code == 0 and "serving disks-small on http://127.0.0.1:8123" in r.stderr, r.stderr
+    else:
+        assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+        words = {"replica fails": "did not start (sami_rt.errors.BundleError: /shared/m/manifest.json is missing)",
+                 "no gpu": "--device cuda needs one GPU per replica: 2 wanted, the Ray cluster has 0",
+                 "too few cpus": "need 2 CPUs; this machine's Ray instance has 1",
+                 "bad address": "cannot start or reach Ray at 10.9.9.9:6379"}[case]
+        assert r.stderr.startswith("Error: ") and words in r.stderr, r.stderr
+    deployed = case in ("served", "replica fails")
+    want = [] if case == "bad address" else (["serve.shutdown", "ray.shutdown"] if started else
+                                             (["serve.delete sami-rt"] if deployed else []))
+    assert fake.calls == want
