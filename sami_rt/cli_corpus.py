@@ -88,9 +88,10 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, mod
     if address is not None and not ray:
         raise InputError("--address names a Ray cluster; add --ray to run there")
     if ray:
-        from sami_rt.ray_util import import_ray
+        from sami_rt.ray_util import check_reachable, import_ray, ray_address
 
-        import_ray("--ray")  # the extra's absence is one line before any work
+        import_ray("--ray")  # the extra's absence, and a cluster nothing answers at, are one line before any work
+        check_reachable(ray_address(address), "--ray")
     check_out_dir(out_dir)
     paths, dropped = expand_inputs(inputs)
     if not paths:

@@ -31,6 +31,22 @@ def ray_address(address: str | None) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
+def check_reachable(address: str, what: str, timeout: float = 5.0) -> None:
+    """A plain HOST:PORT address that nothing answers on is a BackendError at once (``ray.init`` would retry it
+    for minutes, printing Ray's own warnings); ``local``, ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    if address in ("local", "auto") or "://" in address or address.count(":") != 1:
+        return
+    host, port = address.rsplit(":", 1)
+    if not port.isdigit():
+        raise BackendError(f"{what}: Ray address {address} is not HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BackendError(f"{what}: no Ray cluster answers at {address} ({e.strerror or e})") from None
+
+
 def connect(address: str | None, what: str, serve: bool = False, **init_kw):
     """Ray, initialised: the instance this process already runs, else the one ``ray_address`` names. Returns
     (ray, started): started is True when this call started a new local instance (the caller shuts it down).
@@ -39,6 +55,7 @@ def connect(address: str | None, what: str, serve: bool = False, **init_kw):
     if ray.is_initialized():
         return ray, False
     where = ray_address(address)
+    check_reachable(where, what)
     try:
         ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True, **init_kw)

@@ -1,8 +1,10 @@
 """`sami-rt encode-corpus` (issue 20, local mode): per-input outputs equal to Runtime.encode_video, failed rows
 for bad inputs, resume, a kill half-way, the process pool against this process, list files, output names."""
 
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -242,6 +244,12 @@ def test_bad_output_dirs_and_ray_options_are_one_line_before_any_work(tmp_path, 
         assert r.exit_code == 1 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
     r = invoke("encode-corpus", video, "-o", tmp_path / "out", "--address", "ray://head:10001")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "add --ray" in r.stderr, r.stderr
+    if importlib.util.find_spec("ray") is not None:
+        with socket.socket() as sk:  # a port nothing listens on
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        r = invoke("encode-corpus", video, "-o", tmp_path / "out", "--ray", "--address", f"127.0.0.1:{port}")
+        assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "no Ray cluster answers at" in r.stderr, r.stderr
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
     r = invoke("encode-corpus", video, "-o", tmp_path / "out", "--ray")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and 'pip install "sami-rt[ray]"' in r.stderr, r.stderr
