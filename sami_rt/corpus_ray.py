@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from typing import Callable
 
 import numpy as np
 
-from sami_rt.errors import BackendError
-
 from sami_rt.corpus_pool import DIED, _one_line  # the local pool's words, so the rows match
+from sami_rt.errors import BackendError
 
 GPU_DEVICES = ("cuda", "tensorrt")  # actors on these reserve one GPU each
 
@@ -33,8 +33,6 @@ class EncodeActor:
     """One Ray Data actor: the model, opened once; a batch of JSON-encoded items in, their JSON rows out."""
 
     def __init__(self, model, device: str, out_dir: str, work: Callable, item_type: type, cwd: str):
-        import os
-
         if os.path.isdir(cwd):  # relative inputs and --model resolve as in the driver (a shared file system)
             os.chdir(cwd)
         self.out_dir, self.work, self.item_type = out_dir, work, item_type
@@ -67,9 +65,7 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
     """Every item of ``todo`` through ``work(runtime, item, out_dir)`` on Ray Data actors (``workers`` of them;
     None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
     makes the row of an item whose work raised or whose actor died. ``device`` auto is the CPU here (the same
-    bytes on every node); cuda and tensorrt reserve one GPU per actor."""
-    import os
-
+    bytes on every node); cuda and tensorrt reserve one GPU per actor (default ``workers``: the GPUs)."""
     from sami_rt.ray_util import connect
 
     ray, started = connect(address, "--ray")
@@ -82,7 +78,7 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
         ctx.print_on_execution_start = False
         ctx.max_errored_blocks = len(todo)  # an actor's death fails its item's block, never the corpus
         if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            workers = max(1, int(ray.cluster_resources().get("GPU" if device in GPU_DEVICES else "CPU", 1)))
         workers = max(1, min(workers, len(todo)))
         by_index = {it.index: it for it in todo}
         ds = ray.data.from_items([{"item": json.dumps(it.to_dict())} for it in todo],
