@@ -67,11 +67,16 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> None:
 
     from sami_rt.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (32, 32), isColor=False)
+    h, w_ = frames.shape[1:3]
+    with atomic_path(path, suffix=".mp4") as tmp:  # OpenCV picks the container by the name's extension
+        w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w_, h), isColor=False)
+        if not w.isOpened():
+            raise SystemExit(f"error: OpenCV cannot write mp4 (mp4v) video to {path}")
         for f in frames:
             w.write(np.round(f).astype(np.uint8))
         w.release()
+        if cv2.VideoCapture(str(tmp)).get(cv2.CAP_PROP_FRAME_COUNT) != len(frames):
+            raise SystemExit(f"error: OpenCV wrote fewer than {len(frames)} frames to {path}")
 
 
 def main(argv=None) -> int:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
+def atomic_path(path, suffix: str = ".tmp"):
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``. ``suffix`` ends
+    the temporary name (a writer that picks its format by the name's extension needs the real one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
