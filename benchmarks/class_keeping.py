@@ -5,13 +5,14 @@ guides. It follows train/evaluate.py's protocol (its noise stream differs: this 
 latents), so a model's figure moves by the protocol's own spread between the two.
 
     python -m benchmarks.class_keeping RUN_DIR_OR_BUNDLE [--threads 1] [--scale S] [--first I] [--guides G]
-        [--per-guide K] [--knn]
+        [--per-guide K] [--steps N] [--knn]
 
 --first/--guides pick other test images as guides (e.g. a selection set disjoint from the acceptance's 0-15 for
-choosing a guidance scale); --scale samples at another guidance scale than the model's. --knn adds how much of
-the class the code holds at all, linear or not: the accuracy of a 10-nearest-neighbour vote on posterior means
-(each axis divided by its spread over the fitting set), fitted on 10,000 training images, scored on test images
-0-1,999. Guided samples cannot keep the class much more often than the code itself tells it.
+choosing a guidance scale); --scale samples at another guidance scale than the model's, --steps with another
+number of DDPM steps (default 100, the evaluation's). --knn adds how much of the class the code holds at all,
+linear or not: the accuracy of a 10-nearest-neighbour vote on posterior means (each axis divided by its spread
+over the fitting set), fitted on 10,000 training images, scored on test images 0-1,999. Guided samples cannot
+keep the class much more often than the code itself tells it.
 
 A bundle is rebuilt in PyTorch from its reference weights; a run directory's EMA weights are used.
 """
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0, help="index of the first guide in the test split (default 0)")
     ap.add_argument("--guides", type=int, default=16, help="number of guides (default 16)")
     ap.add_argument("--per-guide", type=int, default=8, help="samples per guide (default 8)")
+    ap.add_argument("--steps", type=int, default=100, help="DDPM sampling steps (default 100, the evaluation's)")
     ap.add_argument("--knn", action="store_true", help="also the 10-NN class accuracy of posterior means")
     a = ap.parse_args(argv)
     import torch
@@ -72,11 +74,13 @@ def main(argv=None) -> int:
     with torch.no_grad():
         mu, var = model.encoder(x)
     z = (mu[:, None] + var.sqrt()[:, None] * torch.randn(G, K, cfg.latent_dim, generator=g)).reshape(-1, cfg.latent_dim)
-    s = generate_samples(model, cfg, abar, G * K, z, 100, 3)
+    if not 1 <= a.steps <= cfg.T:
+        sys.exit(f"error: --steps must be 1..{cfg.T} (the model's T), got {a.steps}")
+    s = generate_samples(model, cfg, abar, G * K, z, a.steps, 3)
     labels, guide_pred = y.numpy()[:G], predict(net, x[:G])
     pred = predict(net, s).reshape(G, K)
     print(json.dumps(dict(source=str(a.source), step=step, kl_weight=cfg.kl_weight, scale=cfg.sampling_scale,
-                          guides=[i0, i0 + G], samples_per_guide=K,
+                          guides=[i0, i0 + G], samples_per_guide=K, steps=a.steps,
                           feature_net=FEATURE_NET_VERSION, net_test_accuracy=round(acc, 4),
                           net_accuracy_on_guides=float((guide_pred == labels).mean()),
                           class_keeping=float((pred == labels[:, None]).mean()),
