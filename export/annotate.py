@@ -4,7 +4,8 @@
 That is the posterior-variance range of training-distribution images (manifest ``posterior_variance``),
 which the runtime compares a guide's with to say when a guide lies far outside what the model was trained on,
 and, with ``--sampling-steps N``, the DDPM step count that sampling takes by default (manifest
-``sampling.steps``), measured to match 100 steps by ``python -m benchmarks.sampler_steps --model BUNDLE``.
+``sampling.steps``): fewer than 100 measured to match 100 by ``python -m benchmarks.sampler_steps --model
+BUNDLE``, or more where 100 lose what the model is for (``benchmarks/class_keeping.py --steps``).
 It is measured as ``export/run.py`` measures it (``export.core.variance_range``: the same held-out images of
 the run's data, rebuilt from the manifest's training configuration), through the bundle's own ONNX encoder,
 so a bundle without reference weights or on an external denoiser is annotated too. The graphs and every other
@@ -56,8 +57,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundles", type=Path, nargs="+", help="bundle directories to annotate in place")
     ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
-                    help="record N as the DDPM steps sampling takes by default (measured to match 100 steps: "
-                         "python -m benchmarks.sampler_steps --model BUNDLE)")
+                    help="record N as the DDPM steps sampling takes by default (fewer than 100 measured to match "
+                         "100 by python -m benchmarks.sampler_steps --model BUNDLE, or more where 100 lose what "
+                         "the model is for, e.g. benchmarks/class_keeping.py --steps)")
     args = ap.parse_args(argv)
     from sami_rt.errors import SamiError
 

@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
     ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
                     help="record N as the DDPM steps sampling takes by default (measure it first: python -m "
-                         "benchmarks.sampler_steps --model BUNDLE); without it the runtime takes 100")
+                         "benchmarks.sampler_steps --model BUNDLE for fewer than 100, or what the model is for, "
+                         "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100")
     ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
                     "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)

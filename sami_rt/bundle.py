@@ -105,8 +105,9 @@ class Bundle:
 
     @property
     def default_steps(self) -> int | None:
-        """The DDPM steps sampling takes unless told otherwise (manifest sampling.steps, measured to match 100
-        steps, e.g. by benchmarks/sampler_steps.py); None where the bundle records none (the runtime takes 100)."""
+        """The DDPM steps sampling takes unless told otherwise (manifest sampling.steps: fewer than 100 measured
+        to match 100 by benchmarks/sampler_steps.py, or more where 100 lose what the model is for, as the guide's
+        class for fashion-mnist); None where the bundle records none (the runtime takes 100)."""
         return self.manifest.sampling_steps
 
     @property

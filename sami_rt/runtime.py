@@ -55,8 +55,9 @@ DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp-2m": 20, "dpmpp-2m-sde": 20}  #
 
 
 def default_steps(bundle: Bundle, sampler: str) -> int:
-    """The steps ``generate`` takes unless told: for ddpm the count the bundle records (``Bundle.default_steps``,
-    measured to match 100), else the sampler's DEFAULT_STEPS, at most T."""
+    """The steps ``generate`` takes unless told: for ddpm the count the bundle records (``Bundle.default_steps``:
+    fewer than 100 measured to match 100, or more where 100 lose what the model is for), else the sampler's
+    DEFAULT_STEPS, at most T."""
     if sampler == "ddpm" and bundle.default_steps:
         return bundle.default_steps
     return min(DEFAULT_STEPS[sampler], bundle.T)
