@@ -161,8 +161,11 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
                   fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
-                  description: str = "", sampling_steps: int | None = None) -> Path:
-    """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded."""
+                  description: str = "", sampling_steps: int | None = None,
+                  begin: Callable[[str], None] | None = None) -> Path:
+    """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded. ``log`` gets
+    a line per finished graph; ``begin`` (optional) the name of each graph as its work starts."""
+    begin = begin or (lambda what: None)
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
 
@@ -195,6 +198,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             key, suffix = ("graphs", "") if precision == "float32" else ("graphs_fp16", ".fp16")
             for name in GRAPHS:
                 label = name if precision == "float32" else f"{name} (float16)"
+                begin(f"{label}: export and validation")
                 t0 = time.time()
                 example = random_inputs(name, 2, cfg, np.random.default_rng(seed))
                 path = tmp / f"{name}{suffix}.onnx"
@@ -224,6 +228,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
 
             for key, suffix in (("graphs", ""), ("graphs_fp16", ".fp16")):
                 for name, g in graphs[key].items():
+                    begin(f"{name}{suffix}: TensorRT engine")
                     t0 = time.time()
                     profile = GRAPH_SPECS[name].trt_profile
                     entry = build_engine(tmp / g.file, tmp / f"{name}{suffix}.plan", list(g.inputs), profile,

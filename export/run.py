@@ -33,14 +33,22 @@ def main(argv=None) -> int:
                     "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)
     from export.core import ExportError, export_bundle
+    from train.eval_protocol import Stages
 
+    stages = Stages(log=lambda line: print(line, flush=True))  # a graph's line every 10 s while it takes long
     try:
-        print(f"exporting {args.source} -> {args.out}")
+        print(f"exporting {args.source} -> {args.out}", flush=True)
         export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt,
-                      description=args.description, sampling_steps=args.sampling_steps)
+                      log=stages.log, description=args.description, sampling_steps=args.sampling_steps,
+                      begin=stages.begin)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        stages.close()
+    if args.sampling_steps is None:
+        print("note: no --sampling-steps: the bundle samples 100 DDPM steps by default (record another count with "
+              "--sampling-steps N, or later with python export/annotate.py BUNDLE --sampling-steps N)")
     print(f"wrote {args.out}")
     return 0
 

@@ -55,12 +55,14 @@ def deploy_failure(error: Exception) -> str:
               help="How long a batch waits for more requests once its first one arrived.")
 @click.option("--max-n", type=click.IntRange(min=1), default=256, show_default=True,
               help="The most samples one request may ask for.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="The largest request body in MiB; a larger one is refused (413) before it is read.")
 @click.option("--address", default=None, metavar="ADDRESS",
               help="The Ray cluster to serve on (HOST:PORT, ray://..., or 'auto': the cluster `ray start` runs on "
               "this machine); default $RAY_ADDRESS, else a new local Ray instance for this command alone (never "
               "a running cluster unless named). On a cluster, stopping removes only this application.")
 @friendly
-def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, address):
+def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, max_body_mb, address):
     """Serve guided generation and encoding over HTTP (Ray Serve), batching concurrent requests.
 
     \b
@@ -99,7 +101,8 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
         if started and have.get("CPU", 0) < replicas * threads:  # a cluster may add nodes; this instance won't
             raise BackendError(f"{replicas} replica(s) of {threads} thread(s) need {replicas * threads} CPUs; this "
                                f"machine's Ray instance has {have.get('CPU', 0):g} (use fewer --replicas or --threads)")
-        app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n)
+        app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n,
+                        int(max_body_mb * 2**20))
         deployed = True
         try:
             url = start(app, host, port)

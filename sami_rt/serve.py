@@ -13,8 +13,9 @@ most ``batch_wait_s`` for more) and answered by ``sami_rt.batching.generate_batc
 sampler, steps, eta and guidance (latents, or none) run as one loop, each sample keyed by its own request's
 seed, so a response equals what ``Runtime.generate`` gives for the same arguments, bit for bit on the CPU
 backend with one thread (the default), within floating-point rounding otherwise. A bad request gets status 400 and
-``{"error": one sentence}`` (``serve_api``: an ``InputError`` or ``ImageError``); an unknown path 404, a
-wrong method 405; a failure of the server itself (a backend error, a sampling step producing NaN, anything
+``{"error": one sentence}`` (``serve_api``: an ``InputError`` or ``ImageError``); a body above the limit
+(``max_body``, 8 MiB by default) 413 before it is read, an image above 2048x2048 pixels 400 before it is
+decoded; an unknown path 404, a wrong method 405; a failure of the server itself (a backend error, a sampling step producing NaN, anything
 else) 500 with one sentence and a line in the replica's log, never a traceback in the response.
 """
 
@@ -43,15 +44,17 @@ REQUEST_ERRORS = (InputError, ImageError)  # a request that cannot be used: stat
 @serve.deployment(name="SamiRT")
 class SamiRT:
     def __init__(self, model=None, device: str = "cpu", threads: int = 1, max_batch_size: int = 16,
-                 batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N):
+                 batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N,
+                 max_body: int = serve_api.MAX_BODY_BYTES):
         from sami_rt.runtime import Runtime
 
         self.rt = Runtime(model, device, threads)
-        self.max_n = max_n
+        self.max_n, self.max_body = max_n, max_body
         # one thread runs the backend: sampling and encoding take turns, the event loop stays free to queue
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="sami-rt-backend")
         self.settings = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s, "max_n": max_n,
-                         "threads": threads}
+                         "threads": threads, "max_body_bytes": max_body,
+                         "max_image_pixels": serve_api.MAX_REQUEST_PIXELS}
         self.batches: list[int] = []  # the number of requests in each batch run (GET /info reports the last few)
         self._generate.set_max_batch_size(max_batch_size)
         self._generate.set_batch_wait_timeout_s(batch_wait_s)
@@ -70,7 +73,13 @@ class SamiRT:
             if path == "/info":
                 info = serve_api.info(self.rt, **self.settings, recent_batches=self.batches[-20:])
                 return JSONResponse(info)
-            body = await request.body()
+            too_large = serve_api.body_too_large(request.headers.get("content-length"), self.max_body)
+            if too_large:  # said before a byte of the body is read
+                return JSONResponse({"error": too_large}, status_code=413)
+            body = await read_body(request, self.max_body)
+            if body is None:  # no Content-Length (chunked): counted as it arrives
+                return JSONResponse({"error": f"the request body is larger than the server takes "
+                                              f"({self.max_body / 2**20:g} MiB)"}, status_code=413)
             reply = await (self.generate(body) if path == "/generate" else self.encode(body))
         except REQUEST_ERRORS as e:  # the request's fault
             return JSONResponse(serve_api.error_body(e), status_code=400)
@@ -107,6 +116,17 @@ class SamiRT:
         return serve_api.encode_reply(mu, var, fmt)
 
 
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as more than ``limit`` bytes have arrived (the rest unread)."""
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def model_argument(model) -> str | None:
     """What the replicas open: None (the shipped default), a shipped model's name (resolved on each node), or
     an existing bundle directory as an absolute path (on a cluster, a path every node holds). BundleError,
@@ -120,14 +140,14 @@ def model_argument(model) -> str | None:
 
 
 def build_app(model=None, device: str = "cpu", threads: int = 1, replicas: int = 1, max_batch_size: int = 16,
-              batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N):
+              batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N, max_body: int = serve_api.MAX_BODY_BYTES):
     """The application ``serve.run`` deploys: ``replicas`` copies of SamiRT, each reserving ``threads`` CPUs
     (at least one; and one GPU for ``device`` cuda or tensorrt) and taking enough requests at once to fill a
     batch."""
     resources = {"num_cpus": max(1, threads), **({"num_gpus": 1} if device in ("cuda", "tensorrt") else {})}
     return SamiRT.options(
         num_replicas=replicas, max_ongoing_requests=max(32, 4 * max_batch_size), ray_actor_options=resources,
-    ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n)
+    ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n, max_body)
 
 
 def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:

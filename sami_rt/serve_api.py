@@ -24,6 +24,8 @@ ENCODE_FIELDS = ("image", "images", "format")
 ENCODE_FORMATS = ("json", "npz")
 MAX_N = 256  # samples per request, unless the server is started with another bound
 MAX_ENCODE = 256  # images per encode request
+MAX_BODY_BYTES = 8 << 20  # a request body larger than this is refused (413) before it is read
+MAX_REQUEST_PIXELS = 2048 * 2048  # an image in a request larger than this is refused before it is decoded
 
 
 class Reply:
@@ -72,7 +74,32 @@ def decode_base64_image(value, field: str, rt: Runtime, notes: list | None = Non
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise InputError(f"{field} is not valid base64 (the bytes of a PNG or JPEG file, base64-encoded)") from None
+    check_request_image(data, field)
     return decode_image(data, rt.bundle.image, notes=notes, name=field)
+
+
+def check_request_image(data: bytes, field: str) -> None:
+    """ImageError where a request's image is larger than MAX_REQUEST_PIXELS by its header (read before any
+    decoding: a 4000x4000 PNG is refused unread; the model sees a few dozen pixels a side anyway)."""
+    from sami_rt.errors import ImageError
+    from sami_rt.images import header_size
+
+    wh = header_size(data)
+    if wh is not None and wh[0] * wh[1] > MAX_REQUEST_PIXELS:
+        side = int(MAX_REQUEST_PIXELS ** 0.5)
+        raise ImageError(f"{field} is {wh[0]}x{wh[1]} pixels; the server takes images of at most {side}x{side} "
+                         "pixels (resize it first)")
+
+
+def body_too_large(content_length: str | None, limit: int = MAX_BODY_BYTES) -> str | None:
+    """The sentence refusing a request whose declared Content-Length exceeds ``limit``, or None."""
+    try:
+        n = int(content_length) if content_length is not None else None
+    except ValueError:
+        return "the request's Content-Length is not a number"
+    if n is not None and n > limit:
+        return f"the request body is {n / 2**20:.1f} MiB; the server takes at most {limit / 2**20:g} MiB"
+    return None
 
 
 def _is_number(v) -> bool:

@@ -269,6 +269,7 @@ def test_only_the_requests_own_errors_are_400(error, status):
 
     exc = getattr(errors, error, None) or ZeroDivisionError
     replica = SamiRT.func_or_class.__new__(SamiRT.func_or_class)
+    replica.max_body = 1 << 20
 
     async def encode(body):
         raise exc("the words of the error\nand no more")
@@ -285,6 +286,55 @@ def test_only_the_requests_own_errors_are_400(error, status):
     assert reply.status_code == status and "\n" not in msg
     assert msg == ("the words of the error" if error != "ZeroDivisionError" else
                    "internal error (ZeroDivisionError); see the server's log")
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(url):
+    """Content-Length above the limit: 413 and one sentence while the client has sent 1 KiB of a declared
+    20 MiB (a server that read the body first would wait for the rest until the socket timed out)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (20 << 20) + b"{" + b" " * 1023)
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert "the server takes at most 8 MiB" in head
+
+
+def test_a_huge_image_is_refused_before_decoding(url, rt1, fresh_seed):
+    """A 4000x4000 PNG (2 MB: noise of two levels) fits the body limit but not the image limit: 400, one
+    sentence, from its header."""
+    import cv2
+
+    r = np.random.default_rng(fresh_seed)
+    ok, png = cv2.imencode(".png", (r.integers(0, 2, (4000, 4000)) * 255).astype(np.uint8))
+    assert ok and len(png) < (8 << 20)
+    status, _, data = call(url, "/generate", {"guide": base64.b64encode(png.tobytes()).decode(), "n": 1})
+    msg = json.loads(data)["error"]
+    assert status == 400 and "4000x4000 pixels" in msg and "at most 2048x2048" in msg, msg
+
+
+def test_a_chunked_body_over_the_limit_stops_being_read():
+    """No Content-Length (chunked): the replica counts the body as it arrives and answers 413 once it passes
+    the limit, leaving the rest unread (the routing alone, no Ray)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from sami_rt.serve import SamiRT
+
+    replica = SamiRT.func_or_class.__new__(SamiRT.func_or_class)
+    replica.max_body = 1 << 20
+    sent = []
+
+    async def receive():
+        sent.append(1)
+        return {"type": "http.request", "body": b" " * (64 << 10), "more_body": len(sent) < 1000}
+
+    scope = {"type": "http", "method": "POST", "path": "/generate", "headers": [], "query_string": b"",
+             "scheme": "http", "server": ("127.0.0.1", 8000), "root_path": ""}
+    reply = asyncio.run(replica(Request(scope, receive)))
+    assert reply.status_code == 413 and "larger than the server takes (1 MiB)" in json.loads(reply.body)["error"]
+    assert len(sent) == 17  # 16 chunks of 64 KiB fill the limit; the 17th passes it; 983 never read
 
 
 class FakeRay:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,54 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     assert _states_equal(full["model"], got["model"]) and _states_equal(full["ema"], got["ema"])
     steps = [json.loads(ln)["step"] for ln in (part / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(2, 31, 2))
+
+
+def _paced(per_thread_s: dict):
+    """A call that takes per_thread_s[torch's current thread count] seconds (a sleep: what train.threads
+    compares is the caller's own timing, not torch's speed)."""
+    def fn():
+        time.sleep(per_thread_s[torch.get_num_threads()])
+    return fn
+
+
+def test_the_thread_count_is_the_faster_one_measured(monkeypatch):
+    from train import threads
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n, line = threads.choose(_paced({1: 0.002, 2: 0.03}), work=10_000)
+        assert n == 1 and "threads: 1 of 2" in line and "measured" in line
+        n, line = threads.choose(_paced({1: 0.03, 2: 0.002}), work=10_000)
+        assert n == 2 and "threads: 2 of 2" in line
+        n, line = threads.choose(_paced({1: 0.03, 2: 0.002}), work=threads.MIN_WORK - 1)  # short: not measured
+        assert n == 1 and "not measured" in line
+        assert torch.get_num_threads() == 2  # choose sets nothing
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_measuring_threads_leaves_the_run_as_it_was(tmp_path, fresh_seed, monkeypatch):
+    """The probe steps change neither weights, optimiser nor random state: a run that measured equals one
+    told its thread count, and its checkpoint records the count, which a resumed run keeps."""
+    import train.loop as loop
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = tiny_config(steps=4, seed=fresh_seed % 2**31, n_train=0)
+        monkeypatch.setattr(loop, "choose_threads", lambda fn, work: (fn(), fn(), (1, "threads: 1 (test)"))[-1])
+        measured = Trainer(cfg, tmp_path / "measured")
+        measured.run()
+        told = Trainer(cfg.replace(threads=1), tmp_path / "told")
+        told.run()
+        a = load_checkpoint(tmp_path / "measured" / CHECKPOINT)
+        b = load_checkpoint(tmp_path / "told" / CHECKPOINT)
+        assert _states_equal(a["model"], b["model"]) and _states_equal(a["ema"], b["ema"])
+        assert a["threads"] == 1 and b["threads"] == 0
+        monkeypatch.setattr(loop, "choose_threads", lambda fn, work: pytest.fail("a resumed run measured again"))
+        again = Trainer(cfg.replace(steps=6), tmp_path / "measured", resume=True)
+        assert again.set_threads().startswith("threads: 1 (as the run's checkpoint records")
+    finally:
+        torch.set_num_threads(prev)

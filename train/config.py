@@ -80,7 +80,7 @@ class Config:
     eval_steps: int = 100  # sampling steps of the evaluation's generated figures (train/evaluate.py)
     eval_protocol: str = "quick"  # the end-of-run evaluation: quick (evaluate.QUICK's caps) | full
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+    threads: int = 0  # torch intra-op threads (0 = measured at the start, train/threads.py; OMP_NUM_THREADS wins)
 
     def replace(self, **kw: Any) -> "Config":
         return dataclasses.replace(self, **kw)
@@ -261,6 +261,26 @@ PRESETS: dict[str, Config] = {
         sample_every=5000,
         ckpt_every=2000,
     ),
+    # Your own pretrained denoiser on your own images: an encoder trained against --denoiser (a diffusers DDPM
+    # folder, a run of this project or an ONNX file) on the images under --data-path, whose image size and
+    # channels the denoiser sets. Sized for a CPU: a ConvNet encoder with four stride-2 layers (any size from
+    # 16 px), 16 latent dimensions, the high noise levels emphasised as in celebahq256-frozen.
+    "folder-frozen": Config(
+        dataset="folder",
+        latent_dim=16,
+        enc_channels=(32, 64, 64, 64),
+        enc_hidden=256,
+        enc_bias=True,
+        enc_var_init=1e-3,
+        kl_weight=1e-3,
+        kl_anneal_start=1e-3,
+        t_power=2.0,
+        steps=2000,
+        batch=32,
+        lr=1e-3,
+        enc_lr=1e-3,
+        sample_every=500,
+    ),
 }
 
 # Three latent dimensions for the disks' three factors (benchmarks/kl_search.py, RESULTS.md): the KL weight
@@ -271,6 +291,35 @@ PRESETS: dict[str, Config] = {
 # robust recipe). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
 # disks-small bundle's denoiser.onnx with --denoiser-param eps.
 PRESETS["disks-3d"] = PRESETS["disks-small"].replace(latent_dim=3, steps=1500, kl_weight=100.0, kl_free_bits=2.5)
+
+
+def field_help(width: int = 110) -> str:
+    """Every Config field as ``--field-name`` with its default (the base Config's; presets change some) and the
+    comment beside it in this file: the option list of train/run.py's --help, written once, here."""
+    import inspect
+    import re
+    import textwrap
+
+    comments = {}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2)
+    out = []
+    for f in dataclasses.fields(Config):
+        v = getattr(Config(), f.name)
+        shown = (",".join(map(str, v)) or "''") if isinstance(v, tuple) else (repr(v) if v == "" else str(v).lower()
+                                                                     if isinstance(v, bool) else str(v))
+        head = f"  --{f.name.replace('_', '-')} {shown}"
+        text = comments.get(f.name, "")
+        if not text:
+            out.append(head)
+            continue
+        pad = " " * 34
+        lines = textwrap.wrap(text, width - len(pad))
+        out.append(head.ljust(len(pad) - 1) + " " + lines[0] if len(head) < len(pad) - 1 else head + "\n" + pad + lines[0])
+        out.extend(pad + ln for ln in lines[1:])
+    return "\n".join(out)
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:

@@ -161,9 +161,10 @@ def write_curve(run_dir: Path, curve: np.ndarray) -> None:
 def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | None = None, steps: int | None = None,
                  ema: bool = True, generate: bool = True, scale: float | None = None,
                  interp_pairs: int | None = None, fid_n: int = 1000, inception: str | None = None,
-                 protocol: str = "full", log=None) -> dict:
+                 protocol: str = "full", log=None, threads: int | None = None) -> dict:
     """``protocol`` "quick" caps the sizes at ``QUICK`` (explicit arguments still apply under the caps);
-    ``log`` receives one line per stage (default: stderr)."""
+    ``log`` receives one line per stage (default: stderr); ``threads`` None leaves torch's thread count as
+    it is (a training run has set it), 0 measures it (``eval_threads``), N sets it."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; expected quick or full")
     run_dir = Path(run_dir)
@@ -177,69 +178,111 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
         interp_pairs, fid_n = min(interp_pairs, QUICK["interp_pairs"]), min(fid_n, QUICK["fid_n"])
     n_fit = n_fit or min(2000, 2 * n_test)  # the regressors' and disentanglement_lib's train set
     stages = Stages(log)
-    x_test, f_test = eval_set(cfg, n_test)
-    stages.log(f"evaluation ({protocol} protocol): {len(x_test)} held-out images, {steps} sampling steps"
-               + (f"; python train/evaluate.py {run_dir} runs the full one" if protocol == "quick" else ""))
-    res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test), "protocol": protocol,
-                 "steps": steps}
-    mu, var = encode(model, x_test)
-    res["posterior"] = {"mean_std": mu.std(0).tolist(), "var_mean": var.mean(0).tolist()}
-    if f_test is not None:
-        x_fit, f_fit = eval_set(cfg, n_fit, FIT_SEED_OFFSET)
-        mu_fit, _ = encode(model, x_fit)
-        from train.dsprites import DSPRITES_FACTORS
+    try:
+        if threads is not None:
+            note = eval_threads(model, cfg, threads)
+            if note:
+                stages.log(note)
+        x_test, f_test = eval_set(cfg, n_test)
+        stages.log(f"evaluation ({protocol} protocol): {len(x_test)} held-out images, {steps} sampling steps"
+                   + (f"; python train/evaluate.py {run_dir} runs the full one" if protocol == "quick" else ""))
+        res: dict = {"step": step, "weights": "ema" if ema else "raw", "n_test": len(x_test), "protocol": protocol,
+                     "steps": steps}
+        stages.begin("encoding and factor metrics")
+        mu, var = encode(model, x_test)
+        res["posterior"] = {"mean_std": mu.std(0).tolist(), "var_mean": var.mean(0).tolist()}
+        if f_test is not None:
+            x_fit, f_fit = eval_set(cfg, n_fit, FIT_SEED_OFFSET)
+            mu_fit, _ = encode(model, x_fit)
+            from train.dsprites import DSPRITES_FACTORS
 
-        names = {"disks": DISK_FACTORS, "dsprites": DSPRITES_FACTORS}.get(
-            cfg.dataset, tuple(f"f{j}" for j in range(f_test.shape[1])))
-        res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
-        corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
-        res["factors"]["correlation"] = corr.tolist()
-        stages.done(f"factor metrics ({n_fit} fitted, {n_test} scored)")
-        if cfg.dataset == "disks":
-            from train.factor_figures import axis_r2_table, interpolation_check, latent_grids
+            names = {"disks": DISK_FACTORS, "dsprites": DSPRITES_FACTORS}.get(
+                cfg.dataset, tuple(f"f{j}" for j in range(f_test.shape[1])))
+            res["factors"] = all_metrics(mu_fit, f_fit.numpy(), mu, f_test.numpy(), names)
+            corr = np.corrcoef(np.c_[mu, f_test.numpy()].T)[: mu.shape[1], mu.shape[1] :]
+            res["factors"]["correlation"] = corr.tolist()
+            stages.done(f"factor metrics ({n_fit} fitted, {n_test} scored)")
+            if cfg.dataset == "disks":
+                from train.factor_figures import axis_r2_table, interpolation_check, latent_grids
 
-            table = axis_r2_table(mu, f_test.numpy(), names, run_dir / "axis_r2.csv")
-            res["factors"].update(factor_axes=table["factor_axes"], factor_axis_r2=table["factor_axis_r2"])
-            res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
-            stages.done("latent grids")
-            if generate and interp_pairs > 0 and cfg.model == "sami":
-                res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs,
-                                                           steps=min(50, steps))
-                stages.done(f"interpolation check ({interp_pairs} pairs)")
-    from train.natural import labelled_analyses
+                stages.begin("latent grids")
+                table = axis_r2_table(mu, f_test.numpy(), names, run_dir / "axis_r2.csv")
+                res["factors"].update(factor_axes=table["factor_axes"], factor_axis_r2=table["factor_axis_r2"])
+                res["latent_grids"] = latent_grids(model, cfg, table["factor_axes"], run_dir)
+                stages.done("latent grids")
+                if generate and interp_pairs > 0 and cfg.model == "sami":
+                    stages.begin(f"interpolation check ({interp_pairs} pairs)")
+                    res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs,
+                                                               steps=min(50, steps))
+                    stages.done(f"interpolation check ({interp_pairs} pairs)")
+        from train.natural import labelled_analyses
 
-    cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
-    lab_n = (n_fit, n_test) if protocol == "quick" else (max(n_fit, 5000), max(n_test, 2000))
-    labels = labelled_analyses(model, cfg_s, abar, run_dir, n_fit=lab_n[0], n_test=lab_n[1], generate=generate,
-                               steps=min(50, steps), seed=0)
-    if labels is not None:
-        res["labels"] = labels
-        stages.done("labelled analyses")
-        if generate and cfg.dataset == "fashion-mnist" and fid_n > 0:
-            from train.fid import sample_quality
+        cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
+        lab_n = (n_fit, n_test) if protocol == "quick" else (max(n_fit, 5000), max(n_test, 2000))
+        stages.begin("labelled analyses")
+        labels = labelled_analyses(model, cfg_s, abar, run_dir, n_fit=lab_n[0], n_test=lab_n[1], generate=generate,
+                                   steps=min(50, steps), seed=0, progress=stages.log)
+        if labels is not None:
+            res["labels"] = labels
+            stages.done("labelled analyses")
+            if generate and cfg.dataset == "fashion-mnist" and fid_n > 0:
+                from train.fid import sample_quality
 
-            res["sample_quality"] = sample_quality(model, cfg_s, abar, run_dir, n=fid_n, steps=steps,
-                                                   inception=inception)
-            stages.done(f"FID and class keeping ({fid_n} samples)")
-    if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
-        res["model"] = cfg.model
-    else:
-        if generate:
-            res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
-            stages.done("generation figures")
-        curve = posterior_variance_curve(model, abar, x_test[:256])
-        write_curve(run_dir, curve)
-        res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
-        stages.done("posterior variance and guidance gain curves")
-    res["summary"] = summarise(res)
-    name = "eval" if ema else "eval_raw"
-    if "generation" in res and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
-        name += f"_scale_{res['generation']['scale']:g}"
-    if protocol == "quick" and protocol_of(run_dir / f"{name}.json") == "full":
-        name += "_quick"  # a full evaluation (what export copies) is never replaced by a quick one
-    write_json(run_dir / f"{name}.json", res)
-    stages.log(f"evaluation written to {run_dir / (name + '.json')} in {stages.total():.0f} s")
-    return res
+                stages.begin(f"FID and class keeping ({fid_n} samples)")
+                res["sample_quality"] = sample_quality(model, cfg_s, abar, run_dir, n=fid_n, steps=steps,
+                                                       inception=inception, progress=stages.log)
+                stages.done(f"FID and class keeping ({fid_n} samples)")
+        if cfg.model != "sami":  # a baseline has no diffusion decoder: the SAMI-only figures are skipped
+            res["model"] = cfg.model
+        else:
+            if generate:
+                stages.begin("generation figures")
+                res["generation"] = generation_figures(model, cfg, abar, x_test, steps=steps, scale=scale)
+                stages.done("generation figures")
+            stages.begin("posterior variance and guidance gain curves")
+            curve = posterior_variance_curve(model, abar, x_test[:256])
+            write_curve(run_dir, curve)
+            res["guidance_gain"] = guidance_gain_curve(model, abar, x_test[:128])
+            stages.done("posterior variance and guidance gain curves")
+        res["summary"] = summarise(res)
+        name = "eval" if ema else "eval_raw"
+        if "generation" in res and res["generation"]["scale"] != cfg.sampling_scale:  # eval.json (what export copies) keeps the run's own scale
+            name += f"_scale_{res['generation']['scale']:g}"
+        if protocol == "quick" and protocol_of(run_dir / f"{name}.json") == "full":
+            name += "_quick"  # a full evaluation (what export copies) is never replaced by a quick one
+        write_json(run_dir / f"{name}.json", res)
+        stages.log(f"evaluation written to {run_dir / (name + '.json')} in {stages.total():.0f} s")
+        return res
+    finally:
+        stages.close()
+
+
+def eval_threads(model, cfg, threads: int) -> str | None:
+    """Set torch's thread count for an evaluation: ``threads`` where given, else (unless OMP_NUM_THREADS
+    fixes it) the faster of one thread and torch's default on the evaluation's typical work, a guided step
+    on a batch of 64 (``train.threads``). The line saying which, or None."""
+    from train.threads import choose, pinned
+
+    if threads:
+        torch.set_num_threads(threads)
+        return f"threads: {threads}"
+    if pinned():
+        return None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
+    t = torch.randint(0, cfg.T, (64,), generator=g)
+
+    def probe():
+        xg = x.clone().requires_grad_(True)
+        if cfg.model == "sami":
+            with torch.no_grad():
+                model.denoiser(x, t)
+        mu, _ = model.encoder(xg)
+        torch.autograd.grad(mu.sum(), xg)
+
+    n, line = choose(probe, 10 ** 9, "guided step at batch 64")
+    torch.set_num_threads(n)
+    return line
 
 
 def summarise(res: dict) -> dict:
@@ -347,11 +390,15 @@ def main(argv=None) -> int:
                     "eval_scale_S.json, so that eval.json, which export copies, stays at the run's own")
     ap.add_argument("--fid-n", type=int, default=1000, help="labelled data: samples per FID (0 = skip FID and class "
                     "keeping; default 1000)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default 0: OMP_NUM_THREADS where set, "
+                    "else the faster of 1 and torch's default, measured at the start)")
     ap.add_argument("--inception", metavar="FILE", help="a local TorchScript FID Inception network "
                     "(inception-2015-12-05.pt): adds the standard Inception FID")
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         ap.error(f"--steps must be at least 1, got {args.steps}")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (measured) or more, got {args.threads}")
     if args.metrics is not None:
         try:
             res = metrics_on_codes(args.metrics, args.seed)
@@ -372,7 +419,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     res = evaluate_run(args.run_dir, args.ckpt, args.n_test, steps=args.steps, ema=not args.raw,
                        generate=not args.no_generate, scale=args.scale, interp_pairs=args.interp_pairs, fid_n=args.fid_n,
-                       inception=args.inception, protocol="quick" if args.quick else "full")
+                       inception=args.inception, protocol="quick" if args.quick else "full", threads=args.threads)
     print(json.dumps(res["summary"], indent=2))
     return 0
 

@@ -108,8 +108,11 @@ def _diffusers_scheduler(path: Path) -> dict:
                  path.parent / "scheduler" / "scheduler_config.json"):
         if cand.is_file():
             return json.loads(cand.read_text())
-    raise FrozenDenoiserError(f"no scheduler_config.json for the diffusers model {path} (looked in it, in its "
-                              "scheduler/ folder and in the parent's scheduler/ folder)")
+    raise FrozenDenoiserError(
+        f"no scheduler_config.json for the diffusers model {path} (looked in it, in its scheduler/ folder and in the "
+        f"parent's scheduler/ folder): save the scheduler the model was trained with beside it, e.g. python -c "
+        f"\"from diffusers import DDPMScheduler; DDPMScheduler(num_train_timesteps=1000).save_pretrained('{path}')\", "
+        f"or give the folder that DDPMPipeline.save_pretrained wrote")
 
 
 def resolve(cfg):
@@ -125,20 +128,24 @@ def resolve(cfg):
         cfg = _onnx_image(cfg, frozen, src)
         _check_channels(cfg, src)
         return cfg, frozen
+    if src.is_dir() and (src / "model_index.json").is_file() and (src / "unet" / "config.json").is_file():
+        src = src / "unet"  # a diffusers pipeline folder (DDPMPipeline.save_pretrained): its UNet, its scheduler/
     if src.is_dir() and (src / "config.json").is_file() and json.loads((src / "config.json").read_text()).get(
             "_class_name") == "UNet2DModel":
         try:
+            import diffusers
             from diffusers import UNet2DModel
         except ImportError:
             raise FrozenDenoiserError("a diffusers model as --denoiser needs the diffusers package "
                                       "(pip install diffusers)") from None
+        diffusers.utils.logging.set_verbosity_error()  # its notices (accelerate, deprecations) are not the user's
         sch = _diffusers_scheduler(src)
         kind = DIFFUSERS_SCHEDULES.get(sch.get("beta_schedule", "linear"))
         param = DIFFUSERS_PARAMS.get(sch.get("prediction_type", "epsilon"))
         if kind is None or param is None:
             raise FrozenDenoiserError(f"{src}: scheduler beta_schedule {sch.get('beta_schedule')!r} or prediction_type "
                                       f"{sch.get('prediction_type')!r} is not supported")
-        net = UNet2DModel.from_pretrained(str(src))
+        net = UNet2DModel.from_pretrained(str(src), low_cpu_mem_usage=False)  # no accelerate needed
         cfg = cfg.replace(schedule=kind, T=int(sch.get("num_train_timesteps", 1000)),
                           beta_start=float(sch.get("beta_start", 1e-4)), beta_end=float(sch.get("beta_end", 0.02)),
                           channels=int(net.config.in_channels), image_size=int(net.config.sample_size))

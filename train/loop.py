@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from train.nets import SAMI
 from train.baselines import vae_beta, vae_loss
 from train.objective import kl_weight, sami_loss
 from train.sampling import sample, save_grid
+from train.threads import choose as choose_threads, pinned as threads_pinned
 
 
 
@@ -135,6 +137,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.threads_chosen = 0  # the measured count (train.threads), recorded in the checkpoint
         self.dist = Dist(self.device)
         torch.manual_seed(cfg.seed)
         model, cfg = build_model(cfg)  # a frozen denoiser brings its own schedule and image shape
@@ -167,7 +170,7 @@ class Trainer:
                 "architecture": self.cfg.architecture().to_json() if self.cfg.model == "sami" else None,
                 "abar": torch.from_numpy(self.abar_np),
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "rng": rng}
+                "rng": rng, "threads": self.threads_chosen}
 
     def _restore(self) -> None:
         if self.dist.main:  # temporary files of writes that a killed process never finished
@@ -186,6 +189,7 @@ class Trainer:
         if r.get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(r["cuda"].cpu())
         self.step = int(ck["step"])
+        self.threads_chosen = int(ck.get("threads", 0))  # kept on resume: the count changes rounding
 
     def checkpoint(self) -> None:
         st = self.state()  # collective: every rank takes part
@@ -199,11 +203,7 @@ class Trainer:
             g["lr"] = g["base_lr"] * lr_factor(self.step, cfg)
         final = vae_beta(cfg) if self.baseline else cfg.kl_weight
         beta = kl_weight(self.step, cfg.steps, final, cfg.kl_anneal_start, cfg.kl_anneal_frac)
-        x0 = self.data.sample(cfg.batch // self.dist.world, self.gen).to(self.device)
-        if self.baseline:
-            loss, stats = vae_loss(self.model, x0, cfg, beta, self.gen)
-        else:
-            loss, stats = sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
+        loss, stats = self._loss(beta)
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"loss is {stats['loss']} at step {self.step} (rec {stats['rec']}, kl {stats['kl']})")
         self.opt.zero_grad(set_to_none=True)
@@ -221,6 +221,39 @@ class Trainer:
                 be.copy_(b)
         self.step += 1
         return stats
+
+    def _loss(self, beta: float):
+        """(loss, stats) of one minibatch drawn with the run's generator."""
+        cfg = self.cfg
+        x0 = self.data.sample(cfg.batch // self.dist.world, self.gen).to(self.device)
+        if self.baseline:
+            return vae_loss(self.model, x0, cfg, beta, self.gen)
+        return sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
+
+    def _probe_step(self) -> None:
+        """A training step's forward and backward passes, leaving the weights, the optimiser and every random
+        state as they were (what ``train.threads`` times)."""
+        gen, cpu = self.gen.get_state(), torch.get_rng_state()
+        try:
+            self._loss(self.cfg.kl_weight)[0].backward()
+        finally:
+            self.opt.zero_grad(set_to_none=True)
+            self.gen.set_state(gen)
+            torch.set_rng_state(cpu)
+
+    def set_threads(self) -> str | None:
+        """The thread count of a run given none (``train.threads``): the one its checkpoint records, else
+        measured on its own steps; one line saying which, or None where the count is the user's or not ours
+        to choose (GPU, several processes, OMP_NUM_THREADS)."""
+        if self.cfg.threads or self.device.type != "cpu" or self.dist.world > 1 or threads_pinned():
+            return None
+        if self.threads_chosen:
+            torch.set_num_threads(self.threads_chosen)
+            return f"threads: {self.threads_chosen} (as the run's checkpoint records; --threads N sets it)"
+        n, line = choose_threads(self._probe_step, self.cfg.steps - self.step)
+        torch.set_num_threads(n)
+        self.threads_chosen = n
+        return line
 
     def sample_grid(self) -> None:
         """Guides from held-out data in the first column, guided samples (EMA weights) to the right."""
@@ -248,6 +281,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "config.json", cfg.to_dict())
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        note = self.set_threads() if self.step < stop else None
+        if main and note:
+            print(note, file=sys.stderr, flush=True)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, desc="train", dynamic_ncols=True)
         t0, window = time.time(), []
         # the bar closes (ending its line) whatever happens: an error then starts a line of its own

@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 
 
-from train.config import PRESETS, Config, apply_overrides, get_config
+from train.config import PRESETS, Config, apply_overrides, field_help, get_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="configuration fields (each overridable as --field-name VALUE; tuples as 1,2,2; shown with the base "
+        "defaults, which a preset changes: --print-config shows one resolved):\n" + field_help())
     ap.add_argument("--config", choices=sorted(PRESETS), help="named configuration (required unless --resume)")
     ap.add_argument("--out", type=Path, help="run directory (default runs/CONFIG-TIMESTAMP)")
     ap.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
@@ -64,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
-    except FrozenDenoiserError as e:
-        ap.error(str(e))
-    except SamiError as e:  # missing or unreadable data: one line, not a traceback
+    except (FrozenDenoiserError, SamiError) as e:  # missing or unreadable data: one line, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     if trainer.dist.main:

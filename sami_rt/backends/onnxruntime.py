@@ -280,8 +280,7 @@ class OrtBackend:
             with self._lock:
                 if self._stream_session is None:
                     n, t = pipeline_threads(), self._threads or default_threads()
-                    so = cpu_session_options(self.ort, min(n, t) if t else n)
-                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                    so = cpu_session_options(self.ort, min(n, t) if t else n)  # spinning off there
                     self._stream_session = self._session(self._graph_path("encoder"), so, PROVIDERS["cpu"], False)
         mu, var = self._stream_session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return mu, var
