@@ -22,6 +22,44 @@ LUMA_TO_GREY = np.clip(np.floor((np.arange(256) - 16) * 255 / 219 + 1e-9), 0, 25
 I420 = int.from_bytes(b"I420", "little")  # OpenCV's CAP_PROP_CODEC_PIXEL_FORMAT for yuv420p
 
 
+# ------------------------------------------------------------------------------------------ container
+def missing_mp4_index(p: Path) -> str | None:
+    """Why an MP4 / MOV file (ISO base media: its first box is 'ftyp') cannot be read at all, or None: its
+    index, the 'moov' box, is absent or cut off. Writers put it at the end unless told otherwise, so a file
+    cut short (a copy or a recording that stopped) loses it, and FFmpeg then finds no frame ("moov atom not
+    found"). Only the top-level boxes' headers are read. None for any other file, or one whose index is
+    whole (a file cut inside its frames is read up to the cut)."""
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            boxes, off, cut = [], 0, None
+            while off + 8 <= size and len(boxes) < 10_000:
+                f.seek(off)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if n == 1 and len(head) == 16:
+                    n = int.from_bytes(head[8:16], "big")
+                elif n == 0:
+                    n = size - off
+                if n < 8:
+                    return None  # not a box structure we understand: OpenCV decides
+                boxes.append(kind)
+                if off + n > size:
+                    cut = kind
+                    break
+                off += n
+    except OSError:
+        return None
+    if not boxes or boxes[0] != b"ftyp":
+        return None
+    if b"moov" in boxes and cut != b"moov":
+        return None
+    where = "the file ends inside it" if cut == b"moov" else "the file ends before it"
+    return (f"looks truncated: it is an MP4/MOV file without its index (the 'moov' box; {where}), so no frame can be "
+            "found; a file cut short loses the index when it is written last (ffmpeg -movflags +faststart puts it "
+            "first, and then the frames before a cut stay readable)")
+
+
 # ------------------------------------------------------------------------------------------ capture
 def open_capture(cv2, p: Path, luma: bool = False, threads: int | None = None):
     """A capture whose decoder uses ``threads`` threads; by default those that the reader and the caller's

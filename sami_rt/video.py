@@ -24,6 +24,9 @@ Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 def _check(p: Path, every, batch) -> None:
     if not p.is_file():
         raise VideoError(f"video {p} does not exist" if not p.exists() else f"{p} is not a file")
+    why = frames.missing_mp4_index(p)
+    if why:  # before OpenCV, which would print FFmpeg's "moov atom not found" and say only that it cannot open it
+        raise VideoError(f"{p} {why}")
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise VideoError(f"every must be a positive frame step, got {every!r}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:

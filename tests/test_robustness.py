@@ -152,6 +152,26 @@ def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path, fresh_s
     np.testing.assert_allclose(cut.mu[:k], full.mu[:k], atol=1e-5)
 
 
+def test_an_mp4_cut_before_its_index_is_called_truncated(rt, tmp_path, fresh_seed, capfd):
+    """OpenCV's MP4 writer puts the index ('moov') last: a copy cut short has none, no frame can be found,
+    and the error says the file looks truncated, before FFmpeg prints its own lines about it."""
+    w = cv2.VideoWriter(str(tmp_path / "full.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 40), isColor=True)
+    assert w.isOpened()
+    rng = np.random.default_rng(fresh_seed)
+    for _ in range(30):
+        w.write(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    w.release()
+    data = (tmp_path / "full.mp4").read_bytes()
+    assert data.rfind(b"moov") > len(data) // 2  # the index sits at the end
+    assert len(rt.encode_video(tmp_path / "full.mp4").frames) == 30
+    capfd.readouterr()
+    for cut in (len(data) // 2, data.rfind(b"moov") + 20):  # before the index, inside it
+        (tmp_path / "cut.mp4").write_bytes(data[:cut])
+        with pytest.raises(VideoError, match=r"cut\.mp4 looks truncated: .*without its index"):
+            rt.encode_video(tmp_path / "cut.mp4")
+    assert "moov atom not found" not in capfd.readouterr().err
+
+
 def _grey_avi(path: Path, fourcc: str, frames: int, seed: int, size=(64, 48)):
     """A grey AVI of smooth random fields: MJPG decodes to full-range yuvj420p, XVID to yuv420p."""
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, size, isColor=False)
