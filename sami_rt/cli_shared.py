@@ -12,7 +12,7 @@ import numpy as np
 
 from sami_rt.backends import DEVICES
 from sami_rt.errors import InputError, SamiError
-from sami_rt.runtime import SAMPLERS
+from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -60,9 +60,12 @@ def sampling_options(fn):
 
 
 def _positive_scale(ctx, param, value):
-    """--scale: refused before any work unless a finite number above 0 (as bundles and Runtime.generate)."""
+    """--scale: refused before any work unless a finite number above 0 and at most MAX_SCALE (as
+    Runtime.generate)."""
     if value is not None and not (np.isfinite(value) and value > 0):
         raise click.ClickException(f"--scale must be a finite number above 0 (1 is the exact model), got {value:g}")
+    if value is not None and value > MAX_SCALE:  # before the model loads
+        raise click.ClickException(f"--{scale_too_large(value)}")
     return value
 
 

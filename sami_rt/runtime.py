@@ -54,6 +54,17 @@ SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde")
 DEFAULT_STEPS = {"ddpm": 100, "ddim": 50, "dpmpp-2m": 20, "dpmpp-2m-sde": 20}  # capped at the model's T
 
 
+# Guidance scales: measured on disks-small (default 3; 16 samples of examples/guide.png, pixels at black or white):
+# 2% at 3, 22% at 10, 89% at 30, 99.9% at 1,000, all of them from 10,000 on (benchmarks/RESULTS.md, issue 33).
+FAR_SCALE = 3.0  # a scale more than this many times the bundle's default gets a note
+MAX_SCALE = 1000.0  # above it a sample is nothing but saturated pixels: refused
+
+
+def scale_too_large(scale) -> str:
+    return (f"scale {scale:g} is above {MAX_SCALE:g}, where samples are nothing but black and white pixels (1 is the "
+            "exact model; `sami-rt info` shows the model's default)")
+
+
 def default_steps(bundle: Bundle, sampler: str) -> int:
     """The steps ``generate`` takes unless told: for ddpm the count the bundle records (``Bundle.default_steps``:
     fewer than 100 measured to match 100, or more where 100 lose what the model is for), else the sampler's
@@ -227,10 +238,16 @@ class Runtime:
             if not is_finite_number(scale) or not 0 < np.float32(scale) < np.inf:
                 raise InputError(f"scale must be a finite number above 0 that float32 holds (at most 3.4e38; 1 is "
                                  f"the exact model), got {_show(scale)}")
+        if scale > MAX_SCALE:
+            raise InputError(scale_too_large(scale))
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
         zz = self._latents(guide, z, n, seed, guide_mean, notes)
+        if zz is not None and scale > FAR_SCALE * b.default_scale:
+            notes.append(f"guidance scale {scale:g} is more than {FAR_SCALE:g}x the model's {b.default_scale:g}: "
+                         "samples break up into saturated speckle (disks-small: 22% of pixels black or white at 10, "
+                         "89% at 30, against 2% at its 3)")
         m = self._mask(mask)
         levels = respace(b.T, int(steps))
         co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep

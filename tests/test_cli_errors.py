@@ -227,6 +227,26 @@ def test_a_scale_that_is_not_positive_is_refused_at_once(workdir, no_model, valu
         assert not (workdir / "samples.png").exists()
 
 
+@pytest.mark.parametrize("value", ["1000.5", "1e6", "1e30"])
+def test_a_scale_beyond_any_use_is_refused_before_the_model_loads(workdir, no_model, value):
+    for cmd in (["generate"], ["interpolate", GUIDE, GUIDE], ["traverse", GUIDE, "--axis", "0"]):
+        r = invoke(*cmd, "--scale", value)
+        one_error_line(r, "is above 1000, where samples are nothing but black and white pixels")
+        assert not (workdir / "samples.png").exists()
+
+
+def test_a_scale_far_above_the_models_gets_a_note(rt, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    s0, z = rt.bundle.default_scale, rng.normal(size=rt.latent_dim)
+    far = float(rng.uniform(3.01 * s0, 1000))
+    assert any(f"guidance scale {far:g} is more than 3x" in n for n in rt.generate(z=z, n=1, steps=2, scale=far).notes)
+    near = float(rng.uniform(0.1, 2.99) * s0)
+    assert not any("more than 3x" in n for n in rt.generate(z=z, n=1, steps=2, scale=near).notes)
+    assert not rt.generate(n=1, steps=2, scale=far).notes  # unguided: the scale does nothing
+    with pytest.raises(InputError, match=r"is above 1000"):
+        rt.generate(z=z, n=1, steps=2, scale=float(rng.uniform(1000.01, 1e30)))
+
+
 def test_runtime_generate_refuses_a_scale_that_is_not_positive(rt, fresh_seed):
     rng = np.random.default_rng(fresh_seed)
     for s in (0, 0.0, -float(rng.uniform(1e-6, 10)), -int(rng.integers(1, 100))):
