@@ -12,9 +12,9 @@ import numpy as np
 
 from sami_rt.backends import DEVICES
 from sami_rt.errors import InputError, SamiError
+from sami_rt.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
 from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 def friendly(fn):

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from sami_rt.errors import InputError, SamiError, VideoError
+from sami_rt.images import IMAGE_EXTS, folder_videos
 
 FORMAT = "sami-rt-corpus/1"  # the format tag every corpus output carries
 INDEX = "index.jsonl"
@@ -63,8 +64,9 @@ def read_list(path: Path) -> list[str]:
 
 def expand_inputs(inputs) -> tuple[list[str], int]:
     """The command's INPUTS as paths, in order: a ``.txt`` file is a list of paths (``read_list``; a list file
-    that does not exist is an InputError), anything else one input. Repeats of one file are taken once; also
-    returns how many were dropped."""
+    that does not exist is an InputError), a folder without images but with videos its videos (sorted by
+    name), anything else one input (a folder of images: one trajectory). Repeats of one file are taken once;
+    also returns how many were dropped."""
     paths, seen, dropped = [], set(), 0
     for arg in inputs:
         p = Path(arg)
@@ -72,6 +74,8 @@ def expand_inputs(inputs) -> tuple[list[str], int]:
             if not p.exists():
                 raise InputError(f"list file {p} does not exist")
             entries = read_list(p)
+        elif p.is_dir() and not any(f.suffix.lower() in IMAGE_EXTS for f in p.iterdir()) and folder_videos(p):
+            entries = [os.path.normpath(str(f)) for f in folder_videos(p)]
         else:
             entries = [os.path.normpath(str(p))]
         for e in entries:

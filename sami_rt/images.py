@@ -16,6 +16,7 @@ from sami_rt.contract import ImageSpec
 MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT: its decoders assert beyond it
 MAX_PIXELS = 100_000_000  # refuse images larger than this before decoding them whole
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")  # what a video path ends in
 IMAGE_WRITE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # write_image: grey and colour
 
 
@@ -236,8 +237,16 @@ def image_files(path: str | os.PathLike) -> list[Path]:
         return [p]
     files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
     if not files:
-        raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)})")
+        videos = folder_videos(p)
+        hint = (f"; it holds {len(videos)} video{'s' if len(videos) > 1 else ''}: encode one with sami-rt encode "
+                f"{videos[0]}, or each with sami-rt encode-corpus {p} -o OUT") if videos else ""
+        raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTS)}){hint}")
     return files
+
+
+def folder_videos(path: str | os.PathLike) -> list[Path]:
+    """A folder's own video files (by extension, VIDEO_EXTS), sorted by name."""
+    return sorted(f for f in Path(path).iterdir() if f.suffix.lower() in VIDEO_EXTS and f.is_file())
 
 
 def load_images(images, spec: ImageSpec, notes: list | None = None) -> np.ndarray:

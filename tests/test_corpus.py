@@ -2,6 +2,7 @@
 for bad inputs, resume, a kill half-way, the process pool against this process, list files, output names."""
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -272,3 +273,24 @@ def test_an_input_that_kills_its_worker_is_a_failed_row(tmp_path, fresh_seed):
     rows = run_corpus(make_items(vids, model=model_id()), tmp_path / "out", workers=2, device="cpu",
                       work=crashing_work)
     assert [(r["status"], r["error"]) for r in rows] == [("failed", DIED), ("ok", None)]
+
+
+def test_a_folder_of_videos_is_its_videos(tmp_path, fresh_seed):
+    """encode-corpus FOLDER on a folder of videos (no images) encodes each video; a folder of images stays one
+    trajectory; `encode FOLDER` on the videos' folder says it holds videos and what to run."""
+    vids = tmp_path / "clips"
+    vids.mkdir()
+    for i, name in enumerate(("b.mp4", "a.avi", "c.mkv")):
+        _video(vids / name, 4 + i, fresh_seed + i, "MJPG" if name != "b.mp4" else "mp4v")
+    (vids / "readme.txt").write_text("not an input")
+    frames = _folder(tmp_path / "frames", 3, fresh_seed)
+    paths, dropped = expand_inputs([str(vids), str(frames), str(vids / "a.avi")])
+    assert paths == [str(vids / n) for n in ("a.avi", "b.mp4", "c.mkv")] + [str(frames)] and dropped == 1
+    r = invoke("encode-corpus", vids, "-o", tmp_path / "codes")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(ln) for ln in (tmp_path / "codes" / INDEX).read_text().splitlines()]
+    assert sorted(Path(row["path"]).name for row in rows) == ["a.avi", "b.mp4", "c.mkv"]
+    assert all(row["status"] == "ok" for row in rows)
+    r = invoke("encode", vids)
+    assert r.exit_code == 1 and "holds 3 videos: encode one with sami-rt encode" in r.output
+    assert f"sami-rt encode-corpus {vids} -o OUT" in r.output
