@@ -14,7 +14,9 @@ from sami_rt.cli_encode import encode
 from sami_rt.cli_info import info
 from sami_rt.cli_serve import serve
 from sami_rt.cli_shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
-                                run_with_progress, sampling_options, write_grid, write_latents, zoom_option)
+                                run_with_progress, sampling_options, sampling_title, write_grid, write_latents,
+                                zoom_option)
+from sami_rt.errors import InputError
 
 GRID_HELP = ("in the format its extension names (.png, .jpg, .bmp, .webp, .tif); the latents go to the same name "
              "with .npz")
@@ -76,14 +78,19 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
         except ValueError:
             raise click.BadParameter(f"expected comma-separated dimensions, got {axes!r}", param_hint="--axes")
     rt = open_runtime(model, device, threads)
-    check_grid_fits(out, rt, n, zoom=zoom, guide=bool(guide))
+    if guide:
+        what = f"{n} samples guided by {guide.name}" + (f" on axes {','.join(map(str, mask))}" if mask else "")
+    else:
+        what = f"{n} unconditional samples"
+    title = sampling_title(rt, what, sampler, steps, scale, guided=bool(guide))
+    check_grid_fits(out, rt, n, zoom=zoom, title=title, lead="guide" if guide else None)
     s = run_with_progress("sampling", rt.generate, guide=str(guide) if guide else None, n=n, steps=steps,
                           sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, guide_mean=guide_mean,
                           batch=batch)
     for note in s.notes:
         click.echo(f"note: {note}", err=True)
     guide_x = rt.load_images(str(guide)) if guide else None
-    write_grid(out, s, guide_x, zoom=zoom)
+    write_grid(out, s, guide_x, zoom=zoom, title=title)
     write_latents(npz, s)
     first = " (the framed first tile: the guide)" if guide else ""
     guided = f" at guidance scale {s.scale:g}" if s.scale is not None else ""
@@ -111,7 +118,7 @@ def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, mod
     image_input(a)
     image_input(b)
     rt = open_runtime(model, device, threads)
-    title = f"A = {a.name}, B = {b.name}: z = (1 - t) mu_A + t mu_B"
+    title = sampling_title(rt, f"A = {a.name}, B = {b.name}, z = (1 - t) mu_A + t mu_B", sampler, steps, scale)
     check_grid_fits(out, rt, n, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
     s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
     write_grid(out, s, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
@@ -151,12 +158,25 @@ def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, sc
     image_input(image)
     rt = open_runtime(model, device, threads)
     unit = rt.traverse_unit(unit)
-    moved = "set to the values below" if unit == "value" else f"offsets from the posterior mean in units of {unit}"
-    title, labels = f"{image.name}: axis {axis}, {moved}", traversal_labels(axis, vals, unit)
-    check_grid_fits(out, rt, len(vals), ncol=len(vals), zoom=zoom, labels=labels, title=title)
-    s = rt.traverse(str(image), axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
+    if not 0 <= axis < rt.latent_dim:  # before the unit's size is looked up
+        raise InputError(f"--axis must be in 0..{rt.latent_dim - 1}, got {axis}")
+    x = rt.load_images(str(image))
+    if unit == "value":
+        moved = "set to the values below"
+    else:
+        _, var = rt.encode(x)
+        size = float(rt.axis_scale(unit, var[:1])[axis])
+        moved = f"moved from the posterior mean by 1 {unit} = {size:.3g}"
+        if unit == "sd" and max(abs(v) for v in vals) <= 3:
+            click.echo(f"note: offsets of at most 3 posterior sds ({3 * size:.3g} on z{axis}) stay inside what "
+                       f"{image.name} itself pins down, so the tiles may look alike; for visible changes give "
+                       "larger --values or --unit value", err=True)
+    title = sampling_title(rt, f"{image.name}, axis z{axis} {moved}", sampler, steps, scale)
+    labels = traversal_labels(axis, vals, unit)
+    check_grid_fits(out, rt, len(vals), ncol=len(vals), zoom=zoom, labels=labels, title=title, lead="image")
+    s = rt.traverse(x, axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
                     batch=batch)
-    write_grid(out, s, ncol=len(vals), zoom=zoom, labels=labels, title=title)
+    write_grid(out, s, x, ncol=len(vals), zoom=zoom, labels=labels, title=title, lead="image")
     write_latents(npz, s, axis=axis, values=np.asarray(vals), unit=unit)
     how = f"set to {values}" if unit == "value" else f"moved by {values} {unit}s"
     click.echo(f"{len(vals)} images (axis {axis} {how}) -> {out}, latents -> {npz}")

@@ -128,36 +128,50 @@ def zoom_option(fn):
                         f"tiles at least {MIN_TILE} px, 3 for 32-px models).")(fn)
 
 
-def _guide_first(n: int, labels, guide: bool):
-    """(tiles, labels) of a grid of n samples, after the guide's tile (captioned "guide") where there is one."""
-    return (n + 1, ["guide"] + list(labels or [""] * n)) if guide else (n, labels)
+def _lead_first(n: int, labels, lead: str | None):
+    """(tiles, labels) of a grid of n samples, after a leading tile captioned ``lead`` where there is one."""
+    return (n + 1, [lead] + list(labels or [""] * n)) if lead else (n, labels)
 
 
-def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title=None, guide=False) -> None:
-    """Before any sampling: the grid ``write_grid`` will draw for n samples of the model (after the guide's
-    tile with ``guide``) fits ``out``'s format (WebP and JPEG limit a side) and a sane size; InputError, one
-    sentence, otherwise."""
+def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title=None, lead: str | None = None) -> None:
+    """Before any sampling: the grid ``write_grid`` will draw for n samples of the model (after a leading tile
+    captioned ``lead``: generate's guide, traverse's image) fits ``out``'s format (WebP and JPEG limit a side)
+    and a sane size; InputError, one sentence, otherwise."""
     from sami_rt.grids import auto_zoom, check_grid, grid_shape
 
     tile = (rt.bundle.image.height, rt.bundle.image.width)
-    tiles, labels = _guide_first(n, labels, guide)
+    tiles, labels = _lead_first(n, labels, lead)
     try:
-        check_grid(out, grid_shape(tiles, tile, ncol, zoom or auto_zoom(*tile), labels, title))
+        check_grid(out, grid_shape(tiles, tile, ncol, zoom or auto_zoom(*tile), labels, title, lead=bool(lead)))
     except ValueError as e:
         raise InputError(f"-o {out}: {e}") from None
 
 
-def write_grid(path: Path, samples, guide_x=None, ncol=8, zoom=None, labels=None, title=None):
-    """The samples as a grid (``sami_rt.grids.labelled_grid``), after the guide's tile (framed, captioned
-    "guide") where there is one; ``zoom`` None: ``grids.auto_zoom``."""
+def write_grid(path: Path, samples, lead_x=None, ncol=8, zoom=None, labels=None, title=None, lead: str = "guide"):
+    """The samples as a grid (``sami_rt.grids.labelled_grid``) under ``title``; with ``lead_x`` (an image in model
+    space, [1, C, H, W]) a leading tile in a column of its own, framed and captioned ``lead``; ``zoom`` None:
+    ``grids.auto_zoom``."""
     from sami_rt.grids import auto_zoom, labelled_grid
     from sami_rt.images import from_model, write_image
 
     imgs, marked = samples.images, ()
-    _, labels = _guide_first(len(imgs), labels, guide_x is not None)
-    if guide_x is not None:
-        imgs, marked = np.concatenate([from_model(guide_x), imgs]), (0,)
-    write_image(path, labelled_grid(imgs, ncol, zoom or auto_zoom(*imgs.shape[1:3]), labels, marked, title))
+    _, labels = _lead_first(len(imgs), labels, lead if lead_x is not None else None)
+    if lead_x is not None:
+        imgs, marked = np.concatenate([from_model(lead_x), imgs]), (0,)
+    write_image(path, labelled_grid(imgs, ncol, zoom or auto_zoom(*imgs.shape[1:3]), labels, marked, title,
+                                    lead=lead_x is not None))
+
+
+def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = True) -> str:
+    """A grid's title: the model, what the tiles are, and how they were sampled (the sampler, its steps and the
+    guidance scale as they will run: the bundle's defaults where none was given)."""
+    from sami_rt.runtime import default_steps
+
+    steps = default_steps(rt.bundle, sampler) if steps is None else steps
+    how = f"{sampler} {steps} steps"
+    if guided:
+        how += f", scale {rt.bundle.default_scale if scale is None else scale:g}"
+    return f"{rt.bundle.root.name}: {what}; {how}"
 
 
 def write_latents(npz: Path, s, **extra) -> None:

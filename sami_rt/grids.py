@@ -30,7 +30,9 @@ def auto_zoom(h: int, w: int) -> int:
 @dataclass(frozen=True)
 class Layout:
     """Where things go: ``n`` tiles of ``tile`` (h, w) pixels in ``ncol`` columns and as many rows as they
-    fill, each with a caption strip ``caption_h`` high under it, below a title ``title_h`` high."""
+    fill, each with a caption strip ``caption_h`` high under it, below a title ``title_h`` high. With
+    ``lead``, tile 0 (generate's guide, traverse's image) stands alone in a column of its own on the left
+    of the first row, and the other tiles fill ``ncol`` columns beside it: 16 samples fill two rows of 8."""
 
     n: int
     ncol: int
@@ -38,27 +40,32 @@ class Layout:
     caption_h: int = 0
     title_h: int = 0
     pad: int = PAD
+    lead: bool = False
 
     @property
     def nrow(self) -> int:
-        return -(-self.n // self.ncol)
+        return max(1, -(-(self.n - self.lead) // self.ncol))
 
     @property
     def shape(self) -> tuple[int, int]:
         h, w = self.tile
         return (self.title_h + self.nrow * (h + self.caption_h + self.pad) + self.pad,
-                self.ncol * (w + self.pad) + self.pad)
+                (self.ncol + self.lead) * (w + self.pad) + self.pad)
 
     def box(self, i: int) -> tuple[int, int]:
         """(top, left) of tile i."""
-        r, c = divmod(i, self.ncol)
+        r, c = (0, 0) if self.lead and i == 0 else divmod(i - self.lead, self.ncol)
+        c += self.lead and i > 0
         h, w = self.tile
         return self.title_h + self.pad + r * (h + self.caption_h + self.pad), self.pad + c * (w + self.pad)
 
 
-def layout(n: int, tile: tuple[int, int], ncol: int = 8, caption_h: int = 0, title_h: int = 0) -> Layout:
-    """The layout of n tiles in at most ncol columns (fewer when n is smaller)."""
-    return Layout(n, max(1, min(int(ncol), n)), (int(tile[0]), int(tile[1])), caption_h, title_h)
+def layout(n: int, tile: tuple[int, int], ncol: int = 8, caption_h: int = 0, title_h: int = 0,
+           lead: bool = False) -> Layout:
+    """The layout of n tiles in at most ncol columns (fewer when n is smaller), the first in a column of its
+    own with ``lead``."""
+    rest = n - bool(lead)
+    return Layout(n, max(1, min(int(ncol), rest)), (int(tile[0]), int(tile[1])), caption_h, title_h, lead=bool(lead))
 
 
 def zoom_tiles(images: np.ndarray, zoom: int) -> np.ndarray:
@@ -87,7 +94,7 @@ class _Plan:
     lay: Layout
 
 
-def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title) -> _Plan:
+def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title, lead: bool = False) -> _Plan:
     """The caption scale, the captions and title lines as drawn, and the layout of n zoomed tiles."""
     h, w = tile
     labels = [str(s) for s in labels] if labels is not None else []
@@ -95,18 +102,18 @@ def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title) -> _Plan
         raise ValueError(f"{len(labels)} labels for {n} tiles")
     scale, labels = _fit(cv2, labels, w - 4) if any(labels) else (0.0, [])
     caption_h = _line_height(cv2, scale) + 2 if labels else 0
-    width = layout(n, (h, w), ncol).shape[1]
+    width = layout(n, (h, w), ncol, lead=lead).shape[1]
     lines = _wrap(cv2, title, width - 2 * PAD) if title else []
     title_h = len(lines) * _line_height(cv2, TITLE_SCALE) + (PAD if lines else 0)
-    return _Plan(scale, labels, lines, layout(n, (h, w), ncol, caption_h, title_h))
+    return _Plan(scale, labels, lines, layout(n, (h, w), ncol, caption_h, title_h, lead))
 
 
 def grid_shape(n: int, tile: tuple[int, int], ncol: int = 8, zoom: int = 1, labels=None,
-               title: str | None = None) -> tuple[int, int]:
+               title: str | None = None, lead: bool = False) -> tuple[int, int]:
     """(height, width) of the picture ``labelled_grid`` draws for n tiles of ``tile`` pixels, without drawing."""
     from sami_rt.images import load_cv2
 
-    return _plan(load_cv2(), n, (tile[0] * int(zoom), tile[1] * int(zoom)), ncol, labels, title).lay.shape
+    return _plan(load_cv2(), n, (tile[0] * int(zoom), tile[1] * int(zoom)), ncol, labels, title, lead).lay.shape
 
 
 def check_grid(path, shape: tuple[int, int]) -> None:
@@ -125,16 +132,17 @@ def check_grid(path, shape: tuple[int, int]) -> None:
 
 
 def labelled_grid(images: np.ndarray, ncol: int = 8, zoom: int = 1, labels=None, marked=(),
-                  title: str | None = None) -> np.ndarray:
+                  title: str | None = None, lead: bool = False) -> np.ndarray:
     """uint8 [N, H, W, C] -> one uint8 RGB picture [rows, cols, 3]: the tiles zoomed, ``labels`` (one per
     tile; "" for none) under them, ``title`` above (wrapped to the grid's width), the tiles whose indices
-    are in ``marked`` framed in MARK. Without labels there is no caption strip, without a title no title."""
+    are in ``marked`` framed in MARK, with ``lead`` tile 0 in a column of its own (``Layout``). Without
+    labels there is no caption strip, without a title no title."""
     from sami_rt.images import load_cv2
 
     cv2 = load_cv2()
     tiles = rgb(zoom_tiles(np.asarray(images, dtype=np.uint8), int(zoom)))
     n, h, w, _ = tiles.shape
-    plan = _plan(cv2, n, (h, w), ncol, labels, title)
+    plan = _plan(cv2, n, (h, w), ncol, labels, title, lead)
     scale, labels, lay = plan.scale, plan.labels, plan.lay
     caption_h = lay.caption_h
     out = np.empty((*lay.shape, 3), dtype=np.uint8)

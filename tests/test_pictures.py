@@ -144,19 +144,57 @@ def test_generate_grid_frames_the_guide_at_the_given_zoom(tmp_path, monkeypatch,
     guide = from_model(Runtime(device="cpu").load_images(str(GUIDE)))[0]
     tiles = [guide] + list(from_model(x))
     H, W = guide.shape[0] * zoom, guide.shape[1] * zoom
-    cols = min(8, n + 1)
-    rows = -(-(n + 1) // cols)
+    cols = min(8, n) + 1  # the guide in a column of its own, the samples in rows of 8 beside it
+    rows = -(-n // 8)
     assert g.shape[1] == cols * (W + PAD) + PAD
-    caption_h = (g.shape[0] - PAD) // rows - H - PAD
-    assert caption_h > 0 and g.shape[0] == rows * (H + caption_h + PAD) + PAD  # no filler row
-    lay = layout(n + 1, (H, W), 8, caption_h)
+    t0 = zoomed(guide, zoom)
+    top = next(y for y in range(PAD, g.shape[0] - H) if np.array_equal(g[y : y + H, PAD : PAD + W], t0))
+    title_h = top - PAD
+    assert title_h > 0 and not is_background(g[PAD:top - FRAME])  # the title: model, sampler, steps, scale
+    caption_h = (g.shape[0] - title_h - PAD) // rows - H - PAD
+    assert caption_h > 0 and g.shape[0] == title_h + rows * (H + caption_h + PAD) + PAD  # no filler row
+    lay = layout(n + 1, (H, W), 8, caption_h, title_h, lead=True)
     for i, t in enumerate(tiles):
+        top_i, left = lay.box(i)
+        np.testing.assert_array_equal(g[top_i : top_i + H, left : left + W], zoomed(t, zoom))
+    assert np.all(g[top - FRAME, PAD - FRAME : PAD + W + FRAME] == MARK)
+    assert np.all(g[top : top + H, PAD - FRAME] == MARK) and np.all(g[top + H, PAD : PAD + W] == MARK)
+    assert not is_background(g[top + H + FRAME : top + H + caption_h, PAD : PAD + W])  # "guide"
+    assert is_background(g[top + H + FRAME : top + H + caption_h, PAD + W + PAD :])  # the samples: no caption
+    assert is_background(g[top + H + caption_h :, : PAD + W + PAD])  # nothing under the guide
+
+
+def test_titles_name_the_model_and_how_it_sampled(fresh_seed):
+    from sami_rt.cli_shared import sampling_title
+    from sami_rt.runtime import Runtime
+
+    rng = np.random.default_rng(fresh_seed)
+    rt = Runtime(device="cpu")
+    assert sampling_title(rt, "what", "ddpm", None, None) == "disks-small: what; ddpm 10 steps, scale 3"
+    steps, scale = int(rng.integers(1, 400)), float(np.round(rng.uniform(0.5, 9), 2))
+    assert sampling_title(rt, "w", "ddim", steps, scale) == f"disks-small: w; ddim {steps} steps, scale {scale:g}"
+    assert sampling_title(rt, "w", "dpmpp-2m", None, None, guided=False) == "disks-small: w; dpmpp-2m 20 steps"
+
+
+def test_a_leading_tile_stands_in_its_own_column(fresh_seed):
+    """generate -n 16 with a guide: two full rows of 8 samples beside the guide, not a 17th tile alone."""
+    rng = np.random.default_rng(fresh_seed)
+    lay = layout(17, (32, 32), 8, lead=True)
+    assert (lay.nrow, lay.ncol) == (2, 8) and lay.box(0) == (PAD, PAD)
+    assert [lay.box(i)[1] for i in (1, 8, 9, 16)] == [PAD + 38, PAD + 8 * 38, PAD + 38, PAD + 8 * 38]
+    n, ncol = int(rng.integers(1, 30)), int(rng.integers(1, 10))
+    lay = layout(n + 1, (5, 7), ncol, lead=True)
+    boxes = {lay.box(i) for i in range(n + 1)}
+    assert len(boxes) == n + 1 and lay.nrow == -(-n // min(ncol, n))
+    assert all(left > PAD for top, left in (lay.box(i) for i in range(1, n + 1)))  # column 0 is the lead's alone
+    imgs = random_tiles(rng, n=n + 1)
+    g = labelled_grid(imgs, ncol, 1, marked=(0,), lead=True)
+    h, w = imgs.shape[1:3]
+    lay = layout(n + 1, (h, w), ncol, lead=True)
+    assert g.shape[:2] == lay.shape
+    for i in range(n + 1):
         top, left = lay.box(i)
-        np.testing.assert_array_equal(g[top : top + H, left : left + W], zoomed(t, zoom))
-    assert np.all(g[PAD - FRAME, PAD - FRAME : PAD + W + FRAME] == MARK)
-    assert np.all(g[PAD : PAD + H, PAD - FRAME] == MARK) and np.all(g[PAD + H, PAD : PAD + W] == MARK)
-    assert not is_background(g[PAD + H + FRAME : PAD + H + caption_h, PAD : PAD + W])  # "guide"
-    assert is_background(g[PAD + H + FRAME : PAD + H + caption_h, PAD + W + PAD :])  # the samples: no caption
+        np.testing.assert_array_equal(g[top : top + h, left : left + w], zoomed(imgs[i], 1))
 
 
 @pytest.mark.parametrize("command", ["interpolate", "traverse"])
@@ -174,15 +212,22 @@ def test_interpolate_and_traverse_caption_every_tile_under_a_title(command, tmp_
     g = read_rgb(tmp_path / "p.png")
     x = np.load(tmp_path / "p.npz")["x"]
     H, W = x.shape[2] * 3, x.shape[3] * 3  # the default zoom for the 32-px model
-    assert grids.auto_zoom(*x.shape[2:]) == 3 and g.shape[1] == n * (W + PAD) + PAD
+    lead = command == "traverse"  # traverse shows the image first, in a column of its own
+    assert grids.auto_zoom(*x.shape[2:]) == 3 and g.shape[1] == (n + lead) * (W + PAD) + PAD
     title_and_caption = g.shape[0] - (H + 2 * PAD)
     assert title_and_caption > 0
-    t0 = zoomed(from_model(x)[0], 3)  # the tiles' top: below the title, where tile 0's pixels are
-    tops = [y for y in range(PAD, title_and_caption + PAD + 1) if np.array_equal(g[y : y + H, PAD : PAD + W], t0)]
+    first = zoomed(from_model(x)[0], 3)  # the samples' top: below the title, where sample 0's pixels are
+    left0 = PAD + lead * (W + PAD)
+    tops = [y for y in range(PAD, title_and_caption + PAD + 1) if np.array_equal(g[y : y + H, left0 : left0 + W], first)]
     assert len(tops) == 1
     top = tops[0]
     assert not is_background(g[PAD : top - PAD])  # the title
-    for i in range(n):
+    if lead:
+        from sami_rt.runtime import Runtime
+
+        image = zoomed(from_model(Runtime(device="cpu").load_images(str(GUIDE)))[0], 3)
+        np.testing.assert_array_equal(g[top : top + H, PAD : PAD + W], image)
+    for i in range(n + lead):
         left = PAD + i * (W + PAD)
         assert not is_background(g[top + H + FRAME :, left : left + W]), i  # every tile's caption
 
