@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import time
@@ -12,7 +13,7 @@ import click
 from sami_rt.backends import DEVICES
 from sami_rt.cli_shared import friendly
 from sami_rt.errors import BackendError
-from sami_rt.ray_util import connect
+from sami_rt.ray_util import connect, quiet_ray_core
 
 GPU_DEVICES = ("cuda", "tensorrt")
 
@@ -88,39 +89,40 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
     from sami_rt.serve import APP_NAME, build_app, model_argument, start
 
     model_argument(model)  # a model that does not exist: one line before Ray starts
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    ray, started = connect(address, "sami-rt serve", serve=True)
-    deployed = False
-    try:
-        # stopped by a service manager: the clean-up of Ctrl-C (set after ray.init, which installs its own)
-        signal.signal(signal.SIGTERM, _interrupt)
-        have = ray.cluster_resources()  # what the replicas reserve must exist, or Ray Serve waits forever
-        if device in GPU_DEVICES and have.get("GPU", 0) < replicas:
-            raise BackendError(f"--device {device} needs one GPU per replica: {replicas} wanted, the Ray "
-                               f"cluster has {have.get('GPU', 0):g}")
-        if started and have.get("CPU", 0) < replicas * threads:  # a cluster may add nodes; this instance won't
-            raise BackendError(f"{replicas} replica(s) of {threads} thread(s) need {replicas * threads} CPUs; this "
-                               f"machine's Ray instance has {have.get('CPU', 0):g} (use fewer --replicas or --threads)")
-        app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n,
-                        int(max_body_mb * 2**20))
-        deployed = True
+    with quiet_ray_core():  # Ray's own C++ log lines (a Serve controller killed at shutdown, ...) are not the user's
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        ray, started = connect(address, "sami-rt serve", serve=True)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "Started Serve ..." lines: ours says it
+        deployed = False
         try:
-            url = start(app, host, port)
-        except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
-            raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
-        click.echo(f"serving {model or 'disks-small'} on {url} ({replicas} replica(s), {threads} thread(s) each, "
-                   f"batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
-        _wait()
-    except KeyboardInterrupt:
-        click.echo("stopping", err=True)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        try:
-            if started:  # our own Ray instance: Serve and Ray go with it
-                ray.serve.shutdown()
-                ray.shutdown()
-            elif deployed:  # a shared cluster: only this application goes; Serve and the cluster stay
-                ray.serve.delete(APP_NAME)
+            # stopped by a service manager: the clean-up of Ctrl-C (set after ray.init, which installs its own)
+            signal.signal(signal.SIGTERM, _interrupt)
+            have = ray.cluster_resources()  # what the replicas reserve must exist, or Ray Serve waits forever
+            if device in GPU_DEVICES and have.get("GPU", 0) < replicas:
+                raise BackendError(f"--device {device} needs one GPU per replica: {replicas} wanted, the Ray "
+                                   f"cluster has {have.get('GPU', 0):g}")
+            if started and have.get("CPU", 0) < replicas * threads:  # a cluster may add nodes; this instance won't
+                raise BackendError(f"{replicas} replica(s) of {threads} thread(s) need {replicas * threads} CPUs; this "
+                                   f"machine's Ray instance has {have.get('CPU', 0):g} (use fewer --replicas or --threads)")
+            app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n,
+                            int(max_body_mb * 2**20))
+            deployed = True
+            try:
+                url = start(app, host, port)
+            except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
+                raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
+            click.echo(f"serving {model or 'disks-small'} on {url} ({replicas} replica(s), {threads} thread(s) each, "
+                       f"batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
+            _wait()
+        except KeyboardInterrupt:
+            click.echo("stopping", err=True)
         finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            try:
+                if started:  # our own Ray instance: Serve goes with it (serve.shutdown first would kill its
+                    ray.shutdown()  # controller mid-way and make Ray print a "graceful_shutdown failed" line)
+                elif deployed:  # a shared cluster: only this application goes; Serve and the cluster stay
+                    ray.serve.delete(APP_NAME)
+            finally:
+                for s, h in handlers.items():
+                    signal.signal(s, h)

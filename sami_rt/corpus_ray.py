@@ -66,9 +66,14 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
     None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
     makes the row of an item whose work raised or whose actor died. ``device`` auto is the CPU here (the same
     bytes on every node); cuda and tensorrt reserve one GPU per actor (default ``workers``: the GPUs)."""
-    from sami_rt.ray_util import connect
+    from sami_rt.ray_util import connect, quiet_ray_core
 
-    ray, started = connect(address, "--ray")
+    with quiet_ray_core():
+        _run_ray(connect(address, "--ray"), todo, out_dir, workers, model, device, work, finish, failed)
+
+
+def _run_ray(connected, todo, out_dir, workers, model, device, work, finish, failed) -> None:
+    ray, started = connected
     try:
         from ray.data import ActorPoolStrategy, DataContext
 

@@ -3,8 +3,12 @@ and the one connection rule."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import threading
 
 from sami_rt.errors import BackendError, InputError
 
@@ -63,3 +67,46 @@ def connect(address: str | None, what: str, serve: bool = False, **init_kw):
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BackendError(f"{what}: cannot start or reach Ray at {where} ({text})") from None
     return ray, where == "local"
+
+
+# A line of Ray's own C++ logging, as its core worker writes it to this process's stderr (glog's layout with a
+# timestamp, or a process tag such as "(raylet)", either maybe in colour), e.g. every Ray Data run's
+#   [2026-12-04 02:52:35,571 E 15317 15317] core_worker.cc:2465: Actor with class name: 'MapWorker(...)' ...
+#   (raylet) Task ServeController.graceful_shutdown failed. There are infinite retries remaining, ...
+RAY_CORE_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?(\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWE] \d+ \d+\] \S+:\d+: "
+                           r"|\((raylet|gcs_server|pid=\d+[^)]*)\)(\x1b\[[0-9;]*m)? )")
+
+
+@contextlib.contextmanager
+def quiet_ray_core():
+    """While the block runs, this process's stderr (file descriptor 2, which Ray's C++ core writes to, and
+    every child started meanwhile, Ray's local processes included) goes through a thread that drops the lines
+    of Ray's own logging (``RAY_CORE_LINE``) and passes everything else on unchanged. Ray's notices there are
+    about its own machinery; what goes wrong for the user reaches them as Ray's exceptions, which the commands
+    turn into one line. Fatal lines ('F') pass."""
+    try:
+        saved = os.dup(2)
+        r, w = os.pipe()
+    except OSError:  # no stderr to filter
+        yield
+        return
+    sys.stderr.flush()
+    os.dup2(w, 2)
+    os.close(w)
+
+    def pump():
+        with os.fdopen(r, "rb") as src:
+            for line in src:
+                if not RAY_CORE_LINE.match(line.decode("utf-8", "replace")):
+                    os.write(saved, line)
+
+    t = threading.Thread(target=pump, name="ray-stderr-filter", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # our write end of the pipe closes; Ray's processes, if any still run, hold theirs
+        t.join(timeout=5)
+        if not t.is_alive():
+            os.close(saved)

@@ -75,3 +75,31 @@ def test_ray_gives_the_local_bytes_and_rows_and_isolates_a_crashing_input(local_
     assert r.exit_code == 0, r.stderr
     assert "4 inputs: 0 encoded (0 frames" in r.stderr and "4 skipped (complete)" in r.stderr
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+def test_ray_core_lines_are_kept_off_the_terminal_and_nothing_else_is(tmp_path, fresh_seed):
+    """sami_rt.ray_util.quiet_ray_core, in a process of its own: the lines Ray's C++ core and its processes write
+    to file descriptor 2 (the two the commands printed: a Ray Data notice and a Serve shutdown line) are
+    dropped; the process's own lines, a child's, a fatal line and Ray's lines outside the block pass."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    mine = f"a line of ours {np.random.default_rng(fresh_seed).integers(10**9)}"
+    core = "[2026-12-04 02:52:35,571 E 15317 15317] core_worker.cc:2465: Actor with class name: 'MapWorker' ..."
+    fatal = "[2026-12-04 02:52:35,571 F 1 1] fatal.cc:1: Ray fatal line"
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        "from sami_rt.ray_util import quiet_ray_core\n"
+        "with quiet_ray_core():\n"
+        f"    os.write(2, {core!r}.encode() + b'\\n')\n"
+        f"    print({mine!r}, file=sys.stderr, flush=True)\n"
+        "    os.write(2, b'\\x1b[33m(raylet)\\x1b[0m Task ServeController.graceful_shutdown failed. Retried\\n')\n"
+        "    subprocess.run([sys.executable, '-c', 'import sys; sys.stderr.write(\"child line\\\\n\")'], check=True)\n"
+        f"    os.write(2, {fatal!r}.encode() + b'\\n')\n"
+        f"os.write(2, b'after: ' + {core!r}.encode() + b'\\n')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [mine, "child line", fatal, "after: " + core], out.stderr

@@ -419,6 +419,6 @@ def test_serve_command_fails_in_one_line_and_cleans_up_only_what_it_started(case
                  "bad address": "cannot start or reach Ray at 10.9.9.9:6379"}[case]
         assert r.stderr.startswith("Error: ") and words in r.stderr, r.stderr
     deployed = case in ("served", "replica fails")
-    want = [] if case == "bad address" else (["serve.shutdown", "ray.shutdown"] if started else
+    want = [] if case == "bad address" else (["ray.shutdown"] if started else
                                              (["serve.delete sami-rt"] if deployed else []))
     assert fake.calls == want
