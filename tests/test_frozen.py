@@ -190,3 +190,55 @@ def test_a_model_on_a_diffusers_denoiser_exports_and_runs(tmp_path):
     assert rt.bundle.T == 60
     s = rt.generate(z=np.zeros(3), n=2, steps=3)
     assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
+
+
+def test_your_own_diffusers_ddpm_trains_exports_and_serves_in_three_commands(tmp_path, fresh_seed):
+    """README, "Your own denoiser": a DDPMPipeline folder and a folder of images; train/run.py with the
+    folder-frozen preset and export/run.py as the README gives them (subprocesses; the test adds only a short
+    --steps and --no-eval), then what `sami-rt serve --model BUNDLE` deploys answers a guided request (the
+    replica class itself, without Ray)."""
+    import base64
+    import io
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("onnxscript")
+    from sami_rt import serve_api
+    from sami_rt.batching import generate_batch
+    from sami_rt.serve import SamiRT
+
+    root = Path(__file__).resolve().parent.parent
+    rng = np.random.default_rng(fresh_seed)
+    torch.manual_seed(fresh_seed % 2**31)
+    unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=50)).save_pretrained(
+        str(tmp_path / "my-ddpm"))
+    (tmp_path / "my-images").mkdir()
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / "my-images" / f"{i}.png"), rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    run = [sys.executable, str(root / "train" / "run.py"), "--config", "folder-frozen", "--denoiser",
+           str(tmp_path / "my-ddpm"), "--data-path", str(tmp_path / "my-images"), "--out", str(tmp_path / "runs" / "mine")]
+    out = subprocess.run(run + ["--steps", "3", "--no-eval"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "diffusers UNet2DModel, eps); schedule linear, T=50 and image 3x16x16" in out.stderr
+    assert "accelerate" not in out.stderr and "Traceback" not in out.stderr
+    export = [sys.executable, str(root / "export" / "run.py"), str(tmp_path / "runs" / "mine"), "-o",
+              str(tmp_path / "my-model"), "--sampling-steps", "50"]
+    out = subprocess.run(export, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    replica = SamiRT.func_or_class(model=str(tmp_path / "my-model"), device="cpu", threads=1)
+    assert replica.rt.bundle.T == 50 and replica.rt.bundle.manifest.sampling_steps == 50
+    png = cv2.imencode(".png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))[1].tobytes()
+    body = json.dumps({"guide": base64.b64encode(png).decode(), "n": 2, "seed": 3, "format": "npz"}).encode()
+    # what the replica does with a POST /generate body (its @serve.batch step needs a running Serve)
+    args, fmt, guide_x, _ = serve_api.generate_args(serve_api.parse_body(body, serve_api.GENERATE_FIELDS, "generate"),
+                                                    replica.rt)
+    [samples] = generate_batch(replica.rt, [args], return_errors=True)
+    reply = serve_api.generate_reply(samples, fmt, guide_x)
+    with np.load(io.BytesIO(reply.body)) as z:
+        assert z["x"].shape == (2, 3, 16, 16) and np.all(np.isfinite(z["x"])) and int(z["steps"]) == 50
