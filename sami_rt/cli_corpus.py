@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
-from sami_rt.cli_shared import friendly
+from sami_rt.cli_shared import friendly, ticking
 from sami_rt.errors import InputError
 
 
@@ -105,10 +105,12 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, mod
 
     def progress(k, n, row):
         click.echo(item_line(k, n, row), err=True)
+        tick.touch()
 
     t0 = time.perf_counter()
     try:
-        rows = run_corpus(items, out_dir, workers, model, device, progress, ray=ray, address=address)
+        with ticking("encoding" + (" (Ray starting, then the first input)" if ray else "")) as tick:
+            rows = run_corpus(items, out_dir, workers, model, device, progress, ray=ray, address=address)
     except KeyboardInterrupt:
         click.echo(f"interrupted; the index of what was done -> {out_dir / INDEX}", err=True)
         sys.exit(130)

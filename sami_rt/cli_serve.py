@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
-from sami_rt.cli_shared import friendly
+from sami_rt.cli_shared import friendly, ticking
 from sami_rt.errors import BackendError
 from sami_rt.ray_util import connect, quiet_ray_core
 
@@ -91,7 +91,9 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
     model_argument(model)  # a model that does not exist: one line before Ray starts
     with quiet_ray_core():  # Ray's own C++ log lines (a Serve controller killed at shutdown, ...) are not the user's
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        ray, started = connect(address, "sami-rt serve", serve=True)
+        click.echo(f"starting Ray and {replicas} replica(s)", err=True)
+        with ticking("starting"):
+            ray, started = connect(address, "sami-rt serve", serve=True)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "Started Serve ..." lines: ours says it
         deployed = False
         try:
@@ -108,7 +110,8 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
                             int(max_body_mb * 2**20))
             deployed = True
             try:
-                url = start(app, host, port)
+                with ticking("starting the replicas"):
+                    url = start(app, host, port)
             except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
                 raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
             click.echo(f"serving {model or 'disks-small'} on {url} ({replicas} replica(s), {threads} thread(s) each, "

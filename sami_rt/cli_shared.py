@@ -3,8 +3,11 @@ before any work, opening the runtime, progress bars, image grids and their laten
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -106,6 +109,38 @@ def open_runtime(model, device, threads):
     for note in rt.backend.notes:
         click.echo(f"note: {note}", err=True)
     return rt
+
+
+class _Ticker:
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        """Something else was printed: the next tick waits a full interval from now."""
+        self.last = time.monotonic()
+
+
+@contextlib.contextmanager
+def ticking(label: str, every: float = 10.0):
+    """While the block runs, a line on stderr saying how long ``label`` has taken whenever nothing was printed
+    for ``every`` seconds (the yielded object's ``touch()`` says something was), so that no wait, such as Ray
+    and Serve starting, is silent for longer."""
+    stop, t0, ticker = threading.Event(), time.monotonic(), _Ticker()
+
+    def tick():
+        while not stop.wait(min(1.0, every / 4)):
+            now = time.monotonic()
+            if now - ticker.last >= every:
+                click.echo(f"{label}: {now - t0:.0f} s so far", err=True)
+                ticker.touch()
+
+    t = threading.Thread(target=tick, name="ticker", daemon=True)
+    t.start()
+    try:
+        yield ticker
+    finally:
+        stop.set()
+        t.join()
 
 
 def run_with_progress(label, fn, **kw):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sami_rt.schedule import make_abar
 from train.config import Config
 from train.data import BatchSource, eval_set
+from train.eval_protocol import Stages
 from train.io import CHECKPOINT, atomic_path, checkpoint_path, load_checkpoint, write_json  # noqa: F401 (re-exported)
 from train.nets import SAMI
 from train.baselines import vae_beta, vae_loss
@@ -302,7 +303,12 @@ class Trainer:
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < stop:
                     self.checkpoint()
                 if main and cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.sample_grid()
+                    ticker = Stages(log=tqdm.write)  # a line every 10 s while the grid samples (the bar stands)
+                    ticker.begin(f"sample grid at step {self.step}")
+                    try:
+                        self.sample_grid()
+                    finally:
+                        ticker.close()
         self.checkpoint()
         if self.step < cfg.steps:
             return
