@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import ROOT, cli_env
 
@@ -54,3 +55,28 @@ def test_a_folder_is_counted_and_an_unreadable_image_stops_training_in_one_line(
     lines = r.stderr.splitlines()
     assert f"data: {n} images found under {d}" in lines
     assert lines[-1].startswith("error: cannot read image: ") and "is a truncated PNG" in lines[-1]
+
+
+def test_help_lists_every_option_the_readme_uses(capsys):
+    """Each --option the README writes after train/run.py, train/evaluate.py or export/run.py (its command
+    lines, continuation lines joined, and its prose) appears in that script's --help."""
+    import re
+
+    from export.run import main as export_main
+    from train.evaluate import main as evaluate_main
+    from train.run import main as run_main
+
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    helps = {}
+    for script, fn in (("train/run.py", run_main), ("train/evaluate.py", evaluate_main), ("export/run.py", export_main)):
+        with pytest.raises(SystemExit):
+            fn(["--help"])
+        helps[script] = capsys.readouterr().out
+    used = {s: set() for s in helps}
+    for script in helps:
+        for m in re.finditer(re.escape(script) + r"([^`|#\n]*)", readme):
+            used[script] |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", m.group(1)))
+    assert all(used.values()), used  # the README uses each script with options
+    for script, opts in used.items():
+        missing = sorted(o for o in opts if not re.search(re.escape(o) + r"(?![a-z0-9-])", helps[script]))
+        assert not missing, (script, missing)
