@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -323,3 +324,28 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     from sami_rt.io import atomic_write_bytes
 
     atomic_write_bytes(Path(root) / MANIFEST, manifest.dumps().encode())
+
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "disks-small"
+
+
+def shipped_models() -> dict[str, Path]:
+    """The bundles inside the package, by name (their directory names)."""
+    if not MODELS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "manifest.json").is_file()}
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A bundle directory, or the name of a bundle shipped in the package (an existing path wins)."""
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model)
+    if path.exists():
+        return path
+    shipped = shipped_models()
+    if len(path.parts) == 1 and path.name in shipped:
+        return shipped[path.name]
+    raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
+                      f"(shipped: {', '.join(shipped) or 'none'})")

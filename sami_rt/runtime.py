@@ -5,44 +5,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from sami_rt.backends import open_backend
-from sami_rt.bundle import Bundle, is_finite_number, read_bundle
+from sami_rt.bundle import (  # noqa: F401  (the model names are re-exported: sami_rt.runtime.resolve_model)
+    DEFAULT_MODEL, MODELS_DIR, Bundle, is_finite_number, read_bundle, resolve_model, shipped_models)
 from sami_rt.errors import InputError
 from sami_rt.images import load_images
 from sami_rt.sampler import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.schedule import dpmpp_2m_coefficients, respace, step_coefficients
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "disks-small"
-
-
-def shipped_models() -> dict[str, Path]:
-    """The bundles inside the package, by name (their directory names)."""
-    if not MODELS_DIR.is_dir():
-        return {}
-    return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "manifest.json").is_file()}
-
-
-def resolve_model(model: str | os.PathLike | None) -> Path:
-    """A bundle directory, or the name of a bundle shipped in the package (an existing path wins)."""
-    from sami_rt.bundle import BundleError
-
-    if model is None:
-        return DEFAULT_MODEL
-    path = Path(model)
-    if path.exists():
-        return path
-    shipped = shipped_models()
-    if len(path.parts) == 1 and path.name in shipped:
-        return shipped[path.name]
-    raise BundleError(f"model bundle {model} is not a directory, nor the name of a model shipped in the package "
-                      f"(shipped: {', '.join(shipped) or 'none'})")
-
 
 def _show(value, width: int = 60) -> str:
     """``repr(value)``, cut to ``width`` characters (a request may hold a 400-digit integer)."""

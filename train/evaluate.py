@@ -34,7 +34,8 @@ import torch
 from train.data import DISK_FACTORS, eval_set
 from train.eval_protocol import PROTOCOLS, QUICK, Stages, protocol_of
 from train.io import atomic_path, write_json, write_text
-from train.metrics import all_metrics, disentanglement_metrics
+from train.codes import CodesError, metrics_on_codes
+from train.metrics import all_metrics
 from train.nets import encode  # noqa: F401  (re-exported for benchmarks)
 from train.sampling import sample
 
@@ -298,6 +299,11 @@ def summarise(res: dict) -> dict:
         lab = res["labels"]
         if "probe_accuracy" in lab:
             s["probe_accuracy"] = round(lab["probe_accuracy"], 3)
+        if "probe_baselines" in lab:  # the same probe on raw pixels and on PCA of the code's size
+            b = lab["probe_baselines"]
+            s["probe_pixels"], s[f"probe_pca_{b['dim']}"] = round(b["pixels"], 3), round(b["pca"], 3)
+            s["probe_top_k"] = {f"k={k}": [round(c, 3), round(p, 3)]  # [code axes, principal components]
+                                for k, c, p in zip(b["top_k"]["k"], b["top_k"]["code"], b["top_k"]["pca"])}
         s.update(tad=round(lab["tad"], 3), captured=lab["captured"],
                  participation_ratio=round(float(np.mean(lab["participation_ratio"])), 2))
         if "global_axes" in lab:
@@ -321,49 +327,6 @@ def summarise(res: dict) -> dict:
             s.update(cond_variability_ratio_scale_1=round(g["exact"]["cond_variability_ratio"], 3),
                      mse_cond_scale_1=round(g["exact"]["cond_mse_to_guide"], 4))
     return s
-
-
-class CodesError(ValueError):
-    """A --metrics file that cannot be scored, in one sentence."""
-
-
-def load_codes(path: Path) -> dict:
-    """A --metrics file: an .npz (numpy.savez) with ``codes_train [N, D]``, ``factors_train [N, K]`` (integer
-    classes; a non-integer column is binned into 20 equal-width classes), ``codes_test [M, D]``,
-    ``factors_test [M, K]`` and optionally ``attributes [M, A]`` (0/1, for the test codes: adds TAD)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CodesError(f"{path}: not a readable .npz file ({e})") from None
-    need = ("codes_train", "factors_train", "codes_test", "factors_test")
-    missing = [k for k in need if k not in arrays]
-    if missing:
-        raise CodesError(f"{path}: missing array(s) {', '.join(missing)}; expected {', '.join(need)} (+ attributes)")
-    for k in (*need, "attributes"):
-        if k in arrays:
-            a = arrays[k]
-            if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
-                raise CodesError(f"{path}: {k} must be a 2-d array of finite numbers, got shape {a.shape} {a.dtype}")
-    for split in ("train", "test"):
-        if len(arrays[f"codes_{split}"]) < 2:
-            raise CodesError(f"{path}: codes_{split} needs at least 2 rows")
-        if len(arrays[f"codes_{split}"]) != len(arrays[f"factors_{split}"]):
-            raise CodesError(f"{path}: codes_{split} and factors_{split} have different numbers of rows")
-    if arrays["codes_train"].shape[1] != arrays["codes_test"].shape[1] or \
-            arrays["factors_train"].shape[1] != arrays["factors_test"].shape[1]:
-        raise CodesError(f"{path}: the train and test arrays have different widths")
-    if "attributes" in arrays:
-        att = arrays["attributes"]
-        if len(att) != len(arrays["codes_test"]) or not np.isin(att, (0, 1)).all():
-            raise CodesError(f"{path}: attributes must be 0/1 with one row per test code")
-    return arrays
-
-
-def metrics_on_codes(path: Path, seed: int = 0) -> dict:
-    a = load_codes(path)
-    return disentanglement_metrics(a["codes_train"], a["factors_train"], a["codes_test"], a["factors_test"],
-                                   a.get("attributes"), seed=seed)
 
 
 def main(argv=None) -> int:
