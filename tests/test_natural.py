@@ -137,11 +137,39 @@ def test_labelled_analyses_write_every_figure(tmp_path, fresh_seed):
     res = labelled_analyses(model, cfg, abar, tmp_path, n_fit=300, n_test=200, steps=2, seed=fresh_seed,
                             progress=lambda s: None)
     for f in ("probes.png", "variance_spectra.png", "variance_spectra.csv", "traversal.png", "global_axes.png",
-              "global_axes.csv"):
+              "global_axes.csv", "probe_baselines.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     assert len(res["participation_ratio"]) == 10 and all(1 - 1e-9 <= p <= np.sqrt(6) + 1e-9
                                                           for p in res["participation_ratio"])
     assert 0 <= res["probe_accuracy"] <= 1 and sorted(res["global_axes"]["ranking"]) == list(range(6))
+    b = res["probe_baselines"]
+    assert b["dim"] == 6 and b["top_k"]["k"] == [1, 2, 3, 4, 6] and sorted(b["top_k"]["axis_order"]) == list(range(6))
+    assert b["pixels"] > 0.6 and b["pca"] > 0.4, b  # chance 0.1: 300 real images carry their classes
+    assert b["top_k"]["pca"][-1] == b["pca"]
+
+
+def test_probe_baselines_against_a_code_that_is_pca(fresh_seed):
+    """A code that is the pixels' PCA itself, its axes ordered by decreasing variance (smallest 'posterior
+    variance' first), scores exactly PCA's top-k curve; a code of pure noise scores near chance."""
+    from sklearn.decomposition import PCA
+
+    from train.natural import probe_baselines
+
+    rng = np.random.default_rng(fresh_seed)
+    means = rng.normal(size=(4, 64)) * 2
+    y_fit, y_test = rng.integers(0, 4, 400), rng.integers(0, 4, 300)
+    x_fit = (means[y_fit] + rng.normal(size=(400, 64))).reshape(400, 1, 8, 8)
+    x_test = (means[y_test] + rng.normal(size=(300, 64))).reshape(300, 1, 8, 8)
+    pca = PCA(n_components=5, random_state=0).fit(x_fit.reshape(400, -1))
+    mu_fit, mu = pca.transform(x_fit.reshape(400, -1)), pca.transform(x_test.reshape(300, -1))
+    perm = rng.permutation(5)  # the code's axes shuffled; their variances say the order back
+    var = np.tile(np.argsort(perm) + 1.0, (300, 1))
+    b = probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit[:, perm], mu[:, perm], var, seed=0)
+    assert b["top_k"]["k"] == [1, 2, 3, 4, 5] and b["top_k"]["code"] == b["top_k"]["pca"]
+    assert b["pixels"] > 0.9 and b["pca"] > 0.9, b  # well-separated classes
+    noise = probe_baselines(x_fit, y_fit, x_test, y_test, rng.normal(size=(400, 5)), rng.normal(size=(300, 5)),
+                            rng.uniform(size=(300, 5)), seed=0)
+    assert noise["top_k"]["code"][-1] < 0.45 < noise["pca"], noise
 
 
 def test_missing_fashion_mnist_is_one_line_saying_how_to_get_it(tmp_path):

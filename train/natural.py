@@ -114,6 +114,50 @@ def probe_figure(res: dict, names, D: int, path: Path) -> None:
     _save(fig, path)
 
 
+TOP_K = (1, 2, 3, 4, 8)  # the axes counts of the top-k curve (and the code's whole size)
+
+
+def probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit, mu, var, seed: int = 0) -> dict:
+    """The simple baselines beside the code's linear probe, by the same probe (``linear_probe``, same fit and
+    test images): raw pixels, and PCA of the pixels with the code's dimension (fitted on the fit images); and
+    the top-k curve (the paper's Fig. 3H claim that a few axes suffice): the probe on the code's k axes of
+    smallest mean posterior variance on the test images (the most certain first) against the first k
+    principal components."""
+    from sklearn.decomposition import PCA
+
+    p_fit = np.asarray(x_fit, np.float64).reshape(len(x_fit), -1)
+    p_test = np.asarray(x_test, np.float64).reshape(len(x_test), -1)
+    D = mu.shape[1]
+    pca = PCA(n_components=D, random_state=seed).fit(p_fit)
+    c_fit, c_test = pca.transform(p_fit), pca.transform(p_test)
+    order = np.argsort(np.asarray(var).mean(0))
+    ks = sorted({k for k in TOP_K if k < D} | {D})
+    mu_fit, mu = np.asarray(mu_fit), np.asarray(mu)
+    return {"pixels": linear_probe(p_fit, y_fit, p_test, y_test, seed)["accuracy"],
+            "pca": linear_probe(c_fit, y_fit, c_test, y_test, seed)["accuracy"], "dim": D,
+            "top_k": {"k": ks, "axis_order": order.tolist(),
+                      "code": [linear_probe(mu_fit[:, order[:k]], y_fit, mu[:, order[:k]], y_test, seed)["accuracy"]
+                               for k in ks],
+                      "pca": [linear_probe(c_fit[:, :k], y_fit, c_test[:, :k], y_test, seed)["accuracy"] for k in ks]}}
+
+
+def probe_baselines_figure(code: float, base: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    t = base["top_k"]
+    ax.plot(t["k"], t["code"], "o-", color="tab:blue", label="the code's k most certain axes")
+    ax.plot(t["k"], t["pca"], "s--", color="tab:orange", label="the first k principal components of the pixels")
+    ax.axhline(base["pixels"], color="k", ls=":", lw=1, label=f"raw pixels ({base['pixels']:.3f})")
+    ax.set_xlabel("axes (k)")
+    ax.set_ylabel("linear probe class accuracy (test)")
+    ax.set_xticks(t["k"])
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"probe on the {base['dim']}-d code {code:.3f}, PCA-{base['dim']} {base['pca']:.3f}, "
+                 f"pixels {base['pixels']:.3f}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def variance_spectra(var: np.ndarray, out_dir: Path, n_images: int = 8) -> dict:
     """Each image's posterior variances in ascending order (Fig. 3C), and the mean spectrum."""
     spec = np.sort(var, axis=1)
@@ -237,6 +281,9 @@ def labelled_analyses(model, cfg, abar, out_dir: Path, n_fit: int = 5000, n_test
     res: dict = {"attributes": names, "code_spread": spread.tolist()}
     if y_fit is not None:
         res["probe_accuracy"] = linear_probe(mu_fit, y_fit, mu, y, seed)["accuracy"]
+        progress("labelled analyses: the same probe on raw pixels and on PCA of the code's size")
+        res["probe_baselines"] = probe_baselines(x_fit, y_fit, x, y, mu_fit, mu, var, seed)
+        probe_baselines_figure(res["probe_accuracy"], res["probe_baselines"], out_dir / "probe_baselines.png")
     probes = attribute_probes(mu_fit, a_fit, mu, a_test, seed)
     res["balanced_accuracy"] = probes["balanced_accuracy"]
     res["participation_ratio"] = probes["participation_ratio"]
