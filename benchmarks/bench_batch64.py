@@ -27,7 +27,7 @@ import numpy as np
 
 
 def inputs(b, B: int, seed: int = 0):
-    from sami_rt.contract import GRAPHS
+    from sami_rt.contract.format import GRAPHS
 
     g = GRAPHS["guided_eps"].example_inputs(np.random.default_rng(seed + B), B, b.manifest.dims, b.T)
     return (g["x_t"], g["t"], g["z"], g["mask"], g["scale"])
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import torch
 
-    from sami_rt.bundle import read_bundle
+    from sami_rt.contract.bundle import read_bundle
     from sami_rt.runtime import DEFAULT_MODEL
 
     b = read_bundle(args.model or DEFAULT_MODEL)

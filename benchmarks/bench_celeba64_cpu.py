@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
     from sami_reference.baseline import TorchBaseline
     from sami_rt.backends.onnxruntime import OrtBackend
-    from sami_rt.bundle import read_bundle
+    from sami_rt.contract.bundle import read_bundle
 
     b = read_bundle(str(bundle_dir))
     flops = b.manifest.flops["guided_eps"]

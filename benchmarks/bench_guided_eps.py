@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from export.core import load_model
-    from sami_rt.bundle import read_bundle
+    from sami_rt.contract.bundle import read_bundle
     from train.objective import guided_eps
 
     b = read_bundle(args.bundle)

@@ -48,11 +48,11 @@ def main(argv=None) -> int:
     import cv2
     import onnxruntime
 
-    from sami_rt.bench import timed_generate
-    from sami_rt.disks import write_disk_video
-    from sami_rt.frames import decode_alone
+    from sami_rt.cli.benchmark import timed_generate
+    from sami_rt.media.disks import write_disk_video
+    from sami_rt.video.frames import decode_alone
     from sami_rt.runtime import Runtime
-    from sami_rt.sampler import has_extension
+    from sami_rt.sampling.loop import has_extension
 
     rt = Runtime(args.model, device="cpu")
     guide = str(ROOT / "examples" / "guide.png")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         enc = time.perf_counter() - t0
         res.update(video_frames=n, decode_fps=n / decode, encode_fps=len(v.frames) / enc,
                    encode_vs_decode=(len(v.frames) / enc) / (n / decode))
-        cli = [sys.executable, "-m", "sami_rt.cli"]
+        cli = [sys.executable, "-m", "sami_rt.cli.main"]
         model = ["--model", args.model] if args.model else []
         res["generate_cli_peak_mb"], res["generate_cli_s"] = peak_rss_mb(
             [*cli, "generate", "--guide", guide, "-n", "16", "--steps", str(args.steps), "-o", str(d / "g.png"), *model], d)

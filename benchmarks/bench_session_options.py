@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from sami_rt.backends.onnxruntime import cpu_session_options
-    from sami_rt.bundle import read_bundle
+    from sami_rt.contract.bundle import read_bundle
     from sami_rt.runtime import DEFAULT_MODEL
 
     b = read_bundle(args.model or DEFAULT_MODEL)

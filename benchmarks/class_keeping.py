@@ -30,7 +30,7 @@ def load(src: Path):
     """(model, cfg, abar as numpy, step) from a bundle directory or a run directory."""
     if (src / "manifest.json").is_file():
         from sami_reference import load_reference
-        from sami_rt.bundle import read_bundle
+        from sami_rt.contract.bundle import read_bundle
         from train.config import Config
 
         model, abar = load_reference(read_bundle(src))

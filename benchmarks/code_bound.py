@@ -28,7 +28,7 @@ def load(path: Path):
 
     if (path / "manifest.json").is_file():
         from sami_reference import load_reference
-        from sami_rt.bundle import read_bundle
+        from sami_rt.contract.bundle import read_bundle
 
         b = read_bundle(path)
         model, _ = load_reference(b)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.images import load_cv2
+from sami_rt.media.images import load_cv2
 
 
 def make_inputs(root: Path, seed: int, n: int = 20) -> list[Path]:
@@ -52,7 +52,7 @@ def make_inputs(root: Path, seed: int, n: int = 20) -> list[Path]:
 
 
 def command(inputs, out: Path, workers: int, ray: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "sami_rt.cli", "encode-corpus", *map(str, inputs), "-o", str(out),
+    cmd = [sys.executable, "-m", "sami_rt.cli.main", "encode-corpus", *map(str, inputs), "-o", str(out),
            "--device", "cpu", "--workers", str(workers)]
     return cmd + (["--ray"] if ray else [])
 

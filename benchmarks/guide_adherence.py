@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     from sami_rt.runtime import Runtime
-    from sami_rt.disks import disk_centres
+    from sami_rt.media.disks import disk_centres
 
     rt = Runtime(args.model, device="cpu")
     print(f"model {rt.bundle.root}, its guidance scale {rt.bundle.default_scale:g}")

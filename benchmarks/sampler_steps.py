@@ -4,7 +4,7 @@ samples and speed at 5-100 steps, against the DDPM 100 default, on fresh guides.
     python -m benchmarks.sampler_steps [--model M] [--guides 32] [--per-guide 4] [--seed 0]
         [--out benchmarks/sampler_steps] [--time-repeats 3] [--cli-repeats 3]
 
-Guides: ``--guides`` disks drawn as the model's training data draws them (``sami_rt.disks.render_disks``, the
+Guides: ``--guides`` disks drawn as the model's training data draws them (``sami_rt.media.disks.render_disks``, the
 size, radius, foreground and background range of the bundle's training configuration; centre uniform with the
 whole disk inside the image, background uniform in its range), rendered to uint8 pixels like
 ``examples/make_examples.py``. Their factors come from numpy's PCG64 seeded with [19, seed], a generator that
@@ -15,7 +15,7 @@ setting starts from the same noise and the same posterior draws of z.
 
 Settings: each sampler in ``sami_rt.runtime.SAMPLERS`` at 5, 10, 15, 20, 25, 50 and 100 steps, the bundle's
 guidance scale, and a control: DDPM 100 again with other seeds (guide k: seed + 50,000), which shows how far
-two draws of the reference differ. Per sample, with ``sami_rt.disks.disk_centres`` and the median-pixel
+two draws of the reference differ. Per sample, with ``sami_rt.media.disks.disk_centres`` and the median-pixel
 background as ``benchmarks/guide_adherence.py`` measures them:
 
 - distance (px) of the disk centre from the guide's true centre: median and mean over all samples (a sample
@@ -93,7 +93,7 @@ def draw_factors(rng: np.random.Generator, n: int, d: dict) -> np.ndarray:
 
 
 def coverage(images_u8: np.ndarray, foreground: float) -> np.ndarray:
-    """Disk coverage summed per image, as ``sami_rt.disks.disk_centres`` weighs its centroid."""
+    """Disk coverage summed per image, as ``sami_rt.media.disks.disk_centres`` weighs its centroid."""
     v = np.asarray(images_u8)[..., 0].astype(np.float64) / 255.0
     bg = np.median(v.reshape(len(v), -1), axis=1)[:, None, None]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -109,7 +109,7 @@ def variability(x: np.ndarray) -> float:
 
 def measure(samples, truth: np.ndarray, d: dict, area: float) -> dict:
     """Per-sample figures of one guide's samples (``Samples``) against its factors (x, y, background)."""
-    from sami_rt.disks import disk_centres, render_disks
+    from sami_rt.media.disks import disk_centres, render_disks
     from train.factor_figures import find_disks
 
     x = samples.x
@@ -208,7 +208,7 @@ def cli_command() -> list[str]:
     if exe is None:
         cand = Path(sys.executable).with_name("sami-rt")
         exe = str(cand) if cand.exists() else None
-    return [exe] if exe else [sys.executable, "-c", "from sami_rt.cli import main; main()"]
+    return [exe] if exe else [sys.executable, "-c", "from sami_rt.cli.main import main; main()"]
 
 
 def time_cli(model, guide_png: Path, keys, repeats: int, seed: int) -> dict:
@@ -253,8 +253,8 @@ def main(argv=None) -> int:
     if 100 not in steps_list:
         ap.error("--steps must include 100 (the DDPM 100 reference)")
 
-    from sami_rt.disks import render_disks, to_pixels
-    from sami_rt.io import atomic_path
+    from sami_rt.media.disks import render_disks, to_pixels
+    from sami_rt.media.files import atomic_path
     from sami_rt.runtime import SAMPLERS, Runtime
 
     t_start = time.perf_counter()

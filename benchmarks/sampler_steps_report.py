@@ -93,7 +93,7 @@ def plot(summary: dict, timing: dict, samplers, steps_list, path: Path, meta: di
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from sami_rt.io import atomic_path
+    from sami_rt.media.files import atomic_path
 
     panels = (("median_px", "median distance from the guide's disk (px)"), ("within_2px", "fraction within 2 px"),
               ("bg_error", "mean background error"),

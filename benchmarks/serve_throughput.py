@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     from sami_rt.runtime import Runtime, default_steps
-    from sami_rt.serve import build_app, start
+    from sami_rt.scale.serve import build_app, start
 
     print(f"start {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load {load()}, seed {seed}", flush=True)
     rt = Runtime(device="cpu", threads=1)  # what the replica opens

@@ -8,7 +8,7 @@ beta-VAE baseline's latent space.
 Transformations (each on a 28x28 item placed on the 32x32 black canvas the models see, bilinear resampling):
 translation along a line (6 px over the clip, in a random direction), zoom (0.75x to 1.25x), rotation (-40 to
 40 degrees) and a cross-fade between two items. Items come from the end of the Fashion-MNIST test split.
-Per trajectory: the mean curvature (degrees between successive steps; sami_rt.trajectory.angles) and Niu et al.'s
+Per trajectory: the mean curvature (degrees between successive steps; sami_rt.video.trajectory.angles) and Niu et al.'s
 cosine straightness (the mean cosine between successive steps); SAMI's trajectory is the posterior means of the
 frames (sami_rt runtime, exact pixels), the baseline's its encoder means. Writes OUT/straightening.json, one
 .mp4 per transformation (for ``sami-rt encode``) and OUT/straightening.png (a filmstrip of each).
@@ -56,7 +56,7 @@ def clip(kind: str, a: np.ndarray, b: np.ndarray, frames: int, rng: np.random.Ge
 
 
 def trajectory_stats(points: np.ndarray) -> tuple[float, float]:
-    from sami_rt.trajectory import angles, straightness
+    from sami_rt.video.trajectory import angles, straightness
 
     ang = angles(points)
     return float(np.nanmean(ang)), float(straightness(ang))
@@ -65,7 +65,7 @@ def trajectory_stats(points: np.ndarray) -> tuple[float, float]:
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> None:
     import cv2
 
-    from sami_rt.io import atomic_path
+    from sami_rt.media.files import atomic_path
 
     h, w_ = frames.shape[1:3]
     with atomic_path(path, suffix=".mp4") as tmp:  # OpenCV picks the container by the name's extension
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                           "cosine_straightness": float(np.mean([s for _, s in v])), "clips": len(v)}
                       for k, v in acc.items() if v}
         print(kind, json.dumps(rows[kind]), flush=True)
-    from sami_rt.io import atomic_path
+    from sami_rt.media.files import atomic_path
 
     res = {"model": str(rt.bundle.root), "baseline": str(args.baseline) if args.baseline else None,
            "frames": args.frames, "items": args.items, "seed": args.seed, "rows": rows}

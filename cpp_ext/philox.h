@@ -1,10 +1,10 @@
 // Philox4x32-10 counter-based generator (Salmon et al., SC'11) and the project's Gaussian noise.
 //
-//   float n = sami::normal_at(seed, sample_index, step, element);
+//   float out[4]; sami::normal_block(seed, sample_index, step, element / 4, out);  // out[element % 4]
 //
 // Element j of sample `index` at sampler step `step` uses counter (j / 4, step, index, 0) and key
 // (seed mod 2^32, seed div 2^32); the block's four words become four normals by Box-Muller in double,
-// rounded to float. sami_rt/rng.py is the numpy twin; the two must agree bit for bit.
+// rounded to float. sami_rt/sampling/rng.py is the numpy twin; the two must agree bit for bit.
 #pragma once
 
 #include <array>

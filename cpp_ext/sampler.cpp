@@ -1,4 +1,4 @@
-// sami_rt._sampler: the sampling loop of sami-rt in C++ (DDPM / DDIM, DPM-Solver++(2M) and its SDE form).
+// sami_rt.sampling._sampler: the sampling loop of sami-rt in C++ (DDPM / DDIM, DPM-Solver++(2M) and its SDE form).
 //
 //   from sami_rt import _sampler
 //   steps_done = _sampler.sample_loop(backend, x, c_x, c_eps, sigma, seeds, indices, progress, cancel,
@@ -13,7 +13,7 @@
 // step whose two are zero adds nothing), noise from Philox keyed by (the row's seed, sample index, step)
 // (`seeds`: uint64, one per row, or one for every row), with the GIL
 // released for its own arithmetic. `progress(done, total)` is called after each step; `cancel()` returning
-// true stops the loop before the next step. sami_rt/sampler.py holds the numpy twin of this loop.
+// true stops the loop before the next step. sami_rt/sampling/loop.py holds the numpy twin of this loop.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -153,7 +153,7 @@ PYBIND11_MODULE(_sampler, m) {
   // under the same name), so callers catch it by type, not by matching its text.
   py::register_exception<NonFinite>(m, "SamplingError",
                                    py::module_::import("sami_rt.errors").attr("SamplingError").ptr());
-  m.attr("__version__") = "3";  // 3: seeds per row (sami_rt/sampler.py's LOOP_VERSION)
+  m.attr("__version__") = "3";  // 3: seeds per row (sami_rt/sampling/loop.py's LOOP_VERSION)
   m.def("sample_loop", &sample_loop, py::arg("backend"), py::arg("x").noconvert(), py::arg("c_x"), py::arg("c_eps"),
         py::arg("sigma"), py::arg("seeds"), py::arg("indices"), py::arg("progress") = py::none(),
         py::arg("cancel") = py::none(), py::arg("c_x_prev") = py::none(), py::arg("c_eps_prev") = py::none(),
@@ -162,5 +162,5 @@ PYBIND11_MODULE(_sampler, m) {
         "(None: zeros) weigh the previous step's x and eps_hat; returns the number of steps done (fewer when "
         "cancel() returned True).");
   m.def("normals", &normals, py::arg("seed"), py::arg("index"), py::arg("step"), py::arg("n"),
-        "n standard normals of one sample at one step (the twin of sami_rt.rng.normals).");
+        "n standard normals of one sample at one step (the twin of sami_rt.sampling.rng.normals).");
 }

@@ -30,8 +30,8 @@ def disk_definition(bundle: Path) -> dict:
 
 def render(cx: float, cy: float, background: float, d: dict) -> np.ndarray:
     """One disk as uint8 [size, size] (pixels 0..255), drawn as the training data draws it
-    (``sami_rt.disks.render_disks``)."""
-    from sami_rt.disks import render_disks, to_pixels
+    (``sami_rt.media.disks.render_disks``)."""
+    from sami_rt.media.disks import render_disks, to_pixels
 
     return to_pixels(render_disks([(cx, cy, background)], d["size"], d["radius"], d["foreground"])[0])
 

@@ -24,7 +24,7 @@ def annotate(root: Path, log=print, sampling_steps: int | None = None) -> bool:
     """Add the variance range (and ``sampling_steps`` where given) to the bundle at ``root``; False (and a line
     saying why) where its data cannot be read here. Raises SamiError for a bundle that does not load."""
     from export.core import check_sampling_steps, variance_range
-    from sami_rt.bundle import read_bundle, write_manifest
+    from sami_rt.contract.bundle import read_bundle, write_manifest
     from sami_rt.errors import ExportError
     from sami_rt.runtime import Runtime
     from train.config import Config

@@ -2,7 +2,7 @@
 
 - ``wrap_denoiser``: the external graph inside the bundle's ``denoiser`` contract, ``(x_t [B,C,H,W], t [B]
   int64) -> eps``, with the conversion of train/frozen.py (eps, v, or EDM's D(x, sigma)) as graph nodes
-  built from the same definition (``sami_rt.schedule.eps_from_prediction``, ``ve_image``, ``ve_sigma``)
+  built from the same definition (``sami_rt.sampling.schedule.eps_from_prediction``, ``ve_image``, ``ve_sigma``)
   and ``abar`` as a table inside the graph;
 - ``compose_guided_eps``: that denoiser and the exported ``guidance`` graph fused into the ``guided_eps``
   contract, ``eps_hat = eps - scale * sqrt(1 - abar_t) * g``, so a sampling step stays one call.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.schedule import eps_from_prediction, ve_image, ve_sigma
+from sami_rt.sampling.schedule import eps_from_prediction, ve_image, ve_sigma
 
 def _onnx():
     import onnx
@@ -36,7 +36,7 @@ def _io(helper, onnx, name, elem, dims):
 
 class _Graph:
     """Arithmetic on the tensors of a graph being built: ``g(name)`` is a tensor, and ``+ - * /`` on tensors
-    append the ONNX nodes that compute them (to ``nodes``), so that ``sami_rt.schedule``'s conversions, written
+    append the ONNX nodes that compute them (to ``nodes``), so that ``sami_rt.sampling.schedule``'s conversions, written
     for arrays, become graph nodes; ``g.name(tensor, name)`` gives a result its contract name."""
 
     def __init__(self, helper, nodes: list, prefix: str):

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
-from sami_rt.bundle import read_bundle, sha256_file, write_manifest
-from sami_rt.contract import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest, VarianceRange
+from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
+from sami_rt.contract.format import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest, VarianceRange
 from sami_rt.errors import ExportError  # re-exported: callers import it from here
 from train.config import Config
 from train.nets import SAMI

@@ -14,9 +14,9 @@ class TensorRTUnavailable(RuntimeError):
 
 
 def check_available() -> tuple[str, str]:
-    """(TensorRT version, GPU name), or raise TensorRTUnavailable. The name is ``sami_rt.gpu.gpu_name``'s,
+    """(TensorRT version, GPU name), or raise TensorRTUnavailable. The name is ``sami_rt.backends.gpu.gpu_name``'s,
     the one the runtime compares a bundle's engines with."""
-    from sami_rt.gpu import gpu_name
+    from sami_rt.backends.gpu import gpu_name
 
     gpu = gpu_name()
     if gpu is None:
@@ -34,8 +34,8 @@ def build_engine(onnx_path: Path, plan_path: Path, inputs: list[dict], batch=(1,
     """Build and write a serialized engine; returns the manifest entry (file, versions, profile, sha256)."""
     import tensorrt as trt
 
-    from sami_rt.bundle import sha256_file
-    from sami_rt.io import atomic_write_bytes
+    from sami_rt.contract.bundle import sha256_file
+    from sami_rt.media.files import atomic_write_bytes
 
     version, gpu = check_available()
     logger = trt.Logger(trt.Logger.WARNING)

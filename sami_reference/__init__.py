@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sami_rt.bundle import Bundle, BundleError
+from sami_rt.contract.bundle import Bundle, BundleError
 
 REFERENCE_FILE = "reference.npz"
 
 
 def save_reference(model, path) -> None:
     """Write a SAMI model's weights as an npz of float32 arrays named like its state dict (no pickle)."""
-    from sami_rt.io import atomic_path
+    from sami_rt.media.files import atomic_path
 
     arrays = {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
               for k, v in model.state_dict().items()}

@@ -1,6 +1,6 @@
 """The PyTorch eager baseline of ``python -m sami_reference.bench``: a bundle's model rebuilt in PyTorch and
 called the way a research script calls it (denoiser forward plus ``torch.autograd.grad`` guidance), on numpy
-arrays, with the interface ``sami_rt.bench.run_bench`` times a baseline through."""
+arrays, with the interface ``sami_rt.cli.benchmark.run_bench`` times a baseline through."""
 
 from __future__ import annotations
 

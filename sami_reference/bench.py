@@ -1,5 +1,5 @@
 """``python -m sami_reference.bench``: ``sami-rt bench`` with the PyTorch eager baseline beside the runtime,
-in one process. The same options, figures and report as ``sami-rt bench`` (``sami_rt.cli_bench``), plus the
+in one process. The same options, figures and report as ``sami-rt bench`` (``sami_rt.cli.bench``), plus the
 same calls on the bundle's model rebuilt in PyTorch (``baseline.TorchBaseline``: denoiser forward plus
 ``torch.autograd.grad`` guidance, the way a research script does it), interleaved with the runtime's so that
 machine noise hits both alike, and the ratios: the speed-up columns, the sample's time and the inference-
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import click
 
-from sami_rt.cli_bench import bench_options, run_bench_command
-from sami_rt.cli_shared import friendly
+from sami_rt.cli.bench import bench_options, run_bench_command
+from sami_rt.cli.shared import friendly
 
 
 def load_baseline(rt, threads: int = 0):

@@ -11,7 +11,7 @@ from sami_rt._version import __version__
 __all__ = ["Runtime", "__version__"]
 
 
-def __getattr__(name):  # lazy: ``import sami_rt.schedule`` must not pull in onnxruntime or OpenCV
+def __getattr__(name):  # lazy: ``import sami_rt.sampling.schedule`` must not pull in onnxruntime or OpenCV
     if name == "Runtime":
         from sami_rt.runtime import Runtime
 

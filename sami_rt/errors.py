@@ -31,7 +31,7 @@ class BackendError(SamiError, RuntimeError):
 
 class SamplingError(SamiError, RuntimeError):
     """A sampling step produced NaN or infinity. The C++ loop raises it itself (a registered exception:
-    ``sami_rt._sampler`` binds its C++ error to this class when the module loads)."""
+    ``sami_rt.sampling._sampler`` binds its C++ error to this class when the module loads)."""
 
 
 class DataError(SamiError, ValueError):

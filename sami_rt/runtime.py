@@ -10,12 +10,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sami_rt.backends import open_backend
-from sami_rt.bundle import (  # noqa: F401  (the model names are re-exported: sami_rt.runtime.resolve_model)
+from sami_rt.contract.bundle import (  # noqa: F401  (the model names are re-exported: sami_rt.runtime.resolve_model)
     DEFAULT_MODEL, MODELS_DIR, Bundle, is_finite_number, read_bundle, resolve_model, shipped_models)
 from sami_rt.errors import InputError
-from sami_rt.images import load_images
-from sami_rt.sampler import SamplingError, initial_noise, model_step, run_loop
-from sami_rt.schedule import dpmpp_2m_coefficients, respace, step_coefficients
+from sami_rt.media.images import load_images
+from sami_rt.sampling.loop import SamplingError, initial_noise, model_step, run_loop
+from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
 
 def _show(value, width: int = 60) -> str:
     """``repr(value)``, cut to ``width`` characters (a request may hold a 400-digit integer)."""
@@ -62,7 +62,7 @@ class Samples:
 
     @property
     def images(self) -> np.ndarray:
-        from sami_rt.images import from_model
+        from sami_rt.media.images import from_model
 
         return from_model(self.x)
 
@@ -124,7 +124,7 @@ class Runtime:
     # ----------------------------------------------------------------------------------------- inputs
     def load_images(self, images, notes: list | None = None) -> np.ndarray:
         """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> model
-        input, through the bundle's preprocessing (``sami_rt.images.load_images``)."""
+        input, through the bundle's preprocessing (``sami_rt.media.images.load_images``)."""
         return load_images(images, self.bundle.image, notes)
 
     # ----------------------------------------------------------------------------------------- encode
@@ -191,7 +191,7 @@ class Runtime:
                       guide_mean: bool = False) -> GeneratePlan:
         """``generate``'s arguments checked (InputError, one sentence) and made ready to sample: the latents
         (the guide encoded, its posterior sample drawn), the mask and the sampler's coefficients. ``generate``
-        is ``plan_generate`` then ``sample_rows``; ``sami_rt.batching`` samples many plans' rows together."""
+        is ``plan_generate`` then ``sample_rows``; ``sami_rt.scale.batching`` samples many plans' rows together."""
         b = self.bundle
         if sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
@@ -371,12 +371,12 @@ class Runtime:
 
     def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, allow_luma: bool = True):
         """Per-frame posterior means and variances of a video and the curvature of its latent and pixel
-        trajectories (``sami_rt.video.encode_video``). ``allow_luma``: a one-channel model may read a
+        trajectories (``sami_rt.video.encode.encode_video``). ``allow_luma``: a one-channel model may read a
         yuv420p video's frames as the decoder's luma plane, checked on the first frame against the BGR
         route (identical where the colours are neutral, within a few grey levels elsewhere; faster, since
         the conversion of every frame to BGR is skipped); False decodes every frame to BGR and converts it
         as an image is converted."""
-        from sami_rt.video import encode_video
+        from sami_rt.video.encode import encode_video
 
         be = self.backend
         return encode_video(be.stream_encode, self.bundle.image, path, every, batch, progress,

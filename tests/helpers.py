@@ -53,6 +53,6 @@ def cli_env() -> dict:
 
 
 def run_cli(*args, cwd):
-    """``python -m sami_rt.cli ARGS`` in ``cwd``."""
-    return subprocess.run([sys.executable, "-m", "sami_rt.cli", *args], capture_output=True, text=True, cwd=cwd,
+    """``python -m sami_rt.cli.main ARGS`` in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "sami_rt.cli.main", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=300, env=cli_env())

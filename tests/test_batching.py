@@ -1,9 +1,9 @@
-"""sami_rt.batching: many generate requests sampled together, each equal to its lone Runtime.generate call."""
+"""sami_rt.scale.batching: many generate requests sampled together, each equal to its lone Runtime.generate call."""
 
 import numpy as np
 import pytest
 
-from sami_rt.batching import generate_batch
+from sami_rt.scale.batching import generate_batch
 from sami_rt.errors import InputError
 from sami_rt.runtime import SAMPLERS, Runtime
 from tests.helpers import EXAMPLES

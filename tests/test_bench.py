@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sami_rt.bench import gpu_peak
+from sami_rt.cli.benchmark import gpu_peak
 
 
 def test_bench_cli_writes_every_figure(tmp_path):
@@ -39,7 +39,7 @@ def test_bench_without_the_baseline_needs_no_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import sys, runpy; sys.modules['torch'] = None; "
                         "sys.argv = ['sami-rt', 'bench', '--device', 'cpu', '--batch', '2', '--repeats', '2', "
                         "'--warmup', '0', '-n', '2', '--steps', '2', '--frames', '5']; "
-                        "runpy.run_module('sami_rt.cli', run_name='__main__')"], capture_output=True, text=True)
+                        "runpy.run_module('sami_rt.cli.main', run_name='__main__')"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "baseline: none" in r.stdout
 

@@ -1,4 +1,4 @@
-"""The bundle reader (sami_rt.bundle.read_bundle) on corrupted copies of the bundle shipped in the package.
+"""The bundle reader (sami_rt.contract.bundle.read_bundle) on corrupted copies of the bundle shipped in the package.
 
 The exporter's own output is checked in test_export.py; here any valid bundle will do, so these tests need
 neither torch nor an export."""
@@ -6,7 +6,7 @@ neither torch nor an export."""
 import numpy as np
 import pytest
 
-from sami_rt.bundle import FORMAT_VERSION, MANIFEST, BundleError, read_bundle
+from sami_rt.contract.bundle import FORMAT_VERSION, MANIFEST, BundleError, read_bundle
 from tests.helpers import copy_shipped_bundle, flip_byte, write_manifest
 
 
@@ -14,7 +14,10 @@ def test_the_shipped_bundle_reads_and_its_copy_too(tmp_path):
     dst, m = copy_shipped_bundle(tmp_path)
     b = read_bundle(dst)
     assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"} and b.reference is not None
-    assert b.latent_dim == m["latent_dim"]
+    import onnxruntime as ort  # the latent size the manifest states is the one the encoder graph computes
+
+    enc = ort.InferenceSession(str(b.graphs["encoder"].path), providers=["CPUExecutionProvider"])
+    assert [o.shape[-1] for o in enc.get_outputs()] == [b.latent_dim, b.latent_dim] == [m["latent_dim"]] * 2
 
 
 def test_reference_weights_are_checked(tmp_path):

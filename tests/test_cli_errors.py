@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sami_rt.cli import main
+from sami_rt.cli.main import main
 from sami_rt.errors import InputError
 
 from helpers import EXAMPLES, ROOT
@@ -129,7 +129,7 @@ def test_a_grid_too_large_for_its_format_is_refused_before_sampling(workdir, mon
 
 def test_the_size_check_measures_the_grid_that_is_drawn(fresh_seed):
     """grids.grid_shape (no drawing) against the shape labelled_grid draws, on random sizes, labels and titles."""
-    from sami_rt.grids import grid_shape, labelled_grid
+    from sami_rt.media.grids import grid_shape, labelled_grid
 
     rng = np.random.default_rng(fresh_seed)
     for _ in range(6):
@@ -206,7 +206,7 @@ def test_a_grid_is_written_in_the_format_its_name_says(workdir, fresh_seed):
 
 def test_write_image_refuses_what_it_cannot_write(tmp_path, fresh_seed):
     from sami_rt.errors import ImageError
-    from sami_rt.images import write_image
+    from sami_rt.media.images import write_image
 
     img = np.random.default_rng(fresh_seed).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     with pytest.raises(ImageError, match=r"\.gif is not one of \.png"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sami_rt.cli import main
+from sami_rt.cli.main import main
 from sami_rt.runtime import DEFAULT_MODEL
 
 from helpers import ROOT, cli_env
@@ -36,7 +36,7 @@ def test_info_reports_a_device_that_is_not_here_with_the_ones_that_are(tmp_path,
 
 def test_info_says_which_sampling_loop_runs_and_why(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import sami_rt.sampler as sampler
+    import sami_rt.sampling.loop as sampler
 
     r = invoke("info", "--device", "cpu")
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sampling loop: "))
@@ -60,13 +60,13 @@ def test_info_explains_a_package_without_its_compiled_loop(tmp_path, source_tree
     code = ("import runpy, sys\n"  # an editable install's finder would bring the checkout's compiled module
             "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
             f"sys.argv = ['sami-rt', 'info', '--model', {str(DEFAULT_MODEL)!r}, '--device', 'cpu']\n"
-            "runpy.run_module('sami_rt.cli', run_name='__main__')\n")
+            "runpy.run_module('sami_rt.cli.main', run_name='__main__')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**cli_env(), "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sampling loop: "))
     want = (f"`import sami_rt` found the source tree {(tmp_path / 'sami_rt').resolve()}, which holds no compiled "
-            "sami_rt._sampler; build it there with `pip install -e .`") if source_tree else (
+            "sami_rt.sampling._sampler; build it there with `pip install -e .`") if source_tree else (
             f"the extension is not built in {(tmp_path / 'sami_rt').resolve()}")
     assert line.startswith("sampling loop: numpy (the C++ sampler loop is not available: ") and want in line, line
 

@@ -1,4 +1,4 @@
-"""The bundle contract (sami_rt/contract.py): graph specs, the typed manifest and its versions, the
+"""The bundle contract (sami_rt/contract/format.py): graph specs, the typed manifest and its versions, the
 architecture record, and the one preprocessing that training and the runtime share."""
 
 import gzip
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sami_rt.bundle import loads_manifest, parse_manifest, read_bundle
-from sami_rt.contract import (FORMAT_VERSION, GRAPHS, Architecture, BundleError, ImageSpec, Preprocess,
+from sami_rt.contract.bundle import loads_manifest, parse_manifest, read_bundle
+from sami_rt.contract.format import (FORMAT_VERSION, GRAPHS, Architecture, BundleError, ImageSpec, Preprocess,
                               preprocess_for)
-from sami_rt.images import load_images, to_model
+from sami_rt.media.images import load_images, to_model
 from sami_rt.runtime import shipped_models
 
 SHIPPED = shipped_models()
@@ -156,7 +156,7 @@ def test_a_raw_fashion_item_reaches_the_shipped_model_as_training_framed_it(tmp_
 def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_seed):
     """manifest sampling.steps (export/annotate.py --sampling-steps, from benchmarks/sampler_steps.py): the DDPM
     steps generate takes unless told; other samplers keep their own defaults; a bundle without it takes 100."""
-    from sami_rt.bundle import BundleError, parse_manifest
+    from sami_rt.contract.bundle import BundleError, parse_manifest
     from sami_rt.runtime import DEFAULT_STEPS, Runtime
 
     rt = Runtime(SHIPPED["disks-small"], device="cpu")

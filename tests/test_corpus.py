@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sami_rt.cli import main
-from sami_rt.corpus import (FORMAT, INDEX, complete_row, expand_inputs, make_items, model_id, output_name,
+from sami_rt.cli.main import main
+from sami_rt.scale.corpus import (FORMAT, INDEX, complete_row, expand_inputs, make_items, model_id, output_name,
                             process_item, read_index, run_corpus)
-from sami_rt.images import load_cv2
+from sami_rt.media.images import load_cv2
 from sami_rt.runtime import Runtime
-from sami_rt.trajectory import angles
+from sami_rt.video.trajectory import angles
 
 from helpers import cli_env
 
@@ -182,7 +182,7 @@ def test_a_killed_cli_run_leaves_no_partial_output_and_the_rerun_finishes(rt1, t
     vids = [_video(root / f"v{i:02d}.mp4", 40, fresh_seed + i) for i in range(16)]
     (root / "list.txt").write_text("\n".join(p.name for p in vids) + "\n")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "sami_rt.cli", "encode-corpus", str(root / "list.txt"), "-o",
+    proc = subprocess.Popen([sys.executable, "-m", "sami_rt.cli.main", "encode-corpus", str(root / "list.txt"), "-o",
                              str(out), "--workers", "1", "--device", "cpu"], env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -232,12 +232,12 @@ def test_list_files_and_output_names(rt1, tmp_path, fresh_seed, monkeypatch):
 
 
 def test_bad_output_dirs_and_ray_options_are_one_line_before_any_work(tmp_path, monkeypatch):
-    import sami_rt.corpus
+    import sami_rt.scale.corpus
 
     def no_model(*a, **k):
         raise AssertionError("the model was opened")
 
-    monkeypatch.setattr(sami_rt.corpus, "model_id", no_model)
+    monkeypatch.setattr(sami_rt.scale.corpus, "model_id", no_model)
     (tmp_path / "file").write_text("x")
     video = str(tmp_path / "v.mp4")
     for out, fragment in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "is a file, not a directory")):
@@ -267,7 +267,7 @@ def crashing_work(runtime, item, out_dir):
 
 
 def test_an_input_that_kills_its_worker_is_a_failed_row(tmp_path, fresh_seed):
-    from sami_rt.corpus_pool import DIED
+    from sami_rt.scale.pool import DIED
 
     vids = [str(_video(tmp_path / name, 5, fresh_seed + i)) for i, name in enumerate(["crash.mp4", "v.mp4"])]
     rows = run_corpus(make_items(vids, model=model_id()), tmp_path / "out", workers=2, device="cpu",

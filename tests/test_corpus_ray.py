@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='the [ray] extra (pip install "sami-rt[ray]")')
 
-from sami_rt.corpus import INDEX, make_items, model_id, read_index, run_corpus  # noqa: E402
+from sami_rt.scale.corpus import INDEX, make_items, model_id, read_index, run_corpus  # noqa: E402
 
 from test_corpus import _video, corpus, crashing_work, invoke, outputs  # noqa: E402
 
@@ -51,7 +51,7 @@ def within(seconds, fn, *args, **kw):
 
 def test_ray_gives_the_local_bytes_and_rows_and_isolates_a_crashing_input(local_ray, tmp_path, fresh_seed,
                                                                           monkeypatch):
-    from sami_rt.corpus_pool import DIED
+    from sami_rt.scale.pool import DIED
 
     good, bad = corpus(tmp_path / "in", fresh_seed, n_videos=3)  # v0, v1, frames, v2; cut.avi, notes, missing
     crash = _video(tmp_path / "in" / "crash.mp4", 5, fresh_seed + 99)
@@ -78,7 +78,7 @@ def test_ray_gives_the_local_bytes_and_rows_and_isolates_a_crashing_input(local_
 
 
 def test_ray_core_lines_are_kept_off_the_terminal_and_nothing_else_is(tmp_path, fresh_seed):
-    """sami_rt.ray_util.quiet_ray_core, in a process of its own: the lines Ray's C++ core and its processes write
+    """sami_rt.scale.ray_util.quiet_ray_core, in a process of its own: the lines Ray's C++ core and its processes write
     to file descriptor 2 (the two the commands printed: a Ray Data notice and a Serve shutdown line) are
     dropped; the process's own lines, a child's, a fatal line and Ray's lines outside the block pass."""
     import subprocess
@@ -92,7 +92,7 @@ def test_ray_core_lines_are_kept_off_the_terminal_and_nothing_else_is(tmp_path, 
     script = tmp_path / "child.py"
     script.write_text(
         "import os, subprocess, sys\n"
-        "from sami_rt.ray_util import quiet_ray_core\n"
+        "from sami_rt.scale.ray_util import quiet_ray_core\n"
         "with quiet_ray_core():\n"
         f"    os.write(2, {core!r}.encode() + b'\\n')\n"
         f"    print({mine!r}, file=sys.stderr, flush=True)\n"

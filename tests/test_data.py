@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sami_rt.contract import ImageSpec, Preprocess
+from sami_rt.contract.format import ImageSpec, Preprocess
 from tests.conftest import tiny_config
 from train.data import CelebA, DataError, ImageFolder, load_fashion_mnist, make_disks, render_disks
 

@@ -1,14 +1,14 @@
-"""DPM-Solver++(2M) and its SDE form (sami_rt.schedule.dpmpp_2m_coefficients) in the runtime's loops: C++ against
+"""DPM-Solver++(2M) and its SDE form (sami_rt.sampling.schedule.dpmpp_2m_coefficients) in the runtime's loops: C++ against
 numpy, batch invariance, a direct twin written from the paper's x0 form, and the exact score of Gaussian data."""
 
 import numpy as np
 import pytest
 
-from sami_rt.rng import batch_normals
-from sami_rt.sampler import has_extension, initial_noise, run_loop
-from sami_rt.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
+from sami_rt.sampling.rng import batch_normals
+from sami_rt.sampling.loop import has_extension, initial_noise, run_loop
+from sami_rt.sampling.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
 
-needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt._sampler is not built")
+needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt.sampling._sampler is not built")
 LOOPS = [False, pytest.param(True, marks=needs_cpp)]
 FORMS = {"dpmpp-2m": False, "dpmpp-2m-sde": True}
 

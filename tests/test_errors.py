@@ -5,7 +5,7 @@ import pytest
 
 from sami_rt import errors
 from sami_rt.backends import Backend
-from sami_rt.sampler import has_extension, run_loop
+from sami_rt.sampling.loop import has_extension, run_loop
 
 
 def test_every_error_of_the_project_derives_from_one_base():
@@ -38,7 +38,7 @@ def test_a_non_finite_step_raises_sampling_error_by_type_from_both_loops(use_cpp
         run_loop(backend, x, coeffs, seed=fresh_seed, indices=np.arange(3), use_cpp=use_cpp)
     assert isinstance(info.value, errors.SamiError)
     if use_cpp:  # the extension's own registered class, a subclass of the Python one
-        assert type(info.value).__module__ == "sami_rt._sampler"
+        assert type(info.value).__module__ == "sami_rt.sampling._sampler"
 
 
 def test_the_cpu_backend_is_a_backend():

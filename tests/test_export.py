@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from export.core import ExportError, export_bundle, load_model, reference, run_onnx  # noqa: E402
-from sami_rt.bundle import read_bundle  # noqa: E402
+from sami_rt.contract.bundle import read_bundle  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 from train.loop import Trainer  # noqa: E402
 

@@ -206,9 +206,9 @@ def test_your_own_diffusers_ddpm_trains_exports_and_serves_in_three_commands(tmp
     import cv2
     diffusers = pytest.importorskip("diffusers")
     pytest.importorskip("onnxscript")
-    from sami_rt import serve_api
-    from sami_rt.batching import generate_batch
-    from sami_rt.serve import SamiRT
+    from sami_rt.scale import serve_api
+    from sami_rt.scale.batching import generate_batch
+    from sami_rt.scale.serve import SamiRT
 
     root = Path(__file__).resolve().parent.parent
     rng = np.random.default_rng(fresh_seed)

@@ -17,10 +17,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sami_rt.bundle import MANIFEST, BundleError, read_bundle  # noqa: E402
-from sami_rt.images import ImageError, load_cv2  # noqa: E402
+from sami_rt.contract.bundle import MANIFEST, BundleError, read_bundle  # noqa: E402
+from sami_rt.media.images import ImageError, load_cv2  # noqa: E402
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime  # noqa: E402
-from sami_rt.video import VideoError  # noqa: E402
+from sami_rt.video.encode import VideoError  # noqa: E402
 
 cv2 = load_cv2()
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

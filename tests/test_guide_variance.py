@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sami_rt.bundle import BundleError, parse_manifest, read_bundle, write_manifest
-from sami_rt.contract import GUIDE_VARIANCE_MARGIN, VarianceRange, mean_log_variance
-from sami_rt.disks import render_disks
+from sami_rt.contract.bundle import BundleError, parse_manifest, read_bundle, write_manifest
+from sami_rt.contract.format import GUIDE_VARIANCE_MARGIN, VarianceRange, mean_log_variance
+from sami_rt.media.disks import render_disks
 from sami_rt.runtime import DEFAULT_MODEL, Runtime
 
 GUIDE = Path(__file__).resolve().parents[1] / "examples" / "guide.png"
@@ -109,7 +109,7 @@ def test_the_cli_prints_the_note_on_stderr(ranged, tmp_path, fresh_seed):
     import cv2
     from click.testing import CliRunner
 
-    from sami_rt.cli import main
+    from sami_rt.cli.main import main
 
     pixels = np.random.default_rng(fresh_seed).integers(0, 256, (32, 32), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "noise.png"), pixels)

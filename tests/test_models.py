@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from sami_rt.bundle import BundleError
+from sami_rt.contract.bundle import BundleError
 from sami_rt.runtime import DEFAULT_MODEL, Runtime, resolve_model, shipped_models
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sami_rt.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "sami_rt.cli.main", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_every_shipped_model_loads_by_name():

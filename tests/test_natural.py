@@ -163,7 +163,7 @@ def test_probe_baselines_against_a_code_that_is_pca(fresh_seed):
     pca = PCA(n_components=5, random_state=0).fit(x_fit.reshape(400, -1))
     mu_fit, mu = pca.transform(x_fit.reshape(400, -1)), pca.transform(x_test.reshape(300, -1))
     perm = rng.permutation(5)  # the code's axes shuffled; their variances say the order back
-    var = np.tile(np.argsort(perm) + 1.0, (300, 1))
+    var = np.tile(perm + 1.0, (300, 1))  # code axis j is component perm[j]: its rank its variance
     b = probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit[:, perm], mu[:, perm], var, seed=0)
     assert b["top_k"]["k"] == [1, 2, 3, 4, 5] and b["top_k"]["code"] == b["top_k"]["pca"]
     assert b["pixels"] > 0.9 and b["pca"] > 0.9, b  # well-separated classes

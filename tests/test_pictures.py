@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sami_rt import grids
-from sami_rt.cli import interpolation_labels, main, traversal_labels
-from sami_rt.grids import BACKGROUND, FRAME, MARK, PAD, labelled_grid, layout
-from sami_rt.images import from_model, load_cv2
+from sami_rt.media import grids
+from sami_rt.cli.main import interpolation_labels, main, traversal_labels
+from sami_rt.media.grids import BACKGROUND, FRAME, MARK, PAD, labelled_grid, layout
+from sami_rt.media.images import from_model, load_cv2
 
 from helpers import EXAMPLES
 
@@ -165,7 +165,7 @@ def test_generate_grid_frames_the_guide_at_the_given_zoom(tmp_path, monkeypatch,
 
 
 def test_titles_name_the_model_and_how_it_sampled(fresh_seed):
-    from sami_rt.cli_shared import sampling_title
+    from sami_rt.cli.shared import sampling_title
     from sami_rt.runtime import Runtime
 
     rng = np.random.default_rng(fresh_seed)
@@ -234,7 +234,7 @@ def test_interpolate_and_traverse_caption_every_tile_under_a_title(command, tmp_
 
 # ------------------------------------------------------------------------------------ the curvature plot
 def random_video(rng, n_frames, d):
-    from sami_rt.trajectory import VideoEncoding, angles
+    from sami_rt.video.trajectory import VideoEncoding, angles
 
     mu = np.cumsum(rng.normal(size=(n_frames, d)), 0)
     pixels = rng.normal(size=(n_frames, 16))
@@ -245,7 +245,7 @@ def random_video(rng, n_frames, d):
 
 def test_curvature_plot_has_ylabels_a_title_and_legends_off_the_curves(fresh_seed):
     pytest.importorskip("matplotlib")
-    from sami_rt.cli_encode import video_figure
+    from sami_rt.cli.encode import video_figure
 
     rng = np.random.default_rng(fresh_seed)
     v = random_video(rng, int(rng.integers(5, 60)), int(rng.choice([1, 3, 8, 12])))
@@ -269,7 +269,7 @@ def test_curvature_plot_has_ylabels_a_title_and_legends_off_the_curves(fresh_see
 
 def test_curvature_plot_is_written_at_its_figure_size(tmp_path, fresh_seed):
     pytest.importorskip("matplotlib")
-    from sami_rt.cli_encode import plot_video, video_figure
+    from sami_rt.cli.encode import plot_video, video_figure
 
     rng = np.random.default_rng(fresh_seed)
     v = random_video(rng, int(rng.integers(3, 30)), 8)
@@ -281,7 +281,7 @@ def test_curvature_plot_is_written_at_its_figure_size(tmp_path, fresh_seed):
 
 def test_curvature_plot_of_two_frames_says_the_curvature_is_undefined(fresh_seed):
     pytest.importorskip("matplotlib")
-    from sami_rt.cli_encode import video_figure
+    from sami_rt.cli.encode import video_figure
 
     fig = video_figure(random_video(np.random.default_rng(fresh_seed), 2, 8), "short.mp4")
     assert fig.get_suptitle() == "short.mp4: 2 frames, mean curvature undefined (fewer than 3 frames)"
@@ -290,8 +290,8 @@ def test_curvature_plot_of_two_frames_says_the_curvature_is_undefined(fresh_seed
 def test_curvature_plot_of_a_still_video_says_it_does_not_move(fresh_seed):
     """Enough frames but every step of length zero: the angles are undefined because nothing moves."""
     pytest.importorskip("matplotlib")
-    from sami_rt.cli_encode import video_figure
-    from sami_rt.trajectory import VideoEncoding, angles
+    from sami_rt.cli.encode import video_figure
+    from sami_rt.video.trajectory import VideoEncoding, angles
 
     rng = np.random.default_rng(fresh_seed)
     n = int(rng.integers(3, 20))

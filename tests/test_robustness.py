@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sami_rt.bundle import MANIFEST, BundleError, read_bundle, sha256_file
-from sami_rt.images import MAX_PIXELS, ImageError, load_cv2
+from sami_rt.contract.bundle import MANIFEST, BundleError, read_bundle, sha256_file
+from sami_rt.media.images import MAX_PIXELS, ImageError, load_cv2
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
-from sami_rt.sampler import SamplingError
-from sami_rt.video import VideoError
+from sami_rt.sampling.loop import SamplingError
+from sami_rt.video.encode import VideoError
 
 cv2 = load_cv2()
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def test_a_one_frame_video_has_undefined_curvature(rt, tmp_path, fresh_seed):
     _avi(tmp_path / "one.avi", 1, fresh_seed)
     v = rt.encode_video(tmp_path / "one.avi")
     assert len(v.frames) == 1 and v.mean_latent_curvature is None and v.mean_pixel_curvature is None
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "encode", str(tmp_path / "one.avi"), "-o",
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "encode", str(tmp_path / "one.avi"), "-o",
                         str(tmp_path / "one.npz"), "--device", "cpu"], capture_output=True, text=True)
     assert r.returncode == 0 and "undefined (fewer than 3 frames)" in r.stdout
 
@@ -247,7 +247,7 @@ def test_an_onnx_file_that_is_not_the_declared_graph(tmp_path):
     read_bundle(dst)  # the manifest itself is well formed ...
     with pytest.raises(BundleError, match="is not the declared encoder graph"):
         Runtime(dst, device="cpu")  # ... but the file is another graph
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--model", str(dst), "--device", "cpu"],
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "info", "--model", str(dst), "--device", "cpu"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "is not the declared encoder graph" in r.stderr and "Traceback" not in r.stderr
 
@@ -257,10 +257,10 @@ def test_a_gpu_device_where_there_is_none():
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has a CUDA provider")
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "generate", "--device", "cuda"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "generate", "--device", "cuda"], capture_output=True,
                        text=True)
     assert r.returncode == 1 and "needs onnxruntime's CUDAExecutionProvider" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--device", "cuda"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "info", "--device", "cuda"], capture_output=True, text=True)
     assert r.returncode == 0 and "backend: none for --device cuda: device 'cuda' needs onnxruntime's" in r.stdout  # info reports it
     assert "CPUExecutionProvider" in Runtime(device="auto").backend.name  # auto falls back
 
@@ -303,13 +303,13 @@ def test_engines_for_another_tensorrt_or_gpu_are_skipped_and_said(tmp_path, fres
     assert engines == {} and why  # no tensorrt here, or another version/GPU: a reason either way
     rt = Runtime(dst, device="auto")
     assert rt.backend.notes and rt.backend.notes[0].startswith("the bundle's TensorRT engines are skipped: ")
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "info", "--model", str(dst)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "info", "--model", str(dst)], capture_output=True, text=True)
     assert r.returncode == 0 and "note: the bundle's TensorRT engines are skipped" in r.stderr
 
 
 # --------------------------------------------------------------------------------------------- outputs
 def test_a_failed_write_leaves_the_old_output_and_no_temporary_file(tmp_path):
-    from sami_rt.io import atomic_path, atomic_write_bytes, write_npz
+    from sami_rt.media.files import atomic_path, atomic_write_bytes, write_npz
 
     out = tmp_path / "latents.npz"
     write_npz(out, mu=np.arange(3.0))
@@ -325,6 +325,6 @@ def test_a_failed_write_leaves_the_old_output_and_no_temporary_file(tmp_path):
 
 def test_a_cli_run_that_fails_writes_nothing(tmp_path):
     out = tmp_path / "samples.png"
-    r = subprocess.run([sys.executable, "-m", "sami_rt.cli", "generate", "--guide", str(tmp_path / "missing.png"),
+    r = subprocess.run([sys.executable, "-m", "sami_rt.cli.main", "generate", "--guide", str(tmp_path / "missing.png"),
                         "-o", str(out), "--device", "cpu"], capture_output=True, text=True)
     assert r.returncode == 1 and not any(tmp_path.iterdir())

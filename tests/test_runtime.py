@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from sami_rt.bundle import read_bundle
-from sami_rt.disks import disk_centres
+from sami_rt.contract.bundle import read_bundle
+from sami_rt.media.disks import disk_centres
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
-from sami_rt.sampler import has_extension
+from sami_rt.sampling.loop import has_extension
 from tests.helpers import EXAMPLES, ROOT, cli_env, run_cli
 
 _SHIPPED = read_bundle(DEFAULT_MODEL, verify=False)
@@ -132,7 +132,7 @@ def test_the_runtime_package_holds_no_torch_import():
 def test_runtime_never_imports_torch():
     code = (
         "import sys\n"
-        "import sami_rt, sami_rt.cli\n"
+        "import sami_rt, sami_rt.cli.main\n"
         "from sami_rt.runtime import Runtime\n"
         "rt = Runtime(device='cpu')\n"
         f"rt.generate(guide={str(EXAMPLES / 'guide.png')!r}, n=2, steps=5)\n"
@@ -151,7 +151,7 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     import cv2
 
     grid = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED)
-    from sami_rt.grids import PAD
+    from sami_rt.media.grids import PAD
 
     # the guide and four samples in one row, 32x32 tiles zoomed 3x by default, captions under them (test_pictures)
     assert grid.ndim == 3 and grid.shape[1] == PAD + 5 * (96 + PAD) and 96 + 2 * PAD < grid.shape[0] < 2 * 96

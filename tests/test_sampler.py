@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from sami_rt import rng
-from sami_rt.sampler import Cancelled, SamplingError, has_extension, initial_noise, run_loop
-from sami_rt.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
+from sami_rt.sampling import rng
+from sami_rt.sampling.loop import Cancelled, SamplingError, has_extension, initial_noise, run_loop
+from sami_rt.sampling.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
 
-needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt._sampler is not built")
+needs_cpp = pytest.mark.skipif(not has_extension(), reason="the C++ extension sami_rt.sampling._sampler is not built")
 
 
 def test_philox_known_answers():
@@ -29,7 +29,7 @@ def test_noise_is_standard_normal_and_keyed(fresh_seed):
 
 @needs_cpp
 def test_cpp_noise_equals_numpy_noise(fresh_seed):
-    from sami_rt import _sampler
+    from sami_rt.sampling import _sampler
 
     r = np.random.default_rng(fresh_seed)
     for _ in range(5):

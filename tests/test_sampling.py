@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 
 from sami_reference import load_reference  # noqa: E402
 from sami_reference.guidance import guided_eps  # noqa: E402
-from sami_rt.rng import batch_normals  # noqa: E402
+from sami_rt.sampling.rng import batch_normals  # noqa: E402
 from sami_rt.runtime import Runtime  # noqa: E402
-from sami_rt.sampler import has_extension, initial_noise  # noqa: E402
+from sami_rt.sampling.loop import has_extension, initial_noise  # noqa: E402
 from train.sampling import sample  # noqa: E402
 
 N = 5  # samples per call: the torch loop runs them in batches of 3, the runtime in batches of 2

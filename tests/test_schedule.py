@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sami_rt.schedule import make_abar, respace, step_coefficients
+from sami_rt.sampling.schedule import make_abar, respace, step_coefficients
 
 
 def test_linear_abar_matches_product_of_alphas():

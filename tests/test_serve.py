@@ -78,7 +78,7 @@ def url():
     import ray
     from ray import serve
 
-    from sami_rt.serve import build_app, start
+    from sami_rt.scale.serve import build_app, start
 
     # a new instance for these tests alone, never a cluster that `ray start` left running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
@@ -177,7 +177,7 @@ def test_concurrent_requests_are_batched_and_each_equals_runtime_generate(url, r
 def test_a_png_grid_shows_the_guide_and_the_samples(url, rt1, fresh_seed):
     import cv2
 
-    from sami_rt.grids import auto_zoom, grid_shape
+    from sami_rt.media.grids import auto_zoom, grid_shape
 
     n, seed = 3, int(np.random.default_rng(fresh_seed).integers(2**63))
     status, headers, data = call(url, "/generate", {"guide": b64(EXAMPLES / "guide.png"), "n": n, "steps": 2,
@@ -266,7 +266,7 @@ def test_only_the_requests_own_errors_are_400(error, status):
     from starlette.requests import Request
 
     from sami_rt import errors
-    from sami_rt.serve import SamiRT
+    from sami_rt.scale.serve import SamiRT
 
     exc = getattr(errors, error, None) or ZeroDivisionError
     replica = SamiRT.func_or_class.__new__(SamiRT.func_or_class)
@@ -328,7 +328,7 @@ def test_a_chunked_body_over_the_limit_stops_being_read():
 
     from starlette.requests import Request
 
-    from sami_rt.serve import SamiRT
+    from sami_rt.scale.serve import SamiRT
 
     replica = SamiRT.func_or_class.__new__(SamiRT.func_or_class)
     replica.max_body = 1 << 20

@@ -42,8 +42,10 @@ def test_serve_command_fails_in_one_line_and_cleans_up_only_what_it_started(case
 
     from click.testing import CliRunner
 
-    from sami_rt import cli_serve, serve as serve_module
-    from sami_rt.cli import main
+    from sami_rt.cli import serve as cli_serve
+
+    from sami_rt.scale import serve as serve_module
+    from sami_rt.cli.main import main
     from sami_rt.errors import BackendError
 
     fake = FakeRay({"CPU": 2.0} if case != "too few cpus" else {"CPU": 1.0})

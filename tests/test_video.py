@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sami_rt.runtime import Runtime
-from sami_rt.trajectory import angles
+from sami_rt.video.trajectory import angles
 from tests.helpers import EXAMPLES, run_cli, write_y4m
 
 
@@ -19,7 +19,7 @@ def test_curvature_of_known_trajectories(fresh_seed):
     assert np.allclose(angles(square), 90)
     zigzag = np.array([[0, 0], [1, 0], [0, 0]], float)
     assert np.allclose(angles(zigzag), 180)
-    from sami_rt.trajectory import straightness
+    from sami_rt.video.trajectory import straightness
 
     assert straightness(angles(line)) == pytest.approx(1.0)
     assert straightness(angles(square)) == pytest.approx(0.0, abs=1e-12)
@@ -64,7 +64,7 @@ def _colour_video(path, frames: int, seed: int, size=(640, 480), grey: bool = Fa
 
 def _decoded(path, luma: bool = False) -> list:
     """Every frame of a video as OpenCV decodes it: BGR, or (``luma``) the decoder's luma plane."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()
     cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
@@ -80,7 +80,7 @@ def _decoded(path, luma: bool = False) -> list:
 
 def _assert_encodes_as(v, frames, rt, channels=1):
     """``v`` (an encode_video result) holds what encoding each of ``frames`` as an image gives."""
-    from sami_rt.images import to_model
+    from sami_rt.media.images import to_model
 
     x = np.stack([to_model(f, channels, (32, 32)) for f in frames])
     mu, var = rt.encode(x)
@@ -118,8 +118,8 @@ def test_colour_videos_read_as_luma_planes_stay_within_a_few_grey_levels(rt, tmp
     """On colour content the luma route is the pipeline's twin of encoding the luma planes (through
     LUMA_TO_GREY) as grey images, and those are close to the BGR route's grey: a mean within 1.5 levels
     and 99% of the pixels within 3 in every frame (``luma_agrees``), no pixel more than 8 off."""
-    from sami_rt.images import load_cv2
-    from sami_rt.frames import LUMA_TO_GREY, luma_agrees
+    from sami_rt.media.images import load_cv2
+    from sami_rt.video.frames import LUMA_TO_GREY, luma_agrees
 
     cv2 = load_cv2()
     bgr = _colour_video(tmp_path / "c.mp4", 23, seed=fresh_seed)
@@ -136,8 +136,8 @@ def test_luma_table_is_opencvs_grey_of_every_luma_value(rt, tmp_path, fresh_seed
     """LUMA_TO_GREY against its twin, OpenCV's own yuv420p -> BGR -> grey: raw frames of neutral chroma whose
     luma takes every value 0..255 map to exactly the BGR route's grey, and encode_video reads them as luma
     planes with the BGR route's result."""
-    from sami_rt.images import load_cv2
-    from sami_rt.frames import LUMA_TO_GREY
+    from sami_rt.media.images import load_cv2
+    from sami_rt.video.frames import LUMA_TO_GREY
 
     cv2 = load_cv2()
     rng = np.random.default_rng(fresh_seed)
@@ -171,8 +171,8 @@ def test_luma_planes_of_mp4v_grey_content_are_the_bgr_routes_grey(tmp_path, fres
     chroma is neutral (B = G = R; mp4v sometimes codes the first frame of such sharp-edged content with chroma
     a step off) each luma value maps to exactly the BGR route's grey; elsewhere the two agree as
     ``luma_agrees`` asks."""
-    from sami_rt.images import load_cv2
-    from sami_rt.frames import LUMA_TO_GREY, luma_agrees
+    from sami_rt.media.images import load_cv2
+    from sami_rt.video.frames import LUMA_TO_GREY, luma_agrees
 
     cv2 = load_cv2()
     rng = np.random.default_rng(fresh_seed)
@@ -194,7 +194,7 @@ def test_luma_planes_of_mp4v_grey_content_are_the_bgr_routes_grey(tmp_path, fres
 def test_luma_check_refuses_what_is_not_video_range_luma(fresh_seed):
     import cv2
 
-    from sami_rt.frames import LUMA_TO_GREY, luma_agrees
+    from sami_rt.video.frames import LUMA_TO_GREY, luma_agrees
 
     rng = np.random.default_rng(fresh_seed)
     y = rng.integers(16, 236, (48, 64), dtype=np.uint8)
@@ -218,7 +218,7 @@ def test_luma_check_refuses_what_is_not_video_range_luma(fresh_seed):
 def test_a_video_whose_luma_disagrees_is_read_as_bgr(rt, tmp_path, monkeypatch, fresh_seed):
     """Where the first frame's luma and BGR disagree (full-range, 10-bit, another decoder), every frame
     is decoded to BGR: the result is the BGR route's, frame 0 included."""
-    from sami_rt import frames as frames_module
+    from sami_rt.video import frames as frames_module
 
     frames = _colour_video(tmp_path / "g.mp4", 12, seed=fresh_seed, grey=True)
     monkeypatch.setattr(frames_module, "luma_agrees", lambda luma, bgr: False)
@@ -253,7 +253,7 @@ class _Recorded:
 def test_a_failed_first_bgr_read_starts_again_at_frame_0(rt, tmp_path, monkeypatch, fresh_seed):
     """If the check's BGR read of frame 0 fails while the luma read worked, the video is read as BGR from a
     fresh capture: frame indices stay right, nothing is reported truncated, and every capture is released."""
-    from sami_rt import frames
+    from sami_rt.video import frames
 
     _colour_video(tmp_path / "g.mp4", 12, seed=fresh_seed, grey=True)
     opened, shipped = [], frames.open_capture
@@ -276,7 +276,8 @@ def test_a_failed_first_bgr_read_starts_again_at_frame_0(rt, tmp_path, monkeypat
 
 
 def test_captures_are_released_when_the_check_or_the_setup_fails(rt, tmp_path, monkeypatch, fresh_seed):
-    from sami_rt import frames, video
+    from sami_rt.video import frames
+    from sami_rt.video import encode as video
 
     _colour_video(tmp_path / "g.mp4", 6, seed=fresh_seed, grey=True)
     opened, shipped = [], frames.open_capture
@@ -305,9 +306,9 @@ def test_captures_are_released_when_the_check_or_the_setup_fails(rt, tmp_path, m
 
 def test_frame_converter_replans_when_the_frame_size_changes(fresh_seed):
     """The converter's fast path gives what to_model gives for the same spec, crop and border included."""
-    from sami_rt.contract import ImageSpec, Preprocess
-    from sami_rt.frames import LUMA_TO_GREY, FrameConverter
-    from sami_rt.images import load_cv2, to_model
+    from sami_rt.contract.format import ImageSpec, Preprocess
+    from sami_rt.video.frames import LUMA_TO_GREY, FrameConverter
+    from sami_rt.media.images import load_cv2, to_model
 
     cv2 = load_cv2()
     rng = np.random.default_rng(fresh_seed)

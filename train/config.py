@@ -89,14 +89,14 @@ class Config:
         return dataclasses.asdict(self)
 
     def image_spec(self):
-        """The model's image and its preprocessing (sami_rt.contract.ImageSpec), shared with the runtime."""
-        from sami_rt.contract import ImageSpec, preprocess_for
+        """The model's image and its preprocessing (sami_rt.contract.format.ImageSpec), shared with the runtime."""
+        from sami_rt.contract.format import ImageSpec, preprocess_for
 
         return ImageSpec(self.channels, self.image_size, self.image_size, preprocess_for(self.to_dict()))
 
     def architecture(self):
-        """The networks' shape (sami_rt.contract.Architecture), kept apart from the training settings."""
-        from sami_rt.contract import Architecture
+        """The networks' shape (sami_rt.contract.format.Architecture), kept apart from the training settings."""
+        from sami_rt.contract.format import Architecture
 
         return Architecture.from_config(self)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sami_rt.contract import ImageSpec, Preprocess
+from sami_rt.contract.format import ImageSpec, Preprocess
 from sami_rt.errors import DataError  # noqa: F401  (re-exported: train's callers import it from here)
-from sami_rt.images import IMAGE_EXTS
+from sami_rt.media.images import IMAGE_EXTS
 from train.dsprites import sample_classes
 
 DISK_FACTORS = ("x", "y", "background")
@@ -45,8 +45,8 @@ def sample_disk_factors(n: int, size: int = 32, radius: float = 4.0, generator: 
 
 def render_disks(factors: torch.Tensor, size: int = 32, radius: float = 4.0, foreground: float = 0.5) -> torch.Tensor:
     """Anti-aliased disks [n, 1, size, size] in [-1, 1] from factors [n, 3] (x, y, background), drawn by
-    ``sami_rt.disks.render_disks`` (coverage clamp(radius + 0.5 - distance, 0, 1) from each pixel centre)."""
-    from sami_rt.disks import render_disks as draw
+    ``sami_rt.media.disks.render_disks`` (coverage clamp(radius + 0.5 - distance, 0, 1) from each pixel centre)."""
+    from sami_rt.media.disks import render_disks as draw
 
     img = torch.from_numpy(draw(factors.detach().cpu().to(torch.float64).numpy(), size, radius, foreground))
     return (img * 2 - 1).to(torch.float32)[:, None]
@@ -110,7 +110,7 @@ def load_fashion_mnist(root: str = "", split: str = "train", pad_to: int = 32):
 
 @lru_cache(maxsize=4)
 def _fashion_arrays(img_file: str, lab_file: str, _img_mtime: int, _lab_mtime: int, pad_to: int):
-    from sami_rt.images import frame
+    from sami_rt.media.images import frame
 
     imgs = _read_idx(Path(img_file)).astype(np.float32) / 127.5 - 1.0
     labels = _read_idx(Path(lab_file)).astype(np.int64)
@@ -124,9 +124,9 @@ def _fashion_arrays(img_file: str, lab_file: str, _img_mtime: int, _lab_mtime: i
 # ------------------------------------------------------------------------------ image folder, CelebA
 def load_image(path: str | os.PathLike, spec: ImageSpec) -> torch.Tensor:
     """One image as [C, H, W] in [-1, 1], brought to the model as the runtime brings it
-    (``sami_rt.images.read_image``: the spec's crop, colour, resize and padding)."""
+    (``sami_rt.media.images.read_image``: the spec's crop, colour, resize and padding)."""
     from sami_rt.errors import ImageError
-    from sami_rt.images import read_image
+    from sami_rt.media.images import read_image
 
     try:
         return torch.from_numpy(read_image(path, spec))

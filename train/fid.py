@@ -67,7 +67,7 @@ def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 8, seed: i
 def fashion_feature_net(cfg, cache: Path | None = None, progress=print) -> tuple[FeatureNet, float]:
     """The project's Fashion-MNIST feature network for the run's image size, trained once and cached
     (``$SAMI_CACHE``, default ~/.cache/sami-rt); returns it and its test-set class accuracy."""
-    from sami_rt.io import atomic_path
+    from sami_rt.media.files import atomic_path
     from train.data import load_fashion_mnist
 
     path = (cache or default_cache()) / f"fashion-feature-net-v{FEATURE_NET_VERSION}-{cfg.image_size}px.pt"

@@ -17,7 +17,7 @@ SOURCE is one of
   leaves dynamic keep the configuration's, and a trial call checks that the graph runs on that shape.
 
 Conversions to the noise prediction this project trains and samples with (VP: x_t = sqrt(a) x0 + sqrt(1-a) eps,
-a = abar_t; defined once in ``sami_rt.schedule``, which export/compose.py builds its graphs from as well):
+a = abar_t; defined once in ``sami_rt.sampling.schedule``, which export/compose.py builds its graphs from as well):
 - x0 (EDM): x = x_t / sqrt(a) and sigma = sqrt((1 - a) / a) (the same noisy image on the VE scale);
   eps = (x_t - sqrt(a) D(x, sigma)) / sqrt(1 - a);
 - v (Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0): eps = sqrt(a) v + sqrt(1 - a) x_t;
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sami_rt.schedule import eps_from_prediction, make_abar, ve_image, ve_sigma
+from sami_rt.sampling.schedule import eps_from_prediction, make_abar, ve_image, ve_sigma
 
 PARAMS = ("eps", "x0", "v")
 DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled-linear", "squaredcos_cap_v2": "cosine"}
@@ -46,7 +46,7 @@ class FrozenDenoiserError(ValueError):
 
 def to_eps(kind: str, out: torch.Tensor, x_t: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """A denoiser's output in parameterisation ``kind`` (eps | v | x0-vp) as a noise prediction
-    (``sami_rt.schedule.eps_from_prediction``, the definition export's graphs use too)."""
+    (``sami_rt.sampling.schedule.eps_from_prediction``, the definition export's graphs use too)."""
     a = abar_t.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype)
     return eps_from_prediction(kind, out, x_t, a.sqrt(), (1 - a).sqrt())
 

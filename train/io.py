@@ -1,11 +1,11 @@
-"""JSON and text files written atomically (the mechanism is sami_rt.io.atomic_path)."""
+"""JSON and text files written atomically (the mechanism is sami_rt.media.files.atomic_path)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from sami_rt.io import atomic_path
+from sami_rt.media.files import atomic_path
 
 __all__ = ["CHECKPOINT", "atomic_path", "checkpoint_path", "load_checkpoint", "write_json", "write_text"]
 

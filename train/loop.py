@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from sami_rt.schedule import make_abar
+from sami_rt.sampling.schedule import make_abar
 from train.config import Config
 from train.data import BatchSource, eval_set
 from train.eval_protocol import Stages

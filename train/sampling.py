@@ -1,6 +1,6 @@
 """Guided DDPM / DDIM sampling in PyTorch, for sample grids and evaluation during training.
 
-The coefficients come from ``sami_rt.schedule.step_coefficients`` (the same float64 arrays the runtime
+The coefficients come from ``sami_rt.sampling.schedule.step_coefficients`` (the same float64 arrays the runtime
 uses); the update is x_s = c_x * x_t + c_eps * eps_hat + sigma * noise.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sami_rt.schedule import respace, step_coefficients
+from sami_rt.sampling.schedule import respace, step_coefficients
 from train.objective import guided_eps
 
 
@@ -55,8 +55,8 @@ def save_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
     """Write images [N, C, H, W] in [-1, 1] as one PNG grid (atomically)."""
     from PIL import Image
 
-    from sami_rt.images import from_model, grid
-    from sami_rt.io import atomic_path
+    from sami_rt.media.images import from_model, grid
+    from sami_rt.media.files import atomic_path
 
     g = grid(from_model(images.detach().cpu().numpy()), nrow)  # (rows, cols, C) uint8
     img = Image.fromarray(g[:, :, 0] if g.shape[2] == 1 else g)

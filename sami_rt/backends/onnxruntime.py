@@ -22,7 +22,7 @@ import numpy as np
 
 from sami_rt.backends.base import pipeline_threads
 from sami_rt.errors import BackendError
-from sami_rt.contract import RUNTIME_GRAPHS
+from sami_rt.contract.format import RUNTIME_GRAPHS
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -169,7 +169,7 @@ class OrtBackend:
 
     def _check_declared(self, name: str, path: Path, sess) -> None:
         """The ONNX file must be the graph the manifest declares: same input/output names, ranks and fixed dims."""
-        from sami_rt.bundle import BundleError
+        from sami_rt.contract.bundle import BundleError
 
         spec = self.bundle.graphs[name]
         for side, got, want in (("inputs", sess.get_inputs(), spec.inputs), ("outputs", sess.get_outputs(), spec.outputs)):

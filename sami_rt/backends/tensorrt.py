@@ -17,9 +17,9 @@ from collections import OrderedDict
 import numpy as np
 
 from sami_rt.errors import BackendError
-from sami_rt.contract import RUNTIME_GRAPHS as NEEDED
-from sami_rt.gpu import check_cuda as _check
-from sami_rt.gpu import cuda_runtime, gpu_name
+from sami_rt.contract.format import RUNTIME_GRAPHS as NEEDED
+from sami_rt.backends.gpu import check_cuda as _check
+from sami_rt.backends.gpu import cuda_runtime, gpu_name
 
 MAX_BOUND = 8
 

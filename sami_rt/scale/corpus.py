@@ -5,7 +5,7 @@ The parts a distributed runner reuses are plain functions of plain data: ``make_
 inputs into ``Item`` s (path, output name, settings), ``encode_item(runtime, item) -> (row, arrays)`` encodes
 one without touching the output directory, ``write_output`` writes its arrays (deterministic bytes, renamed
 into place), ``complete_row`` says whether an existing output is complete and still valid for its input, and
-``run_corpus`` drives them in this process or a pool of spawned processes (``sami_rt.corpus_pool``), one
+``run_corpus`` drives them in this process or a pool of spawned processes (``sami_rt.scale.pool``), one
 model load per process. A failed input is a row of the index, never the end of the corpus.
 """
 
@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from sami_rt.errors import InputError, SamiError, VideoError
-from sami_rt.images import IMAGE_EXTS, folder_videos
+from sami_rt.media.images import IMAGE_EXTS, folder_videos
 
 FORMAT = "sami-rt-corpus/1"  # the format tag every corpus output carries
 INDEX = "index.jsonl"
@@ -100,7 +100,7 @@ def output_name(path: str) -> str:
 def model_id(model=None) -> str:
     """A bundle's fingerprint: 16 hex digits of its manifest's SHA-256 (the manifest holds every graph's
     checksum). Reads and validates the bundle: a bundle that cannot be used is a BundleError here."""
-    from sami_rt.bundle import read_bundle
+    from sami_rt.contract.bundle import read_bundle
     from sami_rt.runtime import resolve_model
 
     root = read_bundle(resolve_model(model)).root
@@ -118,7 +118,7 @@ def input_stamp(path: str) -> str:
     if not p.is_dir():
         st = p.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
-    from sami_rt.images import IMAGE_EXTS
+    from sami_rt.media.images import IMAGE_EXTS
 
     h = hashlib.sha256()
     for f in sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS):
@@ -139,8 +139,8 @@ def video_arrays(v) -> dict:
 
 def _encode_folder(runtime, path: Path):
     """A folder's images, sorted by name (as ``encode FOLDER`` reads them), as the frames of a trajectory."""
-    from sami_rt.images import image_files
-    from sami_rt.trajectory import VideoEncoding, angles
+    from sami_rt.media.images import image_files
+    from sami_rt.video.trajectory import VideoEncoding, angles
 
     files = image_files(path)
     x = runtime.load_images(files)
@@ -152,7 +152,7 @@ def _encode_folder(runtime, path: Path):
 
 
 def _encode(runtime, item: Item) -> tuple[str, dict]:
-    from sami_rt.images import IMAGE_EXTS
+    from sami_rt.media.images import IMAGE_EXTS
 
     p = Path(item.path)
     if not p.exists():
@@ -206,7 +206,7 @@ def _mean(mean_angle, curvature) -> float | None:
 def make_row(item: Item, status: str, seconds: float, arrays: dict | None = None, kind: str | None = None,
              error: str | None = None) -> dict:
     """An index row: the input, its output (None unless written), what it holds, status, error, seconds."""
-    from sami_rt.trajectory import mean_angle
+    from sami_rt.video.trajectory import mean_angle
 
     row = dict.fromkeys(ROW_KEYS)
     row.update(path=item.path, kind=kind, status=status, error=error, seconds=round(seconds, 4))
@@ -222,8 +222,8 @@ def make_row(item: Item, status: str, seconds: float, arrays: dict | None = None
 # ------------------------------------------------------------------------------------------------ output
 def write_output(out_dir, item: Item, arrays: dict) -> None:
     """The item's arrays under its final name, written to a temporary file first, with the same bytes for
-    the same arrays (``sami_rt.io.write_npz``)."""
-    from sami_rt.io import write_npz
+    the same arrays (``sami_rt.media.files.write_npz``)."""
+    from sami_rt.media.files import write_npz
 
     write_npz(Path(out_dir) / item.output, **arrays)
 
@@ -273,7 +273,7 @@ class IndexWriter:
             self.write()
 
     def write(self) -> None:
-        from sami_rt.io import atomic_write_bytes
+        from sami_rt.media.files import atomic_write_bytes
 
         t0 = time.perf_counter()
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in self.rows if r is not None).encode())
@@ -286,9 +286,9 @@ def read_index(path) -> list[dict]:
 
 
 def check_out_dir(out_dir) -> Path:
-    """The output directory can be created and written (``sami_rt.outputs.check_output`` on its index);
+    """The output directory can be created and written (``sami_rt.media.outputs.check_output`` on its index);
     InputError, one line, otherwise."""
-    from sami_rt.outputs import check_output
+    from sami_rt.media.outputs import check_output
 
     p = Path(out_dir)
     if p.exists() and not p.is_dir():
@@ -306,7 +306,7 @@ def run_corpus(items: list[Item], out_dir, workers: int | None = 1, model=None, 
     """Encode every item whose output is not complete and valid (``complete_row``) into ``out_dir``, with
     ``workers`` processes (1: this process, with ``runtime`` or a ``Runtime(model, device, threads=1)``), or
     with ``ray`` on ``workers`` Ray Data actors (None: the cluster's CPUs) of the cluster at ``address``
-    (``sami_rt.corpus_ray``); ``progress(k, n, row)`` after each finished item. Returns the rows in input order;
+    (``sami_rt.scale.ray_data``); ``progress(k, n, row)`` after each finished item. Returns the rows in input order;
     ``index.jsonl`` holds them (and, while running, those finished so far). ``work(runtime, item, out_dir) ->
     row``: the per-item function (a module-level one, for the pool and Ray)."""
     out_dir = Path(out_dir)
@@ -331,7 +331,7 @@ def run_corpus(items: list[Item], out_dir, workers: int | None = 1, model=None, 
                 finish(it, row)
         failed = lambda it, error: make_row(it, "failed", 0.0, error=error)  # noqa: E731
         if todo and ray:
-            from sami_rt.corpus_ray import run_ray
+            from sami_rt.scale.ray_data import run_ray
 
             run_ray(todo, str(out_dir), workers, model, device, work, finish, failed, address)
         elif todo and (workers or 1) <= 1:
@@ -342,7 +342,7 @@ def run_corpus(items: list[Item], out_dir, workers: int | None = 1, model=None, 
             for it in todo:
                 finish(it, work(runtime, it, str(out_dir)))
         elif todo:
-            from sami_rt.corpus_pool import run_pool
+            from sami_rt.scale.pool import run_pool
 
             run_pool(todo, str(out_dir), min(workers, len(todo)), model, device, work, finish, failed)
     finally:

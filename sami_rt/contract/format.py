@@ -1,15 +1,15 @@
 """What crosses between training and the runtime, in one file: the graphs, the image and its preprocessing,
 the model's architecture and the manifest that records them. No deep-learning framework and no file I/O
-(``sami_rt.bundle`` reads ``manifest.json`` through :class:`Manifest` and resolves and checks the files it
+(``sami_rt.contract.bundle`` reads ``manifest.json`` through :class:`Manifest` and resolves and checks the files it
 names).
 
 - :data:`GRAPHS`: one :class:`GraphSpec` per graph (inputs and outputs with names, axes and dtypes, the
   default TensorRT batch profile, and example inputs for validation and benchmarks).
 - :class:`ImageSpec`: the model's image and how any picture is brought to it (:class:`Preprocess`), used by
-  training's data loading and by the runtime alike (``sami_rt.images.to_model``).
+  training's data loading and by the runtime alike (``sami_rt.media.images.to_model``).
 - :class:`Architecture`: the network's shape, separate from training settings; stored in checkpoints and
   bundles, and what the reference model (outside this package) is rebuilt from.
-- :class:`Manifest`: ``manifest.json`` typed. It writes itself (:meth:`Manifest.to_json`); ``sami_rt.bundle``
+- :class:`Manifest`: ``manifest.json`` typed. It writes itself (:meth:`Manifest.to_json`); ``sami_rt.contract.bundle``
   reads and validates the JSON into it (``parse_manifest``); no other code reads or assembles a manifest.
   Format version 2; version 1 (bundles exported before the contract was typed) still reads, its missing
   records derived from the training configuration it kept (:func:`preprocess_for`,

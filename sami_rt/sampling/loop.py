@@ -1,13 +1,13 @@
-"""The sampling loop: the C++ extension ``sami_rt._sampler`` and its numpy twin.
+"""The sampling loop: the C++ extension ``sami_rt.sampling._sampler`` and its numpy twin.
 
 A loop receives a callable ``backend(x, i) -> eps_hat`` (one call per step; it knows the model, the loop
-does not), the per-step coefficients of ``sami_rt.schedule.step_coefficients`` (DDPM / DDIM) or
+does not), the per-step coefficients of ``sami_rt.sampling.schedule.step_coefficients`` (DDPM / DDIM) or
 ``dpmpp_2m_coefficients`` (DPM-Solver++(2M), its SDE form) and a seed. It updates x in place:
 ``x <- float32(c_x[i] x + c_eps[i] eps_hat + c_x_prev[i] x_prev + c_eps_prev[i] eps_prev + sigma[i] noise)``
 computed in float64, where x_prev and eps_prev are the previous step's x and eps_hat, kept by the loop in
 float32 buffers of its own (only when some c_x_prev or c_eps_prev is not zero; a step whose two are zero
 adds nothing, so DDPM / DDIM round exactly as a two-term update). The noise of sample b at step i is drawn
-from Philox keyed by (seed[b], indices[b], i) (``sami_rt.rng``), ``seed`` one integer for every row or one
+from Philox keyed by (seed[b], indices[b], i) (``sami_rt.sampling.rng``), ``seed`` one integer for every row or one
 per row, so a sample's image depends on its seed and index, not on the batch it was drawn in (nor on the
 other rows' seeds) or on the loop that drew it.
 """
@@ -19,13 +19,13 @@ from typing import Callable
 import numpy as np
 
 from sami_rt.errors import Cancelled, SamplingError
-from sami_rt.rng import INIT_STEP, batch_normals, row_seeds
+from sami_rt.sampling.rng import INIT_STEP, batch_normals, row_seeds
 
 # cpp_ext/sampler.cpp's __version__ that this module calls (2: the previous-step terms; 3: a seed per row)
 LOOP_VERSION = "3"
 
 try:
-    from sami_rt import _sampler
+    from sami_rt.sampling import _sampler
 
     _IMPORT_ERROR = None
     if getattr(_sampler, "__version__", None) != LOOP_VERSION:  # a stale build: its loop takes other arguments
@@ -110,15 +110,16 @@ def loop_status() -> tuple[bool, str]:
 
     if _sampler is not None:
         return True, f"the C++ sampler loop (compiled: {Path(_sampler.__file__).name})"
-    pkg = Path(__file__).resolve().parent
-    built = sorted(p.name for p in pkg.glob("_sampler*") if p.suffix in (".so", ".pyd"))
+    here = Path(__file__).resolve().parent  # sami_rt/sampling, where the compiled module lives
+    pkg = here.parent
+    built = sorted(p.name for p in here.glob("_sampler*") if p.suffix in (".so", ".pyd"))
     source = (pkg.parent / "cpp_ext" / "sampler.cpp").is_file()
     if built:
-        why = f"{', '.join(built)} in {pkg} does not load ({_IMPORT_ERROR})"
+        why = f"{', '.join(built)} in {here} does not load ({_IMPORT_ERROR})"
     elif source:
-        why = (f"`import sami_rt` found the source tree {pkg}, which holds no compiled sami_rt._sampler; build it "
-               f"there with `pip install -e .` (or `python setup.py build_ext --inplace`), or run from outside the "
-               f"checkout to use an installed sami-rt")
+        why = (f"`import sami_rt` found the source tree {pkg}, which holds no compiled sami_rt.sampling._sampler; "
+               "build it there with `pip install -e .` (or `python setup.py build_ext --inplace`), or run from "
+               "outside the checkout to use an installed sami-rt")
     else:
         why = f"the extension is not built in {pkg}; reinstall sami-rt with a C++ compiler and pybind11"
     return False, f"numpy (the C++ sampler loop is not available: {why})"
@@ -134,7 +135,7 @@ def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed, indices, progr
         raise ValueError("x must be a writeable, C-contiguous float32 array")
     cpp = has_extension() if use_cpp is None else use_cpp
     if cpp and _sampler is None:
-        raise RuntimeError("the C++ sampler extension sami_rt._sampler is not built; reinstall sami-rt with a "
+        raise RuntimeError("the C++ sampler extension sami_rt.sampling._sampler is not built; reinstall sami-rt with a "
                            "C++ compiler, or use the numpy loop")
     args = (backend, x, np.asarray(coeffs["c_x"], np.float64), np.asarray(coeffs["c_eps"], np.float64),
             np.asarray(coeffs["sigma"], np.float64), row_seeds(seed, len(x)), np.asarray(indices, dtype=np.int64))

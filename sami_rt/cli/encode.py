@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from sami_rt.cli_shared import VIDEO_EXTS, friendly, model_options, open_runtime, run_with_progress
+from sami_rt.cli.shared import VIDEO_EXTS, friendly, model_options, open_runtime, run_with_progress
 from sami_rt.errors import InputError
 
 PLOT_EXTRA = 'pip install "sami-rt[plot]"'
@@ -43,7 +43,7 @@ def encode(path, out, every, plot, bgr_frames, model, device, threads):
       sami-rt encode examples/ -o folder.npz
       sami-rt encode examples/moving_disk.mp4 --plot curvature.png
     """
-    from sami_rt.outputs import check_npz_output, check_plot_output
+    from sami_rt.media.outputs import check_npz_output, check_plot_output
 
     out = out or Path(path.stem + ".npz")
     check_npz_output(out)
@@ -64,9 +64,9 @@ def encode(path, out, every, plot, bgr_frames, model, device, threads):
 
 
 def encode_images(path: Path, out: Path, model, device, threads) -> None:
-    from sami_rt.cli_shared import image_input
-    from sami_rt.images import image_files
-    from sami_rt.io import write_npz
+    from sami_rt.cli.shared import image_input
+    from sami_rt.media.images import image_files
+    from sami_rt.media.files import write_npz
 
     files = image_files(image_input(path, folder=True))  # checked before the model loads
     rt = open_runtime(model, device, threads)
@@ -86,8 +86,8 @@ def encode_images(path: Path, out: Path, model, device, threads) -> None:
 
 
 def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) -> None:
-    from sami_rt.corpus import video_arrays
-    from sami_rt.io import write_npz
+    from sami_rt.scale.corpus import video_arrays
+    from sami_rt.media.files import write_npz
 
     v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)
     write_npz(out, **video_arrays(v))  # what encode-corpus writes per video, too
@@ -149,7 +149,7 @@ def plot_video(v, path: Path, name: str) -> None:
     """``video_figure`` written to path, in the format its extension names."""
     import io
 
-    from sami_rt.io import atomic_write_bytes
+    from sami_rt.media.files import atomic_write_bytes
 
     buf = io.BytesIO()
     video_figure(v, name).savefig(buf, format=Path(path).suffix.lower()[1:], dpi=110)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from sami_rt.cli_shared import friendly, model_options, open_runtime
+from sami_rt.cli.shared import friendly, model_options, open_runtime
 
 WIDTH = 110  # a value longer than this is cut, saying how many entries it has
 
@@ -25,7 +25,7 @@ def info(model, device, threads, list_):
 
     from sami_rt import __version__
     from sami_rt.backends import BackendError, device_report
-    from sami_rt.sampler import loop_status
+    from sami_rt.sampling.loop import loop_status
     from sami_rt.runtime import default_steps
 
     if list_:
@@ -37,7 +37,7 @@ def info(model, device, threads, list_):
     except BackendError as e:
         if device == "auto":
             raise
-        from sami_rt.bundle import read_bundle
+        from sami_rt.contract.bundle import read_bundle
         from sami_rt.runtime import resolve_model
 
         b, backend = read_bundle(resolve_model(model)), f"none for --device {device}: {e}"
@@ -95,7 +95,7 @@ def key_values(d: dict, indent: str = "  ") -> list[str]:
 
 
 def list_models() -> None:
-    from sami_rt.bundle import BundleError, read_bundle
+    from sami_rt.contract.bundle import BundleError, read_bundle
     from sami_rt.runtime import DEFAULT_MODEL, shipped_models
 
     for name, path in shipped_models().items():

@@ -1,5 +1,5 @@
 """The ``sami-rt`` command line: parse, call sami_rt.Runtime, write files, print a short summary. The shared
-options and helpers are in ``sami_rt.cli_shared``, ``sami-rt bench`` in ``sami_rt.cli_bench``."""
+options and helpers are in ``sami_rt.cli.shared``, ``sami-rt bench`` in ``sami_rt.cli.bench``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from sami_rt.cli_bench import bench
-from sami_rt.cli_corpus import encode_corpus
-from sami_rt.cli_encode import encode
-from sami_rt.cli_info import info
-from sami_rt.cli_serve import serve
-from sami_rt.cli_shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
+from sami_rt.cli.bench import bench
+from sami_rt.cli.corpus import encode_corpus
+from sami_rt.cli.encode import encode
+from sami_rt.cli.info import info
+from sami_rt.cli.serve import serve
+from sami_rt.cli.shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
                                 run_with_progress, sampling_options, sampling_title, write_grid, write_latents,
                                 zoom_option)
 from sami_rt.errors import InputError

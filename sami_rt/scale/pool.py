@@ -1,4 +1,4 @@
-"""The process pool of ``sami_rt.corpus.run_corpus``: spawned processes, each loading the model once
+"""The process pool of ``sami_rt.scale.corpus.run_corpus``: spawned processes, each loading the model once
 (``Runtime(model, device, threads=1)``) and running the per-item function on the items sent to it.
 
 At most one item per process is in flight, so when a process dies (a decoder's crash on a damaged file), the
@@ -83,7 +83,7 @@ def _until_broken(pending: deque, out_dir: str, workers: int, model, device: str
 
 def run_pool(todo: list, out_dir: str, workers: int, model, device: str, work: Callable,
              finish: Callable[[object, dict], None], failed: Callable[[object, str], dict]) -> None:
-    """Every item (``sami_rt.corpus.Item``) of ``todo`` through ``work(runtime, item, out_dir)`` on ``workers``
+    """Every item (``sami_rt.scale.corpus.Item``) of ``todo`` through ``work(runtime, item, out_dir)`` on ``workers``
     spawned processes; ``finish(item, row)`` in the order they finish; ``failed(item, error)``: a failed row."""
     pending = deque(todo)
     while pending:

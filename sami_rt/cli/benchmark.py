@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.contract import GRAPHS
+from sami_rt.contract.format import GRAPHS
 
 # Dense peak throughput (TFLOP/s) of cards we know: float32 (no tensor cores) and float16 tensor cores.
 GPU_PEAKS = {
@@ -103,7 +103,7 @@ def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
     import cv2
     import onnxruntime
 
-    from sami_rt.gpu import gpu_name
+    from sami_rt.backends.gpu import gpu_name
 
     be = rt.backend
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bundle": str(rt.bundle.root),
@@ -150,8 +150,8 @@ def bench_calls(rt, batches, repeats: int, warmup: int, baseline=None, log: Log 
 def baseline_sample_seconds(bundle, baseline, z: np.ndarray, steps: int) -> float:
     """Seconds for the baseline to draw ``len(z)`` DDIM samples guided by ``z``: the runtime's numpy loop
     and its step (``sampler.model_step``) around the baseline's ``guided_eps``."""
-    from sami_rt.sampler import initial_noise, loop_numpy, model_step
-    from sami_rt.schedule import respace, step_coefficients
+    from sami_rt.sampling.loop import initial_noise, loop_numpy, model_step
+    from sami_rt.sampling.schedule import respace, step_coefficients
 
     n, D = z.shape
     co = step_coefficients(bundle.abar, respace(bundle.T, steps), 0.0)
@@ -181,7 +181,7 @@ def bench_generate(rt, n: int, steps: int, calls: list[dict], baseline=None, log
 def bench_video(rt, video: Path, repeats: int, baseline=None, log: Log = lambda s: None) -> dict:
     """Decoding alone against ``encode_video`` in interleaved rounds (and decoding alone to luma planes where
     the pipeline read them); inference alone on the decoded frames."""
-    from sami_rt.frames import decode_alone, model_frames
+    from sami_rt.video.frames import decode_alone, model_frames
 
     rounds = max(3, repeats // 10)
     log(f"video: decoding alone and encode_video, {rounds} rounds, interleaved")
@@ -220,7 +220,7 @@ def bench_video(rt, video: Path, repeats: int, baseline=None, log: Log = lambda 
 def bench_video_file(rt, video: str | Path | None, frames: int, repeats: int, baseline=None,
                      log: Log = lambda s: None) -> dict:
     """``bench_video`` on ``video``, or on a synthetic 640x480 video of ``frames`` frames written for it."""
-    from sami_rt.disks import write_disk_video
+    from sami_rt.media.disks import write_disk_video
 
     if video is not None:
         return bench_video(rt, Path(video), repeats, baseline, log)

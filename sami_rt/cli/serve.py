@@ -1,4 +1,4 @@
-"""``sami-rt serve``: the HTTP service of ``sami_rt.serve`` on a local Ray instance or an existing cluster."""
+"""``sami-rt serve``: the HTTP service of ``sami_rt.scale.serve`` on a local Ray instance or an existing cluster."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
-from sami_rt.cli_shared import friendly, ticking
+from sami_rt.cli.shared import friendly, ticking
 from sami_rt.errors import BackendError
-from sami_rt.ray_util import connect, quiet_ray_core
+from sami_rt.scale.ray_util import connect, quiet_ray_core
 
 GPU_DEVICES = ("cuda", "tensorrt")
 
@@ -83,10 +83,10 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
       sami-rt serve --port 8000
       curl -s localhost:8000/generate -d '{"n": 4, "seed": 1, "format": "json"}'
     """
-    from sami_rt.ray_util import import_ray
+    from sami_rt.scale.ray_util import import_ray
 
     import_ray("sami-rt serve", serve=True)  # no Ray: one line naming the extra, before anything else
-    from sami_rt.serve import APP_NAME, build_app, model_argument, start
+    from sami_rt.scale.serve import APP_NAME, build_app, model_argument, start
 
     model_argument(model)  # a model that does not exist: one line before Ray starts
     with quiet_ray_core():  # Ray's own C++ log lines (a Serve controller killed at shutdown, ...) are not the user's

@@ -1,5 +1,5 @@
 """``sami-rt encode-corpus``: videos and folders of images (or list files naming them) into one .npz each and
-an index, resumable, in this process or a pool of processes (``sami_rt.corpus``)."""
+an index, resumable, in this process or a pool of processes (``sami_rt.scale.corpus``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
-from sami_rt.cli_shared import friendly, ticking
+from sami_rt.cli.shared import friendly, ticking
 from sami_rt.errors import InputError
 
 
@@ -83,12 +83,12 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, mod
     import time
 
     from sami_rt.backends.base import usable_cpus
-    from sami_rt.corpus import INDEX, check_out_dir, expand_inputs, make_items, model_id, run_corpus
+    from sami_rt.scale.corpus import INDEX, check_out_dir, expand_inputs, make_items, model_id, run_corpus
 
     if address is not None and not ray:
         raise InputError("--address names a Ray cluster; add --ray to run there")
     if ray:
-        from sami_rt.ray_util import check_reachable, import_ray, ray_address
+        from sami_rt.scale.ray_util import check_reachable, import_ray, ray_address
 
         import_ray("--ray")  # the extra's absence, and a cluster nothing answers at, are one line before any work
         check_reachable(ray_address(address), "--ray")

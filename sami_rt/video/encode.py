@@ -1,7 +1,7 @@
 """Video encoding: a video's frames streamed through an encoder, giving per-frame posterior means and
-variances and the curvature of the latent and the pixel trajectories (``sami_rt.trajectory``).
+variances and the curvature of the latent and the pixel trajectories (``sami_rt.video.trajectory``).
 
-A reader thread decodes (``sami_rt.frames.Reader``), the caller's thread converts frames into one
+A reader thread decodes (``sami_rt.video.frames.Reader``), the caller's thread converts frames into one
 preallocated batch (``FrameConverter``) and encodes it: memory does not grow with the video's length.
 """
 
@@ -12,11 +12,11 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt import frames
-from sami_rt.contract import ImageSpec
+from sami_rt.video import frames
+from sami_rt.contract.format import ImageSpec
 from sami_rt.errors import VideoError
-from sami_rt.frames import FrameConverter, Reader
-from sami_rt.trajectory import VideoEncoding, angles, straightness  # noqa: F401 (straightness: importable here)
+from sami_rt.video.frames import FrameConverter, Reader
+from sami_rt.video.trajectory import VideoEncoding, angles, straightness  # noqa: F401 (straightness: importable here)
 
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -70,7 +70,7 @@ def encode_video(encode: Encode, spec: ImageSpec, path, every: int = 1, batch: i
     ``VideoEncoding.luma`` says whether it did); False: always BGR frames, converted as images are, so that
     the encoder sees what it sees for the decoded frames saved as images. ``decoder_threads``: FFmpeg's
     decoder threads (default ``backends.pipeline_threads()``; 0: FFmpeg's own default)."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()
     p = Path(path)

@@ -1,7 +1,7 @@
 """Image grids a person can read (``sami-rt generate``, ``interpolate``, ``traverse``): tiles enlarged by an
 integer zoom (nearest neighbour), a caption under each tile, a title above them, a marked tile (generate's
 guide) framed in colour. Cells after the last tile are left as background: no filler tiles. Always RGB,
-drawn with OpenCV's Hershey font (no further dependency). ``sami_rt.images.grid`` stays the plain mosaic
+drawn with OpenCV's Hershey font (no further dependency). ``sami_rt.media.images.grid`` stays the plain mosaic
 that training's sample grids use."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title, lead: bo
 def grid_shape(n: int, tile: tuple[int, int], ncol: int = 8, zoom: int = 1, labels=None,
                title: str | None = None, lead: bool = False) -> tuple[int, int]:
     """(height, width) of the picture ``labelled_grid`` draws for n tiles of ``tile`` pixels, without drawing."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     return _plan(load_cv2(), n, (tile[0] * int(zoom), tile[1] * int(zoom)), ncol, labels, title, lead).lay.shape
 
@@ -137,7 +137,7 @@ def labelled_grid(images: np.ndarray, ncol: int = 8, zoom: int = 1, labels=None,
     tile; "" for none) under them, ``title`` above (wrapped to the grid's width), the tiles whose indices
     are in ``marked`` framed in MARK, with ``lead`` tile 0 in a column of its own (``Layout``). Without
     labels there is no caption strip, without a title no title."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()
     tiles = rgb(zoom_tiles(np.asarray(images, dtype=np.uint8), int(zoom)))

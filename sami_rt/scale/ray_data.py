@@ -1,6 +1,6 @@
 """``sami-rt encode-corpus --ray``: the corpus's items on a Ray cluster through Ray Data (the ``[ray]`` extra).
 
-The driver decides what to do (``sami_rt.corpus.run_corpus`` skips complete outputs before this is called) and
+The driver decides what to do (``sami_rt.scale.corpus.run_corpus`` skips complete outputs before this is called) and
 keeps the index; Ray Data runs ``process_item`` on the rest in a pool of actors, each opening the model once
 (``Runtime(model, device, threads=1)``, as the local pool's processes do), and each writing its outputs into the
 output directory itself (on a cluster: a path every node shares). Every item is its own block and at most one
@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.corpus_pool import DIED, _one_line  # the local pool's words, so the rows match
+from sami_rt.scale.pool import DIED, _one_line  # the local pool's words, so the rows match
 from sami_rt.errors import BackendError
 
 GPU_DEVICES = ("cuda", "tensorrt")  # actors on these reserve one GPU each
@@ -66,7 +66,7 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
     None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
     makes the row of an item whose work raised or whose actor died. ``device`` auto is the CPU here (the same
     bytes on every node); cuda and tensorrt reserve one GPU per actor (default ``workers``: the GPUs)."""
-    from sami_rt.ray_util import connect, quiet_ray_core
+    from sami_rt.scale.ray_util import connect, quiet_ray_core
 
     with quiet_ray_core():
         _run_ray(connect(address, "--ray"), todo, out_dir, workers, model, device, work, finish, failed)

@@ -9,7 +9,7 @@ One deployment, ``SamiRT``: each replica opens one ``Runtime`` (one backend thre
 - ``GET /health`` (200 and the model's name) and ``GET /info`` (the model, its defaults, the batching).
 
 Concurrent generate requests are gathered by ``@serve.batch`` (up to ``max_batch_size`` requests, waiting at
-most ``batch_wait_s`` for more) and answered by ``sami_rt.batching.generate_batch``: the requests that share a
+most ``batch_wait_s`` for more) and answered by ``sami_rt.scale.batching.generate_batch``: the requests that share a
 sampler, steps, eta and guidance (latents, or none) run as one loop, each sample keyed by its own request's
 seed, so a response equals what ``Runtime.generate`` gives for the same arguments, bit for bit on the CPU
 backend with one thread (the default), within floating-point rounding otherwise. A bad request gets status 400 and
@@ -31,8 +31,8 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sami_rt import serve_api
-from sami_rt.batching import generate_batch
+from sami_rt.scale import serve_api
+from sami_rt.scale.batching import generate_batch
 from sami_rt.errors import ImageError, InputError, SamiError
 
 log = logging.getLogger("ray.serve")

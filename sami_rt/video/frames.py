@@ -1,6 +1,6 @@
 """Video frames into model input: opening a capture, reading a grey model's frames as the decoder's luma
 planes, the one decoding loop (``Frames``), the reader thread that runs it beside the caller, and the frame
-converter. ``sami_rt.video`` builds the encoding pipeline from these; the benchmarks time them alone."""
+converter. ``sami_rt.video.encode`` builds the encoding pipeline from these; the benchmarks time them alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.contract import ImageSpec
+from sami_rt.contract.format import ImageSpec
 from sami_rt.errors import VideoError
 
 # Video-range luma (16..235) -> the grey that OpenCV's BGR -> grey conversion gives for that pixel of a
@@ -170,7 +170,7 @@ def decode_alone(path, luma: bool = False) -> int:
     """Decodes a video with OpenCV's defaults, dropping the frames (the floor ``encode_video`` is compared
     with); returns the number of frames. ``luma``: with the conversion to BGR off (``CAP_PROP_CONVERT_RGB``
     0), which for a yuv420p video hands over the luma plane: decoding's own cost."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()  # its log silenced: frames without BGR conversion draw a warning each
     cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
@@ -254,7 +254,7 @@ class FrameConverter:
     ``LUMA_TO_GREY`` in place of the BGR -> grey conversion of a decoded BGR frame."""
 
     def __init__(self, spec: ImageSpec, notes: list | None = None, name: str = "frame", luma: bool = False):
-        from sami_rt.images import load_cv2, to_model
+        from sami_rt.media.images import load_cv2, to_model
 
         if luma and spec.channels != 1:
             raise ValueError("luma frames are for one-channel models")
@@ -305,7 +305,7 @@ class FrameConverter:
     def _plan(self, frame):
         """What ``to_model`` does to a frame of this shape: a frame of the model's full size is taken as it
         is; any other is cropped and resized to the content size (unless it has that size) and framed."""
-        from sami_rt.images import crop_box, resize_interpolation
+        from sami_rt.media.images import crop_box, resize_interpolation
 
         h, w = frame.shape[:2]
         spec = self.spec
@@ -320,7 +320,7 @@ class FrameConverter:
 def model_frames(path, spec: ImageSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """Every frame of a video decoded to BGR with OpenCV's defaults and converted for the model (as
     ``encode_video`` converts BGR frames), in one array [N, C, H, W]; and the frames' (width, height)."""
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()
     cap = cv2.VideoCapture(str(path))

@@ -35,7 +35,7 @@ def write_disk_video(path: str | Path, frames: int, size: tuple[int, int] = (640
     """A grey mp4 (mp4v) of a disk (radius an eighth of the height, pixel 230 on 40) moving in a straight
     line from the top-left corner to the bottom-right one; ``size`` is (width, height)."""
     from sami_rt.errors import VideoError
-    from sami_rt.images import load_cv2
+    from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()
     W, H = size

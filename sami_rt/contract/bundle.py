@@ -1,6 +1,6 @@
 """The model bundle on disk: a directory holding ``manifest.json`` and the files it names.
 
-What the manifest holds is ``sami_rt.contract`` (the one definition shared by the writer, export/, and the
+What the manifest holds is ``sami_rt.contract.format`` (the one definition shared by the writer, export/, and the
 reader, the runtime). This module reads it: ``parse_manifest`` validates the JSON into the contract's types
 (the only code that does), and ``read_bundle`` resolves and checks the files: every name stays inside the
 bundle directory, every file exists, and with ``verify`` its sha256 matches. A bundle is treated as untrusted
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.contract import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, PARAMETERISATIONS, READABLE_VERSIONS,
+from sami_rt.contract.format import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, PARAMETERISATIONS, READABLE_VERSIONS,
                               TRT_PROFILE, Architecture, EngineEntry, FileEntry, GraphEntry, ImageSpec, Manifest,
                               Preprocess, VarianceRange, is_finite_number, preprocess_for)
 from sami_rt.errors import BundleError
@@ -321,12 +321,12 @@ def _graphs(m: dict, key: str, dims: dict[str, int], where: str) -> dict[str, Gr
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically (temporary file, then rename)."""
-    from sami_rt.io import atomic_write_bytes
+    from sami_rt.media.files import atomic_write_bytes
 
     atomic_write_bytes(Path(root) / MANIFEST, manifest.dumps().encode())
 
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "disks-small"
 
 

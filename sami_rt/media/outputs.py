@@ -1,6 +1,6 @@
 """Output paths checked before any work: a command that would fail to write its result says so at once, in
 one sentence, instead of after sampling or encoding (and writes nothing). Used by the ``sami-rt`` commands;
-the writes themselves go through ``sami_rt.io`` (a temporary file, then a rename)."""
+the writes themselves go through ``sami_rt.media.files`` (a temporary file, then a rename)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from sami_rt.errors import InputError
-from sami_rt.images import IMAGE_WRITE_EXTS
+from sami_rt.media.images import IMAGE_WRITE_EXTS
 
 PLOT_EXTS = (".png", ".pdf", ".svg")  # what matplotlib writes without further packages
 

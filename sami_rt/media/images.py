@@ -1,8 +1,8 @@
 """Images in and out of model space (x = pixel / 127.5 - 1, shape [C, H, W]) with OpenCV.
 
-The preprocessing (``sami_rt.contract.Preprocess``) is defined here once: training's data loading
+The preprocessing (``sami_rt.contract.format.Preprocess``) is defined here once: training's data loading
 (``train/data.py``) and the runtime both call :func:`to_model` / :func:`read_image` with the model's
-:class:`~sami_rt.contract.ImageSpec`, and the bundle records that spec."""
+:class:`~sami_rt.contract.format.ImageSpec`, and the bundle records that spec."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.contract import ImageSpec
+from sami_rt.contract.format import ImageSpec
 
 MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT: its decoders assert beyond it
 MAX_PIXELS = 100_000_000  # refuse images larger than this before decoding them whole
@@ -309,7 +309,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 def _write(path, image: np.ndarray, ext: str) -> None:
     cv2 = load_cv2()
 
-    from sami_rt.io import atomic_write_bytes
+    from sami_rt.media.files import atomic_write_bytes
 
     img = image[:, :, 0] if image.shape[2] == 1 else image[:, :, ::-1]
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []

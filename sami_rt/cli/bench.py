@@ -8,7 +8,7 @@ from typing import Callable
 
 import click
 
-from sami_rt.cli_shared import friendly, model_options, open_runtime
+from sami_rt.cli.shared import friendly, model_options, open_runtime
 
 
 def bench_options(fn):
@@ -42,9 +42,9 @@ def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_ou
     (an object to compare with, None) or (None, why there is none)."""
     import json
 
-    from sami_rt.bench import format_report, run_bench
-    from sami_rt.io import atomic_write_bytes
-    from sami_rt.outputs import check_output
+    from sami_rt.cli.benchmark import format_report, run_bench
+    from sami_rt.media.files import atomic_write_bytes
+    from sami_rt.media.outputs import check_output
 
     if json_out:
         check_output(json_out, "--json", "bench.json")  # before minutes of measuring

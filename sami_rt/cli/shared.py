@@ -15,7 +15,7 @@ import numpy as np
 
 from sami_rt.backends import DEVICES
 from sami_rt.errors import InputError, SamiError
-from sami_rt.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
+from sami_rt.media.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
 from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
 
 
@@ -76,7 +76,7 @@ def image_input(path, option: str = "", folder: bool = False):
     """An image argument (or with ``folder`` a folder of images), checked before the model loads: a missing
     path, a video (pointing at `sami-rt encode`, which reads its frames) or a folder without images."""
     from sami_rt.errors import ImageError
-    from sami_rt.images import image_files
+    from sami_rt.media.images import image_files
 
     if path is None:
         return path
@@ -93,7 +93,7 @@ def image_input(path, option: str = "", folder: bool = False):
 
 def grid_outputs(out: Path) -> Path:
     """Check a grid's image path and its latents' (the same name with .npz) before any work; the latter."""
-    from sami_rt.outputs import check_image_output, check_npz_output
+    from sami_rt.media.outputs import check_image_output, check_npz_output
 
     check_image_output(out)
     npz = out.with_suffix(".npz")
@@ -156,7 +156,7 @@ def run_with_progress(label, fn, **kw):
 
 
 def zoom_option(fn):
-    from sami_rt.grids import MAX_ZOOM, MIN_TILE
+    from sami_rt.media.grids import MAX_ZOOM, MIN_TILE
 
     return click.option("--zoom", type=click.IntRange(1, MAX_ZOOM), default=None,
                         help=f"Enlarge each tile N times, nearest neighbour (default: the smallest N that makes "
@@ -172,7 +172,7 @@ def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title
     """Before any sampling: the grid ``write_grid`` will draw for n samples of the model (after a leading tile
     captioned ``lead``: generate's guide, traverse's image) fits ``out``'s format (WebP and JPEG limit a side)
     and a sane size; InputError, one sentence, otherwise."""
-    from sami_rt.grids import auto_zoom, check_grid, grid_shape
+    from sami_rt.media.grids import auto_zoom, check_grid, grid_shape
 
     tile = (rt.bundle.image.height, rt.bundle.image.width)
     tiles, labels = _lead_first(n, labels, lead)
@@ -183,11 +183,11 @@ def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title
 
 
 def write_grid(path: Path, samples, lead_x=None, ncol=8, zoom=None, labels=None, title=None, lead: str = "guide"):
-    """The samples as a grid (``sami_rt.grids.labelled_grid``) under ``title``; with ``lead_x`` (an image in model
+    """The samples as a grid (``sami_rt.media.grids.labelled_grid``) under ``title``; with ``lead_x`` (an image in model
     space, [1, C, H, W]) a leading tile in a column of its own, framed and captioned ``lead``; ``zoom`` None:
     ``grids.auto_zoom``."""
-    from sami_rt.grids import auto_zoom, labelled_grid
-    from sami_rt.images import from_model, write_image
+    from sami_rt.media.grids import auto_zoom, labelled_grid
+    from sami_rt.media.images import from_model, write_image
 
     imgs, marked = samples.images, ()
     _, labels = _lead_first(len(imgs), labels, lead if lead_x is not None else None)
@@ -211,7 +211,7 @@ def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = Tru
 
 def write_latents(npz: Path, s, **extra) -> None:
     """A grid's samples beside it: images x in model space, latents z, seed, steps, guidance scale, extras."""
-    from sami_rt.io import write_npz
+    from sami_rt.media.files import write_npz
 
     write_npz(npz, x=s.x, z=s.z if s.z is not None else np.zeros((0,)), seed=s.seed, steps=s.steps,
               scale=s.scale if s.scale is not None else np.nan, **extra)

@@ -1,0 +1,1 @@
+"""The bundle format: what a model bundle holds (``format``) and the bundle on disk (``bundle``)."""
