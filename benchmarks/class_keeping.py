@@ -34,7 +34,7 @@ def load(src: Path):
         from train.config import Config
 
         model, abar = load_reference(read_bundle(src))
-        cfg = Config.from_dict(json.loads((src / "manifest.json").read_text())["training"]["config"])
+        cfg = Config.from_dict(read_bundle(src, verify=False).manifest.training["config"])
         return model, cfg, abar.numpy(), "bundle"
     from train.loop import load_run
 

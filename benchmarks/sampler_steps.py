@@ -74,7 +74,9 @@ def log(msg: str) -> None:
 
 
 def disk_definition(bundle_root: Path) -> dict:
-    cfg = json.loads((Path(bundle_root) / "manifest.json").read_text()).get("training", {}).get("config", {})
+    from sami_rt.contract.bundle import read_bundle
+
+    cfg = read_bundle(bundle_root, verify=False).manifest.training.get("config", {})
     if cfg.get("dataset") != "disks":
         raise SystemExit(f"{bundle_root} was not trained on the disks data set (dataset {cfg.get('dataset')!r})")
     return {"size": int(cfg["image_size"]), "radius": float(cfg["disk_radius"]),

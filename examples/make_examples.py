@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.contract.bundle import DEFAULT_MODEL, read_bundle
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "sami_rt" / "models" / "disks-small"
 
 
 def disk_definition(bundle: Path) -> dict:
     """size, radius, foreground and background range of the disks a bundle's model was trained on."""
-    cfg = json.loads((bundle / "manifest.json").read_text())["training"]["config"]
+    cfg = read_bundle(bundle, verify=False).manifest.training["config"]
     return {"size": cfg["image_size"], "radius": cfg["disk_radius"], "foreground": cfg["disk_foreground"],
             "bg": (cfg.get("disk_bg_min", 0.0), cfg.get("disk_bg_max", 1.0))}
 

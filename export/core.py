@@ -16,13 +16,13 @@ import torch
 
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
 from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
-from sami_rt.contract.format import GRAPHS as GRAPH_SPECS, EngineEntry, FileEntry, Manifest, VarianceRange
+from sami_rt.contract.format import GRAPHS
+from sami_rt.contract.manifest import EngineEntry, FileEntry, Manifest, VarianceRange
 from sami_rt.errors import ExportError  # re-exported: callers import it from here
 from train.config import Config
 from train.nets import SAMI
 from train.objective import guidance, guided_eps
 
-GRAPHS = tuple(GRAPH_SPECS)
 TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at export time
 # float16 graphs against the float32 graphs: float16 keeps 11 significant bits (unit roundoff 4.9e-4);
 # through the ~20 layers of a UNet (and the encoder's backward for the guidance) the roundoff of the
@@ -56,7 +56,7 @@ def load_model(source: str | Path, ema: bool = True):
 def random_inputs(name: str, B: int, cfg: Config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """The contract's example inputs of a graph (``GraphSpec.example_inputs``) as tensors."""
     dims = {"C": cfg.channels, "H": cfg.image_size, "W": cfg.image_size, "D": cfg.latent_dim}
-    return {k: torch.from_numpy(v) for k, v in GRAPH_SPECS[name].example_inputs(rng, B, dims, cfg.T).items()}
+    return {k: torch.from_numpy(v) for k, v in GRAPHS[name].example_inputs(rng, B, dims, cfg.T).items()}
 
 
 def reference(name: str, model: SAMI, abar: torch.Tensor, inp: dict) -> list[torch.Tensor]:
@@ -81,7 +81,7 @@ def build_graph_module(name: str, model: SAMI, example: torch.Tensor, precision:
 
 
 def export_onnx(module: torch.nn.Module, name: str, example: dict, path: Path, opset: int) -> None:
-    spec = GRAPH_SPECS[name]
+    spec = GRAPHS[name]
     batch = torch.export.Dim("batch", min=1, max=65536)
     args = tuple(example[n] for n in spec.input_names)
     module.eval()  # every graph is an inference graph (the exporter warns about a module left in training mode)
@@ -230,7 +230,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                 for name, g in graphs[key].items():
                     begin(f"{name}{suffix}: TensorRT engine")
                     t0 = time.time()
-                    profile = GRAPH_SPECS[name].trt_profile
+                    profile = GRAPHS[name].trt_profile
                     entry = build_engine(tmp / g.file, tmp / f"{name}{suffix}.plan", list(g.inputs), profile,
                                          fp16=bool(suffix))
                     engines[f"{name}{suffix}"] = EngineEntry(entry["file"], entry["sha256"], f"{name}{suffix}",

@@ -15,6 +15,7 @@ from sami_rt.contract.bundle import (  # noqa: F401  (the model names are re-exp
 from sami_rt.errors import InputError
 from sami_rt.media.images import load_images
 from sami_rt.sampling.loop import SamplingError, initial_noise, model_step, run_loop
+from sami_rt.sampling.rng import GUIDE_STEP, batch_normals
 from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
 
 def _show(value, width: int = 60) -> str:
@@ -288,7 +289,7 @@ class Runtime:
         self._check_guide(guide, var, notes)
         if guide_mean:
             return np.repeat(mu, n, axis=0).astype(np.float32)
-        noise = np.random.default_rng([seed, 0x5A3]).standard_normal((n, D))
+        noise = batch_normals(seed, np.arange(n), GUIDE_STEP, (D,))  # Philox, as the sampler's noise
         return (mu + np.sqrt(var) * noise).astype(np.float32)
 
     def _check_guide(self, guide, var: np.ndarray, notes: list) -> None:

@@ -16,7 +16,7 @@ def test_the_shipped_bundle_reads_and_its_copy_too(tmp_path):
     assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"} and b.reference is not None
     import onnxruntime as ort  # the latent size the manifest states is the one the encoder graph computes
 
-    enc = ort.InferenceSession(str(b.graphs["encoder"].path), providers=["CPUExecutionProvider"])
+    enc = ort.InferenceSession(str(b.path(b.graphs["encoder"])), providers=["CPUExecutionProvider"])
     assert [o.shape[-1] for o in enc.get_outputs()] == [b.latent_dim, b.latent_dim] == [m["latent_dim"]] * 2
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sami_rt.contract.bundle import loads_manifest, parse_manifest, read_bundle
+from sami_rt.contract.bundle import read_bundle
 from sami_rt.contract.format import (FORMAT_VERSION, GRAPHS, Architecture, BundleError, ImageSpec, Preprocess,
-                              preprocess_for)
+                                     preprocess_for)
+from sami_rt.contract.manifest import Manifest
 from sami_rt.media.images import load_images, to_model
 from sami_rt.runtime import shipped_models
 
@@ -34,7 +35,7 @@ def test_version_1_bundles_read_and_round_trip_as_version_2(name, tmp_path):
     text = src.manifest.dumps()
     m = json.loads(text)
     assert m["format_version"] == FORMAT_VERSION == 2 and "architecture" in m and "preprocess" in m["image"]
-    again = loads_manifest(text, "round trip")
+    again = Manifest.loads(text, "round trip")
     for f in ("image", "latent_dim", "schedule", "parameterisation", "architecture", "graphs", "graphs_fp16",
               "engines", "reference", "flops", "sampling_scale", "training", "evaluation", "description", "export"):
         assert getattr(again, f) == getattr(src.manifest, f), f
@@ -53,7 +54,7 @@ def test_shipped_bundles_are_version_2_with_a_variance_range(name):
 
 
 def test_version_1_records_are_derived_from_the_training_configuration():
-    fashion = loads_manifest((V1 / "fashion-mnist.json").read_text(), "fashion-mnist v1")
+    fashion = Manifest.loads((V1 / "fashion-mnist.json").read_text(), "fashion-mnist v1")
     assert fashion.format_version == 1
     assert fashion.image.preprocess == Preprocess(pad=2) and fashion.image.content_size == (28, 28)
     assert preprocess_for({"dataset": "celeba", "image_size": 64}) == Preprocess(crop=140)
@@ -76,7 +77,7 @@ def test_manifest_refuses_bad_records_in_one_sentence():
         d = json.loads(json.dumps(m))
         mutate(d)
         with pytest.raises(BundleError, match=msg):
-            parse_manifest(d, "manifest.json")
+            Manifest.from_json(d, "manifest.json")
 
 
 def test_graph_specs_give_inputs_of_the_declared_names_shapes_and_dtypes(fresh_seed):
@@ -117,7 +118,7 @@ def test_a_celeba_style_image_reaches_the_model_identically_in_training_and_at_r
     manifest["image"] = spec_train.to_json()
     manifest["graphs"], manifest["engines"] = {}, {}  # the disks graphs are one-channel: only the image matters here
     manifest.pop("graphs_fp16", None)
-    spec_rt = parse_manifest(json.loads(json.dumps(manifest)), "m").image
+    spec_rt = Manifest.from_json(json.loads(json.dumps(manifest)), "m").image
     assert spec_rt == spec_train and spec_rt.preprocess.crop == 140
     ds = CelebA(str(tmp_path), spec_train, "all")
     for i in range(2):
@@ -156,7 +157,7 @@ def test_a_raw_fashion_item_reaches_the_shipped_model_as_training_framed_it(tmp_
 def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_seed):
     """manifest sampling.steps (export/annotate.py --sampling-steps, from benchmarks/sampler_steps.py): the DDPM
     steps generate takes unless told; other samplers keep their own defaults; a bundle without it takes 100."""
-    from sami_rt.contract.bundle import BundleError, parse_manifest
+    from sami_rt.errors import BundleError
     from sami_rt.runtime import DEFAULT_STEPS, Runtime
 
     rt = Runtime(SHIPPED["disks-small"], device="cpu")
@@ -174,4 +175,4 @@ def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_s
     for bad in (0, 401, 2.5, True, "10"):
         m["sampling"]["steps"] = bad
         with pytest.raises(BundleError, match="sampling.steps must be a whole number of steps from 1 to T=400"):
-            parse_manifest(m, "m.json")
+            Manifest.from_json(m, "m.json")

@@ -93,7 +93,7 @@ def test_graph_matches_pytorch_on_fresh_inputs_at_any_batch(bundles, family, gra
         names = [s["name"] for s in b.graphs[graph].inputs]
         inp = {k: inp[k] for k in names}
         want = reference(graph, model, abar, inp)  # guidance: torch.autograd.grad of the masked log-likelihood
-        got = run_onnx(b.graphs[graph].path, inp)
+        got = run_onnx(b.path(b.graphs[graph]), inp)
         for w, o in zip(want, got):
             w = w.detach().numpy()
             assert o.shape == w.shape
@@ -113,7 +113,7 @@ def test_fp16_graphs_match_the_float32_graphs(bundles, family, fresh_seed):
                "t": torch.randint(cfg.T, (5,), generator=g), "z": torch.randn(5, cfg.latent_dim, generator=g),
                "mask": torch.ones(5, cfg.latent_dim), "scale": torch.ones(5)}
         inp = {s["name"]: inp[s["name"]] for s in b.graphs[name].inputs}
-        for lo, hi in zip(run_onnx(b.graphs_fp16[name].path, inp), run_onnx(b.graphs[name].path, inp)):
+        for lo, hi in zip(run_onnx(b.path(b.graphs_fp16[name]), inp), run_onnx(b.path(b.graphs[name]), inp)):
             assert lo.dtype == np.float32  # float32 inputs and outputs around a float16 body
             assert np.abs(lo - hi).max() <= FP16_TOLERANCE * np.abs(hi).max(), name
 

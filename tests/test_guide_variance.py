@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sami_rt.contract.bundle import BundleError, parse_manifest, read_bundle, write_manifest
-from sami_rt.contract.format import GUIDE_VARIANCE_MARGIN, VarianceRange, mean_log_variance
+from sami_rt.contract.bundle import BundleError, read_bundle
+from sami_rt.contract.manifest import GUIDE_VARIANCE_MARGIN, Manifest, VarianceRange, mean_log_variance
 from sami_rt.media.disks import render_disks
 from sami_rt.runtime import DEFAULT_MODEL, Runtime
 
@@ -95,7 +95,7 @@ def test_annotate_adds_the_exports_range_to_an_older_bundle_and_changes_nothing_
     assert {f.name: f.read_bytes() for f in root.iterdir() if f.name != "manifest.json"} == before
     old = read_bundle(root).manifest
     for f in ("graphs", "reference", "training", "evaluation", "sampling_scale", "flops"):
-        assert getattr(old, f) == getattr(parse_manifest(json.loads(V1_MANIFEST.read_text()), "v1"), f), f
+        assert getattr(old, f) == getattr(Manifest.from_json(json.loads(V1_MANIFEST.read_text()), "v1"), f), f
     # the PyTorch twin: the reference weights through export.core.variance_range, as export/run.py measures
     model, _ = load_reference(b)
     twin = variance_range(lambda x: model.encoder(x)[1], Config.from_dict(b.manifest.training["config"]), lines.append)
@@ -124,16 +124,16 @@ def test_the_cli_prints_the_note_on_stderr(ranged, tmp_path, fresh_seed):
 def test_the_record_round_trips_through_the_contract_and_is_checked():
     m = read_bundle(DEFAULT_MODEL, verify=False).manifest
     r = VarianceRange(-5.5, -1.6, (0.01, 0.99), 256)
-    back = parse_manifest(json.loads(m.replace(variance_range=r).dumps()), "m.json")
+    back = Manifest.from_json(json.loads(m.replace(variance_range=r).dumps()), "m.json")
     assert back.variance_range == r
-    assert parse_manifest(json.loads(m.replace(variance_range=None).dumps()), "m.json").variance_range is None
+    assert Manifest.from_json(json.loads(m.replace(variance_range=None).dumps()), "m.json").variance_range is None
     assert back.format_version == 2
     for bad in ({"range": [1.0]}, {"range": [0.0, -1.0]}, {"range": [0, float("nan")]},
                 {"range": [0, 1], "quantiles": [0.0, 2.0]}, {"range": [0, 1], "images": -1}, [1, 2]):
         d = json.loads(m.dumps())
         d["posterior_variance"] = bad
         with pytest.raises(BundleError, match="posterior_variance"):
-            parse_manifest(d, "m.json")
+            Manifest.from_json(d, "m.json")
 
 
 def test_far_outside_is_the_margin_beyond_the_range():

@@ -241,3 +241,18 @@ def test_traverse_offsets_in_spreads_sds_or_values(name, monkeypatch, fresh_seed
             r.traverse(img, axis, vals, unit="spread")
     rows = r.axes_table(img)
     assert [row["dim"] for row in rows] == [d for d, _ in r.axes(img)]
+
+
+def test_a_guides_posterior_draw_is_the_philox_stream_of_its_row(rt, fresh_seed):
+    """z = mu + sqrt(var) * the Philox normals of (seed, row, GUIDE_STEP): the same stream as the sampler's
+    noise, so a row's latent depends on the seed and the row alone, not on n."""
+    from sami_rt.sampling.rng import GUIDE_STEP, batch_normals
+
+    rng = np.random.default_rng(fresh_seed)
+    seed, n = int(rng.integers(0, 2**64, dtype=np.uint64)), int(rng.integers(2, 9))
+    guide = str(EXAMPLES / "guide.png")
+    mu, var = rt.encode(guide)
+    want = (mu + np.sqrt(var) * batch_normals(seed, np.arange(n), GUIDE_STEP, (rt.latent_dim,))).astype(np.float32)
+    got = rt.plan_generate(guide=guide, n=n, seed=seed).z
+    assert np.array_equal(got, want) and len(np.unique(got, axis=0)) == n
+    assert np.array_equal(rt.plan_generate(guide=guide, n=1, seed=seed).z, got[:1])

@@ -184,7 +184,7 @@ class OrtBackend:
         graphs = b.graphs_fp16 if self.precision == "float16" and name in b.graphs_fp16 else b.graphs
         if name not in graphs:
             raise BackendError(f"bundle {b.root} has no {name} graph")
-        return graphs[name].path
+        return b.path(graphs[name])
 
     def _session(self, path, so, wanted, graph_capture):
         ort = self.ort

@@ -25,7 +25,7 @@ MAX_BOUND = 8
 
 
 def usable_engines(bundle, prefer_fp16: bool = True) -> tuple[dict, str | None]:
-    """({graph name: EngineInfo} this machine can run, None) or ({}, the reason in one sentence)."""
+    """({graph name: EngineEntry} this machine can run, None) or ({}, the reason in one sentence)."""
     if not bundle.engines:
         return {}, f"bundle {bundle.root} has no TensorRT engines (export it with --tensorrt on this GPU)"
     try:
@@ -41,7 +41,7 @@ def usable_engines(bundle, prefer_fp16: bool = True) -> tuple[dict, str | None]:
     out, why = {}, []
     for key, e in bundle.engines.items():
         if e.tensorrt != trt.__version__ or e.gpu != gpu:
-            why.append(f"{e.path.name} was built by TensorRT {e.tensorrt} for {e.gpu}, this is TensorRT "
+            why.append(f"{e.file} was built by TensorRT {e.tensorrt} for {e.gpu}, this is TensorRT "
                        f"{trt.__version__} on {gpu}")
             continue
         out[key] = e
@@ -152,9 +152,9 @@ class TrtBackend:
         self.runtime = trt.Runtime(self.logger)
         self.engines, self.profiles = {}, {}
         for name, info in engines.items():
-            engine = self.runtime.deserialize_cuda_engine(info.path.read_bytes())
+            engine = self.runtime.deserialize_cuda_engine(bundle.path(info).read_bytes())
             if engine is None:
-                raise BackendError(f"TensorRT could not load {info.path.name} (built by TensorRT {info.tensorrt} "
+                raise BackendError(f"TensorRT could not load {info.file} (built by TensorRT {info.tensorrt} "
                                    f"for {info.gpu})")
             self.engines[name] = engine
             lo, _, hi = info.batch_profile

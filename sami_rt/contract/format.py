@@ -1,7 +1,5 @@
 """What crosses between training and the runtime, in one file: the graphs, the image and its preprocessing,
-the model's architecture and the manifest that records them. No deep-learning framework and no file I/O
-(``sami_rt.contract.bundle`` reads ``manifest.json`` through :class:`Manifest` and resolves and checks the files it
-names).
+the model's architecture. No deep-learning framework and no file I/O.
 
 - :data:`GRAPHS`: one :class:`GraphSpec` per graph (inputs and outputs with names, axes and dtypes, the
   default TensorRT batch profile, and example inputs for validation and benchmarks).
@@ -9,18 +7,12 @@ names).
   training's data loading and by the runtime alike (``sami_rt.media.images.to_model``).
 - :class:`Architecture`: the network's shape, separate from training settings; stored in checkpoints and
   bundles, and what the reference model (outside this package) is rebuilt from.
-- :class:`Manifest`: ``manifest.json`` typed. It writes itself (:meth:`Manifest.to_json`); ``sami_rt.contract.bundle``
-  reads and validates the JSON into it (``parse_manifest``); no other code reads or assembles a manifest.
-  Format version 2; version 1 (bundles exported before the contract was typed) still reads, its missing
-  records derived from the training configuration it kept (:func:`preprocess_for`,
-  :meth:`Architecture.from_config`).
+- The manifest that records them is ``sami_rt.contract.manifest`` (its writing and reading side by side).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -216,165 +208,6 @@ class Architecture:
             return cls.from_config(d)
         except KeyError as e:
             raise BundleError(f"{where}: architecture lacks the field {e.args[0]!r}") from None
-
-
-# ----------------------------------------------------------------------------------------- manifest
-@dataclass(frozen=True)
-class FileEntry:
-    """A file the manifest names (relative to the bundle) and its sha256 ('' where not recorded)."""
-
-    file: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class GraphEntry(FileEntry):
-    name: str = ""
-    inputs: tuple = ()
-    outputs: tuple = ()
-    opset: int = 0
-    precision: str = "float32"
-
-
-@dataclass(frozen=True)
-class EngineEntry(FileEntry):
-    """A TensorRT plan: usable only with the same TensorRT version on the same GPU model."""
-
-    name: str = ""
-    tensorrt: str = ""
-    gpu: str = ""
-    precision: str = "float32"
-    batch_profile: tuple[int, int, int] = TRT_PROFILE
-
-
-# A guide whose statistic lies this far (in log variance: a factor e in variance) beyond the recorded range is
-# called unlike the training images; within it, the guide is taken as one of them.
-GUIDE_VARIANCE_MARGIN = 1.0
-
-
-def mean_log_variance(var) -> np.ndarray:
-    """Per image, the mean over latent axes of log var (posterior variances [N, D] -> [N], float64): the
-    statistic whose range the export records on training-distribution images and a guide is compared with."""
-    return np.log(np.maximum(np.asarray(var, dtype=np.float64), 1e-300)).mean(axis=-1)
-
-
-@dataclass(frozen=True)
-class VarianceRange:
-    """The range of :func:`mean_log_variance` that the encoder gave training-distribution images: its
-    ``quantiles`` (1% and 99%) over ``images`` held-out images of the run's data, recorded at export."""
-
-    low: float
-    high: float
-    quantiles: tuple[float, float] = (0.01, 0.99)
-    images: int = 0
-
-    @classmethod
-    def of(cls, var, quantiles: tuple[float, float] = (0.01, 0.99)) -> "VarianceRange":
-        s = mean_log_variance(var)
-        lo, hi = np.quantile(s, quantiles)
-        return cls(float(lo), float(hi), (float(quantiles[0]), float(quantiles[1])), len(s))
-
-    def far_outside(self, var) -> float | None:
-        """The statistic of one image's variances [D] (or [1, D]) where it lies more than
-        GUIDE_VARIANCE_MARGIN beyond [low, high]; None where it does not."""
-        s = float(mean_log_variance(np.reshape(var, -1)))
-        return s if not self.low - GUIDE_VARIANCE_MARGIN <= s <= self.high + GUIDE_VARIANCE_MARGIN else None
-
-    def to_json(self) -> dict:
-        return {"statistic": "mean over the latent axes of log var", "quantiles": list(self.quantiles),
-                "range": [self.low, self.high], "images": self.images}
-
-
-@dataclass(frozen=True)
-class Manifest:
-    image: ImageSpec
-    latent_dim: int
-    abar: np.ndarray  # float64, decreasing, in (0, 1): the schedule as data
-    schedule: dict  # its description (kind, T, betas ...) besides abar
-    parameterisation: str = "eps"
-    architecture: Architecture | None = None
-    graphs: dict[str, GraphEntry] = field(default_factory=dict)
-    graphs_fp16: dict[str, GraphEntry] = field(default_factory=dict)
-    engines: dict[str, EngineEntry] = field(default_factory=dict)
-    reference: FileEntry | None = None  # the reference model's weights (npz, no pickle)
-    flops: dict[str, int] = field(default_factory=dict)  # per sample, per graph
-    sampling_scale: float = 1.0  # the guidance scale sampling uses unless told otherwise (1: the exact model)
-    training: dict = field(default_factory=dict)  # provenance: the run's configuration, checkpoint, weights
-    evaluation: dict = field(default_factory=dict)  # the run's evaluation summary
-    description: str = ""
-    export: dict = field(default_factory=dict)  # provenance: validation errors, versions, time
-    format_version: int = FORMAT_VERSION
-    sami_rt_version: str = ""
-    variance_range: VarianceRange | None = None  # the posterior variances training-distribution images gave
-    sampling_steps: int | None = None  # DDPM steps sampling takes unless told otherwise (None: the runtime's 100)
-
-    @property
-    def T(self) -> int:
-        return len(self.abar)
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return {"C": self.image.channels, "H": self.image.height, "W": self.image.width, "D": self.latent_dim}
-
-    @property
-    def code_spread(self) -> np.ndarray | None:
-        """Per-axis standard deviation of held-out posterior means, where the evaluation recorded it."""
-        ms = self.evaluation.get("mean_std")
-        if not isinstance(ms, list) or len(ms) != self.latent_dim:
-            return None
-        try:
-            s = np.asarray(ms, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-        return s if np.all(np.isfinite(s)) and np.all(s > 0) else None
-
-    def graph_entry(self, name: str, file: str, sha256: str, opset: int, precision: str) -> GraphEntry:
-        io = GRAPHS[name].io(self.dims)
-        return GraphEntry(file, sha256, name, tuple(io["inputs"]), tuple(io["outputs"]), opset, precision)
-
-    def replace(self, **kw) -> "Manifest":
-        return replace(self, **kw)
-
-    # ---------------------------------------------------------------------------------- writing
-    def to_json(self) -> dict:
-        from sami_rt._version import __version__
-
-        def graphs(gs):
-            return {n: {"file": g.file, "inputs": list(g.inputs), "outputs": list(g.outputs), "opset": g.opset,
-                        "precision": g.precision, "sha256": g.sha256} for n, g in gs.items()}
-
-        m: dict[str, Any] = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "sami_rt_version": __version__,
-            "image": self.image.to_json(), "latent_dim": self.latent_dim,
-            "schedule": {**self.schedule, "abar": [float(a) for a in self.abar]},
-            "parameterisation": self.parameterisation,
-            "graphs": graphs(self.graphs), "engines": {
-                n: {"file": e.file, "tensorrt": e.tensorrt, "gpu": e.gpu, "precision": e.precision,
-                    "batch_profile": list(e.batch_profile), "sha256": e.sha256} for n, e in self.engines.items()},
-        }
-        if self.graphs_fp16:
-            m["graphs_fp16"] = graphs(self.graphs_fp16)
-        if self.architecture is not None:
-            m["architecture"] = self.architecture.to_json()
-        if self.reference is not None:
-            m["reference"] = {"file": self.reference.file, "sha256": self.reference.sha256,
-                              "content": "float32 state dict of the exported weights (npz, no pickle), for the "
-                                         "reference model"}
-        if self.flops:
-            m["flops"] = dict(self.flops)
-        m["sampling"] = {"scale": float(self.sampling_scale)}
-        if self.sampling_steps is not None:
-            m["sampling"]["steps"] = int(self.sampling_steps)
-        if self.variance_range is not None:
-            m["posterior_variance"] = self.variance_range.to_json()
-        for key in ("training", "evaluation", "export"):
-            m[key] = getattr(self, key)
-        if self.description:
-            m["description"] = self.description
-        return m
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1) + "\n"
 
 
 def is_finite_number(v) -> bool:

@@ -15,6 +15,7 @@ M0, M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 W0, W1 = 0x9E3779B9, 0xBB67AE85
 MASK32 = np.uint64(0xFFFFFFFF)
 INIT_STEP = 0xFFFFFFFF  # the "step" of the initial noise x_T
+GUIDE_STEP = 0xFFFFFFFE  # the "step" of a guide's posterior draw z ~ q(z | guide), one row per sample
 MASK64 = (1 << 64) - 1
 
 

@@ -100,11 +100,9 @@ def output_name(path: str) -> str:
 def model_id(model=None) -> str:
     """A bundle's fingerprint: 16 hex digits of its manifest's SHA-256 (the manifest holds every graph's
     checksum). Reads and validates the bundle: a bundle that cannot be used is a BundleError here."""
-    from sami_rt.contract.bundle import read_bundle
-    from sami_rt.runtime import resolve_model
+    from sami_rt.contract.bundle import manifest_digest, read_bundle, resolve_model
 
-    root = read_bundle(resolve_model(model)).root
-    return hashlib.sha256((Path(root) / "manifest.json").read_bytes()).hexdigest()[:16]
+    return manifest_digest(read_bundle(resolve_model(model)).root)[:16]
 
 
 def make_items(paths, every: int = 1, allow_luma: bool = True, model: str = "") -> list[Item]:
