@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sami_rt.media.images import load_cv2
+from sami_rt.media.images import write_video
 
 
 def make_inputs(root: Path, seed: int, n: int = 20) -> list[Path]:
@@ -35,13 +36,8 @@ def make_inputs(root: Path, seed: int, n: int = 20) -> list[Path]:
 
     def video(path: Path, frames: int, fourcc: str) -> Path:
         (x, y), (dx, dy) = rng.uniform(8, 24, 2), rng.uniform(-1.5, 1.5, 2)
-        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (32, 32), isColor=False)
-        for k in range(frames):
-            f = np.zeros((32, 32), np.uint8)
-            cv2.circle(f, (int(x + k * dx) % 32, int(y + k * dy) % 32), 5, 255, -1)
-            w.write(f)
-        w.release()
-        return path
+        return write_video(path, (cv2.circle(np.zeros((32, 32), np.uint8), (int(x + k * dx) % 32, int(y + k * dy) % 32),
+                                             5, 255, -1) for k in range(frames)), fourcc=fourcc)
 
     paths = [video(root / f"clip{i:02d}.mp4", int(rng.integers(8, 17)), "mp4v") for i in range(n)]
     full = video(root / "full.avi", 40, "MJPG")

@@ -63,20 +63,13 @@ def trajectory_stats(points: np.ndarray) -> tuple[float, float]:
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> None:
-    import cv2
+    from sami_rt.errors import VideoError
+    from sami_rt.media.images import write_video
 
-    from sami_rt.media.files import atomic_path
-
-    h, w_ = frames.shape[1:3]
-    with atomic_path(path, suffix=".mp4") as tmp:  # OpenCV picks the container by the name's extension
-        w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w_, h), isColor=False)
-        if not w.isOpened():
-            raise SystemExit(f"error: OpenCV cannot write mp4 (mp4v) video to {path}")
-        for f in frames:
-            w.write(np.round(f).astype(np.uint8))
-        w.release()
-        if cv2.VideoCapture(str(tmp)).get(cv2.CAP_PROP_FRAME_COUNT) != len(frames):
-            raise SystemExit(f"error: OpenCV wrote fewer than {len(frames)} frames to {path}")
+    try:
+        write_video(path, frames, fps=fps)
+    except VideoError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from sami_rt.contract.bundle import DEFAULT_MODEL, read_bundle
+from sami_rt.errors import VideoError
+from sami_rt.media.images import write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,16 +60,12 @@ def main(argv=None) -> int:
     t = np.linspace(0.0, 1.0, args.frames)
     xs, ys = 7.0 + 18.0 * t, 8.0 + 16.0 * t
     path = args.out / "moving_disk.mp4"
-    tmp = path.with_name(".moving_disk.tmp.mp4")
-    w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (4 * size, 4 * size), isColor=False)
-    if not w.isOpened():
-        print("error: OpenCV cannot write mp4 (mp4v) video here", file=sys.stderr)
+    try:
+        write_video(path, (cv2.resize(render(x, y, bg_video, d), (4 * size, 4 * size), interpolation=cv2.INTER_NEAREST)
+                           for x, y in zip(xs, ys)), fps=12.0)
+    except VideoError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    for x, y in zip(xs, ys):
-        frame = render(x, y, bg_video, d)
-        w.write(cv2.resize(frame, (4 * size, 4 * size), interpolation=cv2.INTER_NEAREST))
-    w.release()
-    tmp.replace(path)
     truth = {"frames": args.frames, "x": xs.tolist(), "y": ys.tolist(), "background": bg_video, "disks": d,
              "guide": {"x": 11.0, "y": 20.0, "background": bg_dark},
              "guide_light": {"x": 22.0, "y": 9.0, "background": bg_light}}

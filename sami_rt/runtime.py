@@ -60,6 +60,7 @@ class Samples:
     seconds: float
     notes: list[str] = field(default_factory=list)
     scale: float | None = None  # the guidance scale used (None: no latent; an all-zero mask keeps its scale)
+    guide: np.ndarray | None = None  # the guide image as the model saw it [1, C, H, W] (None: no guide image)
 
     @property
     def images(self) -> np.ndarray:
@@ -83,6 +84,7 @@ class GeneratePlan:
     mask: np.ndarray
     coeffs: dict
     notes: list[str]
+    guide: np.ndarray | None = None  # the guide image in model space, loaded once [1, C, H, W]
 
     def row_guidance(self, D: int) -> tuple:
         """(z, mask, scale) with one row per sample, as ``Runtime.sample_rows`` takes them (Nones unguided)."""
@@ -92,7 +94,7 @@ class GeneratePlan:
 
     def samples(self, x: np.ndarray, seconds: float) -> Samples:
         return Samples(x, self.z, self.seed, self.steps, self.sampler, seconds, self.notes,
-                       None if self.z is None else float(self.scale))
+                       None if self.z is None else float(self.scale), self.guide)
 
 
 class Runtime:
@@ -217,7 +219,7 @@ class Runtime:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
-        zz = self._latents(guide, z, n, seed, guide_mean, notes)
+        zz, guide_x = self._latents(guide, z, n, seed, guide_mean, notes)
         if zz is not None and scale > FAR_SCALE * b.default_scale:
             notes.append(f"guidance scale {scale:g} is more than {FAR_SCALE:g}x the model's {b.default_scale:g}: "
                          "samples break up into saturated speckle (disks-small: 22% of pixels black or white at 10, "
@@ -226,7 +228,7 @@ class Runtime:
         levels = respace(b.T, int(steps))
         co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
               else step_coefficients(b.abar, levels, eta))
-        return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes)
+        return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes, guide_x)
 
     def sample_plan(self, p: GeneratePlan, batch: int = 64, progress=None, cancel=None, use_cpp=None) -> np.ndarray:
         """The images of one plan (``generate`` after ``plan_generate``): rows 0..n-1 keyed by its seed."""
@@ -268,6 +270,7 @@ class Runtime:
         return out
 
     def _latents(self, guide, z, n, seed, guide_mean, notes):
+        """(latents [n, D] or None, the guide image in model space or None)."""
         D = self.bundle.latent_dim
         if guide is not None and z is not None:
             raise InputError("give either a guide image or latents z, not both")
@@ -279,18 +282,18 @@ class Runtime:
                 raise InputError(f"z must have shape [{n}, {D}] (or [{D}]), got {list(z.shape)}")
             if not np.all(np.isfinite(z)):
                 raise InputError("z holds NaN or infinite values")
-            return np.ascontiguousarray(z)
+            return np.ascontiguousarray(z), None
         if guide is None:
-            return None
+            return None, None
         x = self.load_images(guide, notes)
         if len(x) != 1:
             raise InputError(f"the guide must be one image, got {len(x)}")
         mu, var = self.backend.encode(x)
         self._check_guide(guide, var, notes)
         if guide_mean:
-            return np.repeat(mu, n, axis=0).astype(np.float32)
+            return np.repeat(mu, n, axis=0).astype(np.float32), x
         noise = batch_normals(seed, np.arange(n), GUIDE_STEP, (D,))  # Philox, as the sampler's noise
-        return (mu + np.sqrt(var) * noise).astype(np.float32)
+        return (mu + np.sqrt(var) * noise).astype(np.float32), x
 
     def _check_guide(self, guide, var: np.ndarray, notes: list) -> None:
         """A note when the guide's posterior variance lies far outside the range that training-distribution

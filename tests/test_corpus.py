@@ -21,6 +21,7 @@ from sami_rt.scale.corpus import (FORMAT, INDEX, complete_row, expand_inputs, ma
 from sami_rt.media.images import load_cv2
 from sami_rt.runtime import Runtime
 from sami_rt.video.trajectory import angles
+from sami_rt.media.images import write_video
 
 from helpers import cli_env
 
@@ -37,13 +38,8 @@ def _video(path: Path, frames: int, seed: int, fourcc: str = "mp4v") -> Path:
     """A 32x32 grey video of a disk moving on a random straight line (the shipped model's size)."""
     rng = np.random.default_rng(seed)
     (x, y), (dx, dy) = rng.uniform(8, 24, 2), rng.uniform(-1.5, 1.5, 2)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (32, 32), isColor=False)
-    assert w.isOpened()
-    for k in range(frames):
-        f = np.zeros((32, 32), np.uint8)
-        cv2.circle(f, (int(x + k * dx) % 32, int(y + k * dy) % 32), 5, 255, -1)
-        w.write(f)
-    w.release()
+    write_video(path, (cv2.circle(np.zeros((32, 32), np.uint8), (int(x + k * dx) % 32, int(y + k * dy) % 32), 5, 255, -1)
+                       for k in range(frames)), fourcc=fourcc)
     return path
 
 

@@ -21,6 +21,7 @@ from sami_rt.contract.bundle import MANIFEST, BundleError, read_bundle  # noqa: 
 from sami_rt.media.images import ImageError, load_cv2  # noqa: E402
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime  # noqa: E402
 from sami_rt.video.encode import VideoError  # noqa: E402
+from sami_rt.media.images import write_video  # noqa: E402
 
 cv2 = load_cv2()
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -95,11 +96,8 @@ def test_arbitrary_bytes_as_images(ext, data):
 def _seed_video() -> bytes:
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "v.avi"
-        w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
         rng = np.random.default_rng(1)
-        for _ in range(6):
-            w.write(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
-        w.release()
+        write_video(p, (rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(6)), fourcc="MJPG")
         return p.read_bytes()
 
 

@@ -203,30 +203,3 @@ def test_shipped_fashion_mnist_bundle_carries_the_class():
     assert np.isfinite(mu).all() and (var > 0).all()
     acc = linear_probe(mu_fit, y_tr[:30000].numpy(), mu, y_te.numpy())["accuracy"]
     assert acc >= 0.75, acc
-
-
-def test_straightening_clips_are_written_as_playable_mp4(tmp_path, fresh_seed):
-    """benchmarks/straightening.py writes each transformation's first clip as an mp4 for ``sami-rt encode``:
-    the file must hold every frame (a temporary name without .mp4 once left OpenCV writing nothing)."""
-    import cv2
-
-    from benchmarks.straightening import clip, write_mp4
-
-    rng = np.random.default_rng(fresh_seed)
-    # smooth random items (a video codec is made for those; white noise it blurs away)
-    a, b = (cv2.resize(rng.uniform(0, 255, (7, 7)), (28, 28), interpolation=cv2.INTER_CUBIC).clip(0, 255)
-            .astype(np.uint8) for _ in range(2))
-    frames = clip("rotation", a, b, 12, rng)
-    write_mp4(tmp_path / "rotation.mp4", frames)
-    cap = cv2.VideoCapture(str(tmp_path / "rotation.mp4"))
-    got = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        got.append(f[..., 0].astype(np.float64))
-    assert len(got) == 12 and got[0].shape == frames.shape[1:]
-    # lossy codec, but each decoded frame is its own frame rather than another
-    err = [np.abs(g - f).mean() for g, f in zip(got, frames)]
-    assert max(err) < 0.25 * np.abs(frames[0] - frames[-1]).mean(), err
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind

@@ -17,6 +17,7 @@ from sami_rt.media.images import MAX_PIXELS, ImageError, load_cv2
 from sami_rt.runtime import DEFAULT_MODEL, InputError, Runtime
 from sami_rt.sampling.loop import SamplingError
 from sami_rt.video.encode import VideoError
+from sami_rt.media.images import write_video
 
 cv2 = load_cv2()
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,12 +121,9 @@ def test_non_finite_arrays_are_refused(rt, fresh_seed):
 
 # --------------------------------------------------------------------------------------------- videos
 def _avi(path: Path, frames: int, seed: int, size=(48, 40)):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size, isColor=True)
-    assert w.isOpened()
     rng = np.random.default_rng(seed)
-    for _ in range(frames):
-        w.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    w.release()
+    write_video(path, (rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8) for _ in range(frames)),
+                fourcc="MJPG")
 
 
 def test_videos_that_cannot_be_read(rt, tmp_path):
@@ -155,12 +153,8 @@ def test_a_truncated_video_keeps_the_frames_before_the_cut(rt, tmp_path, fresh_s
 def test_an_mp4_cut_before_its_index_is_called_truncated(rt, tmp_path, fresh_seed, capfd):
     """OpenCV's MP4 writer puts the index ('moov') last: a copy cut short has none, no frame can be found,
     and the error says the file looks truncated, before FFmpeg prints its own lines about it."""
-    w = cv2.VideoWriter(str(tmp_path / "full.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 40), isColor=True)
-    assert w.isOpened()
     rng = np.random.default_rng(fresh_seed)
-    for _ in range(30):
-        w.write(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
-    w.release()
+    write_video(tmp_path / "full.mp4", (rng.integers(0, 255, (40, 48, 3), dtype=np.uint8) for _ in range(30)))
     data = (tmp_path / "full.mp4").read_bytes()
     assert data.rfind(b"moov") > len(data) // 2  # the index sits at the end
     assert len(rt.encode_video(tmp_path / "full.mp4").frames) == 30
@@ -174,13 +168,9 @@ def test_an_mp4_cut_before_its_index_is_called_truncated(rt, tmp_path, fresh_see
 
 def _grey_avi(path: Path, fourcc: str, frames: int, seed: int, size=(64, 48)):
     """A grey AVI of smooth random fields: MJPG decodes to full-range yuvj420p, XVID to yuv420p."""
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, size, isColor=False)
-    assert w.isOpened()
     rng = np.random.default_rng(seed)
     field = cv2.resize(rng.integers(0, 256, (6, 8), dtype=np.uint8), (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_CUBIC)
-    for k in range(frames):
-        w.write(np.ascontiguousarray(field[k : k + size[1], 2 * k : 2 * k + size[0]]))
-    w.release()
+    write_video(path, (field[k : k + size[1], 2 * k : 2 * k + size[0]] for k in range(frames)), fourcc=fourcc)
 
 
 def test_a_full_range_mjpeg_video_is_read_as_bgr(rt, tmp_path, fresh_seed):

@@ -256,3 +256,12 @@ def test_a_guides_posterior_draw_is_the_philox_stream_of_its_row(rt, fresh_seed)
     got = rt.plan_generate(guide=guide, n=n, seed=seed).z
     assert np.array_equal(got, want) and len(np.unique(got, axis=0)) == n
     assert np.array_equal(rt.plan_generate(guide=guide, n=1, seed=seed).z, got[:1])
+
+
+def test_samples_carry_the_guide_as_the_model_saw_it(rt, fresh_seed):
+    """generate decodes the guide once and hands it back (the CLI's grid draws it from there)."""
+    guide = str(EXAMPLES / "guide.png")
+    s = rt.generate(guide=guide, n=2, steps=2, seed=fresh_seed)
+    assert s.guide.shape == (1, *rt.bundle.image_shape) and np.array_equal(s.guide, rt.load_images(guide))
+    z = np.random.default_rng(fresh_seed).normal(size=rt.latent_dim)
+    assert rt.generate(z=z, n=1, steps=2).guide is None and rt.generate(n=1, steps=2).guide is None

@@ -8,6 +8,7 @@ import pytest
 
 from sami_rt.runtime import Runtime
 from sami_rt.video.trajectory import angles
+from sami_rt.media.images import write_video
 from tests.helpers import EXAMPLES, run_cli, write_y4m
 
 
@@ -54,11 +55,7 @@ def _colour_video(path, frames: int, seed: int, size=(640, 480), grey: bool = Fa
     field = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (2 * W, 2 * H), interpolation=cv2.INTER_CUBIC)
     if grey:
         field = cv2.cvtColor(field, cv2.COLOR_BGR2GRAY)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H), isColor=not grey)
-    assert w.isOpened()
-    for k in range(frames):
-        w.write(np.ascontiguousarray(field[3 * k : 3 * k + H, 5 * k : 5 * k + W]))
-    w.release()
+    write_video(path, (field[3 * k : 3 * k + H, 5 * k : 5 * k + W] for k in range(frames)), fps=25.0)
     return _decoded(path)
 
 
@@ -176,10 +173,9 @@ def test_luma_planes_of_mp4v_grey_content_are_the_bgr_routes_grey(tmp_path, fres
 
     cv2 = load_cv2()
     rng = np.random.default_rng(fresh_seed)
-    w = cv2.VideoWriter(str(tmp_path / "r.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480), isColor=False)
-    for _ in range(4):  # 16 x 16 flat blocks of 40 x 30 pixels: the 256 levels, shuffled
-        w.write(np.ascontiguousarray(np.repeat(np.repeat(rng.permutation(256).reshape(16, 16).astype(np.uint8), 30, 0), 40, 1)))
-    w.release()
+    # 16 x 16 flat blocks of 40 x 30 pixels: the 256 levels, shuffled
+    write_video(tmp_path / "r.mp4", (np.repeat(np.repeat(rng.permutation(256).reshape(16, 16).astype(np.uint8), 30, 0), 40, 1)
+                                     for _ in range(4)), fps=25.0)
     bgr, luma = _decoded(tmp_path / "r.mp4"), _decoded(tmp_path / "r.mp4", luma=True)
     assert len(bgr) == len(luma) == 4
     seen = set()
@@ -355,3 +351,27 @@ def test_cli_encode_video_prints_the_curvature_table(rt, tmp_path):
     np.testing.assert_allclose(bgr["mu"], luma["mu"], rtol=1e-5, atol=1e-5)  # a grey video: the same either way
     r = run_cli("encode", str(EXAMPLES / "guide.png"), "-o", "one.npz", cwd=tmp_path)
     assert r.returncode == 0 and np.load(tmp_path / "one.npz")["mu"].shape == (1, rt.latent_dim)
+
+
+@pytest.mark.parametrize("name,fourcc", [("clip.mp4", "mp4v"), ("clip.avi", "MJPG")])
+def test_write_video_writes_every_frame_under_a_final_name(tmp_path, fresh_seed, name, fourcc):
+    """The one video writer (examples, benchmarks, the bench video, these tests): every frame reads back as
+    itself (a lossy codec, but no frame is another), float frames are rounded, nothing temporary is left (a
+    temporary name without the extension once left OpenCV writing nothing)."""
+    import cv2
+
+    from sami_rt.errors import VideoError
+
+    rng = np.random.default_rng(fresh_seed)
+    item = cv2.resize(rng.uniform(0, 255, (7, 7)), (32, 32), interpolation=cv2.INTER_CUBIC).clip(0, 255)
+    frames = np.stack([cv2.warpAffine(item, cv2.getRotationMatrix2D((15.5, 15.5), a, 1.0), (32, 32))
+                       for a in np.linspace(-40, 40, 12)])  # float, a smooth item rotating
+    write_video(tmp_path / name, frames, fps=8, fourcc=fourcc)
+    got = np.stack(_decoded(tmp_path / name))[..., 0].astype(np.float64)
+    assert got.shape == frames.shape
+    err = [np.abs(g - f).mean() for g, f in zip(got, frames)]
+    assert max(err) < 0.25 * np.abs(frames[0] - frames[-1]).mean(), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with pytest.raises(VideoError, match="frame 1 has shape"):
+        write_video(tmp_path / ("bad" + name), [frames[0], frames[0][:16]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -3,10 +3,10 @@ some device. ``open_backend`` picks one for ``device``."""
 
 from __future__ import annotations
 
-from sami_rt.backends.base import DEVICES, Backend, pipeline_threads, usable_cpus
+from sami_rt.backends.base import DEVICES, Backend
 from sami_rt.errors import BackendError
 
-__all__ = ["DEVICES", "Backend", "BackendError", "device_report", "open_backend", "pipeline_threads", "usable_cpus"]
+__all__ = ["DEVICES", "Backend", "BackendError", "device_report", "open_backend"]
 
 
 def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str = "auto") -> Backend:

@@ -1,9 +1,8 @@
-"""What every backend is (:class:`Backend`), the devices it can be asked for, and the CPU budget it shares
-with the video pipeline. Imported by the backends and by their callers; imports neither."""
+"""What every backend is (:class:`Backend`) and the devices it can be asked for. Imported by the backends and
+by their callers; imports neither."""
 
 from __future__ import annotations
 
-import os
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -32,19 +31,3 @@ class Backend(Protocol):
     def guided_eps(self, x_t: np.ndarray, t: np.ndarray, z: np.ndarray, mask: np.ndarray,
                    scale: np.ndarray) -> np.ndarray:
         """eps_hat [B, C, H, W]: the denoiser and the encoder's exact guidance, one call."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, so a container's or taskset's limit counts)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def pipeline_threads() -> int:
-    """Threads for work that runs beside a two-thread pipeline (video: a reader and the caller): the CPUs
-    left to it, at least one; capped at half the CPUs, since onnxruntime and FFmpeg scale with physical
-    cores and hyper-threads add little for them."""
-    n = usable_cpus()
-    return max(1, min(n - 2, n // 2))

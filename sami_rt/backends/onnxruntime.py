@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.backends.base import pipeline_threads
+from sami_rt.hardware.cpus import pipeline_threads
 from sami_rt.errors import BackendError
 from sami_rt.contract.format import RUNTIME_GRAPHS
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from sami_rt.errors import BackendError
 from sami_rt.contract.format import RUNTIME_GRAPHS as NEEDED
-from sami_rt.backends.gpu import check_cuda as _check
-from sami_rt.backends.gpu import cuda_runtime, gpu_name
+from sami_rt.hardware.gpu import check_cuda as _check
+from sami_rt.hardware.gpu import cuda_runtime, gpu_name
 
 MAX_BOUND = 8
 

@@ -103,7 +103,7 @@ def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
     import cv2
     import onnxruntime
 
-    from sami_rt.backends.gpu import gpu_name
+    from sami_rt.hardware.gpu import gpu_name
 
     be = rt.backend
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bundle": str(rt.bundle.root),

@@ -82,7 +82,7 @@ def encode_corpus(inputs, out_dir, workers, every, bgr_frames, ray, address, mod
     """
     import time
 
-    from sami_rt.backends.base import usable_cpus
+    from sami_rt.hardware.cpus import usable_cpus
     from sami_rt.scale.corpus import INDEX, check_out_dir, expand_inputs, make_items, model_id, run_corpus
 
     if address is not None and not ray:

@@ -86,25 +86,23 @@ def encode_images(path: Path, out: Path, model, device, threads) -> None:
 
 
 def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) -> None:
-    from sami_rt.scale.corpus import video_arrays
     from sami_rt.media.files import write_npz
 
     v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)
-    write_npz(out, **video_arrays(v))  # what encode-corpus writes per video, too
+    write_npz(out, **v.arrays())  # what encode-corpus writes per video, too
     click.echo(f"{len(v.frames)} frames -> {out}")
     for note in v.notes:
         click.echo(f"note: {note}", err=True)
     if v.stopped_at is not None:
         click.echo(f"note: decoding stopped at frame {v.stopped_at}; the frames before it were encoded", err=True)
-    lat, pix = v.mean_latent_curvature, v.mean_pixel_curvature
     click.echo(f"{'trajectory':<12}{'mean curvature (deg)':>22}{'median':>10}{'cosine straightness':>21}")
-    for name, vals, mean, cs in (("latent", v.latent_curvature, lat, v.latent_straightness),
-                                 ("pixel", v.pixel_curvature, pix, v.pixel_straightness)):
-        fin = vals[np.isfinite(vals)]
+    for name, mean, median, cs in (
+            ("latent", v.mean_latent_curvature, v.median_latent_curvature, v.latent_straightness),
+            ("pixel", v.mean_pixel_curvature, v.median_pixel_curvature, v.pixel_straightness)):
         if mean is None:
             click.echo(f"{name:<12}{'undefined (' + undefined_why(v) + ')':>32}")
         else:
-            click.echo(f"{name:<12}{mean:>22.1f}{float(np.median(fin)):>10.1f}{cs:>21.3f}")
+            click.echo(f"{name:<12}{mean:>22.1f}{median:>10.1f}{cs:>21.3f}")
     if plot:
         plot_video(v, plot, path.name)
         click.echo(f"plot -> {plot}")

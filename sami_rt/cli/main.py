@@ -89,8 +89,7 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
                           batch=batch)
     for note in s.notes:
         click.echo(f"note: {note}", err=True)
-    guide_x = rt.load_images(str(guide)) if guide else None
-    write_grid(out, s, guide_x, zoom=zoom, title=title)
+    write_grid(out, s, s.guide, zoom=zoom, title=title)  # the guide as the runtime loaded it, once
     write_latents(npz, s)
     first = " (the framed first tile: the guide)" if guide else ""
     guided = f" at guidance scale {s.scale:g}" if s.scale is not None else ""

@@ -34,22 +34,13 @@ def to_pixels(intensity: np.ndarray) -> np.ndarray:
 def write_disk_video(path: str | Path, frames: int, size: tuple[int, int] = (640, 480), fps: float = 30.0) -> None:
     """A grey mp4 (mp4v) of a disk (radius an eighth of the height, pixel 230 on 40) moving in a straight
     line from the top-left corner to the bottom-right one; ``size`` is (width, height)."""
-    from sami_rt.errors import VideoError
-    from sami_rt.media.images import load_cv2
+    from sami_rt.media.images import write_video
 
-    cv2 = load_cv2()
     W, H = size
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H), isColor=False)
-    if not w.isOpened():
-        raise VideoError("OpenCV cannot write mp4 (mp4v) video here")
     r = H // 8
-    try:
-        for k in range(frames):
-            f = k / max(frames - 1, 1)
-            w.write(to_pixels(render_disks([(r + (W - 2 * r) * f, r + (H - 2 * r) * f, 40 / 255)], (H, W), r,
-                                           230 / 255)[0]))
-    finally:
-        w.release()
+    fs = (k / max(frames - 1, 1) for k in range(frames))
+    write_video(path, (to_pixels(render_disks([(r + (W - 2 * r) * f, r + (H - 2 * r) * f, 40 / 255)], (H, W), r,
+                                              230 / 255)[0]) for f in fs), fps=fps)
 
 
 def disk_centres(images: np.ndarray, foreground: float) -> np.ndarray:

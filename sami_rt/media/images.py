@@ -1,4 +1,5 @@
-"""Images in and out of model space (x = pixel / 127.5 - 1, shape [C, H, W]) with OpenCV.
+"""Images in and out of model space (x = pixel / 127.5 - 1, shape [C, H, W]) with OpenCV, and ``write_video``,
+the one video writer (the bench's disk video, the examples, the benchmarks' clips, the tests' videos).
 
 The preprocessing (``sami_rt.contract.format.Preprocess``) is defined here once: training's data loading
 (``train/data.py``) and the runtime both call :func:`to_model` / :func:`read_image` with the model's
@@ -6,8 +7,10 @@ The preprocessing (``sami_rt.contract.format.Preprocess``) is defined here once:
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -317,3 +320,45 @@ def _write(path, image: np.ndarray, ext: str) -> None:
     if not ok:
         raise ImageError(f"could not encode {path} as {ext[1:].upper()}")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def write_video(path: str | Path, frames: Iterable, fps: float = 10.0, fourcc: str = "mp4v",
+                check: bool = True) -> Path:
+    """Frames (uint8 or float rounded to uint8; [H, W] grey or [H, W, 3] BGR, the first frame sets the size and
+    colour) into ``path`` with OpenCV's ``fourcc`` codec (the container follows the extension), written under
+    a temporary name and renamed when complete. ``check``: the file must read back with as many frames as
+    were written. Raises VideoError where OpenCV cannot write this codec here or a frame does not fit."""
+    from sami_rt.errors import VideoError
+    from sami_rt.media.files import atomic_path
+
+    cv2 = load_cv2()
+    path = Path(path)
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise VideoError(f"{path}: no frames to write")
+    with atomic_path(path, suffix=path.suffix) as tmp:  # OpenCV picks the container by the name's extension
+        f0 = np.asarray(first)
+        h, w = f0.shape[:2]
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h), isColor=f0.ndim == 3)
+        if not writer.isOpened():
+            raise VideoError(f"OpenCV cannot write {fourcc} video to {path.name} here")
+        n = 0
+        try:
+            for f in itertools.chain([f0], it):
+                f = np.asarray(f)
+                if f.shape != f0.shape:
+                    raise VideoError(f"{path}: frame {n} has shape {f.shape}, the first {f0.shape}")
+                writer.write(np.ascontiguousarray(f if f.dtype == np.uint8 else np.clip(np.round(f), 0, 255).astype(np.uint8)))
+                n += 1
+        finally:
+            writer.release()
+        if check:
+            cap = cv2.VideoCapture(str(tmp))
+            got = 0
+            while cap.grab():
+                got += 1
+            cap.release()
+            if got != n:
+                raise VideoError(f"OpenCV wrote {got} of {n} frames to {path.name}")
+    return path

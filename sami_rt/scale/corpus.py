@@ -126,15 +126,6 @@ def input_stamp(path: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ encode
-def video_arrays(v) -> dict:
-    """What ``sami-rt encode VIDEO`` writes for a ``VideoEncoding``: per-frame indices, means and variances, the
-    two curvatures, the luma flag and the two straightness figures (NaN where undefined)."""
-    return dict(frames=v.frames, mu=v.mu, var=v.var, latent_curvature=v.latent_curvature,
-                pixel_curvature=v.pixel_curvature, luma=v.luma,
-                latent_straightness=np.nan if v.latent_straightness is None else v.latent_straightness,
-                pixel_straightness=np.nan if v.pixel_straightness is None else v.pixel_straightness)
-
-
 def _encode_folder(runtime, path: Path):
     """A folder's images, sorted by name (as ``encode FOLDER`` reads them), as the frames of a trajectory."""
     from sami_rt.media.images import image_files
@@ -146,7 +137,7 @@ def _encode_folder(runtime, path: Path):
     lat = angles(mu) if len(mu) >= 3 else np.zeros(0)
     pix = angles(x) if len(x) >= 3 else np.zeros(0)
     v = VideoEncoding(np.arange(len(mu)), mu, var, lat, pix, 0.0)
-    return {**video_arrays(v), "files": np.array([f.name for f in files])}
+    return {**v.arrays(), "files": np.array([f.name for f in files])}
 
 
 def _encode(runtime, item: Item) -> tuple[str, dict]:
@@ -166,7 +157,7 @@ def _encode(runtime, item: Item) -> tuple[str, dict]:
         if v.stopped_at is not None:
             raise VideoError(f"{p} is truncated or damaged: decoding stopped at frame {v.stopped_at}, before the "
                              "end its container declares")
-        arrays = video_arrays(v)
+        arrays = v.arrays()
     meta = dict(format=FORMAT, input=os.path.abspath(item.path), stamp=stamp, model_id=item.model_id,
                 every=item.every, allow_luma=item.allow_luma, kind=kind)
     return kind, {**meta, **arrays}

@@ -69,7 +69,7 @@ def encode_video(encode: Encode, spec: ImageSpec, path, every: int = 1, batch: i
     may read a yuv420p video's frames as the decoder's luma planes (``frames.open_video``;
     ``VideoEncoding.luma`` says whether it did); False: always BGR frames, converted as images are, so that
     the encoder sees what it sees for the decoded frames saved as images. ``decoder_threads``: FFmpeg's
-    decoder threads (default ``backends.pipeline_threads()``; 0: FFmpeg's own default)."""
+    decoder threads (default ``hardware.cpus.pipeline_threads()``; 0: FFmpeg's own default)."""
     from sami_rt.media.images import load_cv2
 
     cv2 = load_cv2()

@@ -67,7 +67,7 @@ def open_capture(cv2, p: Path, luma: bool = False, threads: int | None = None):
     alone a little faster but ``encode_video`` slower, benchmarks/RESULTS.md); 0: FFmpeg's own default.
     ``luma``: frames come as the decoder's first plane, unconverted (``CAP_PROP_CONVERT_RGB`` off); None
     where the backend refuses."""
-    from sami_rt.backends import pipeline_threads
+    from sami_rt.hardware.cpus import pipeline_threads
 
     threads = pipeline_threads() if threads is None else threads
     params = ([cv2.CAP_PROP_N_THREADS, threads] if threads else []) + ([cv2.CAP_PROP_CONVERT_RGB, 0] if luma else [])

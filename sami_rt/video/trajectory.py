@@ -40,6 +40,12 @@ def mean_angle(curvature_deg: np.ndarray) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
+def median_angle(curvature_deg: np.ndarray) -> float | None:
+    """The median of the defined angles; None when none is."""
+    v = curvature_deg[np.isfinite(curvature_deg)]
+    return float(np.median(v)) if len(v) else None
+
+
 @dataclass
 class VideoEncoding:
     frames: np.ndarray  # frame indices in the video
@@ -61,9 +67,26 @@ class VideoEncoding:
         return mean_angle(self.pixel_curvature)
 
     @property
+    def median_latent_curvature(self) -> float | None:
+        return median_angle(self.latent_curvature)
+
+    @property
+    def median_pixel_curvature(self) -> float | None:
+        return median_angle(self.pixel_curvature)
+
+    @property
     def latent_straightness(self) -> float | None:
         return straightness(self.latent_curvature)
 
     @property
     def pixel_straightness(self) -> float | None:
         return straightness(self.pixel_curvature)
+
+    def arrays(self) -> dict:
+        """What ``sami-rt encode VIDEO`` and ``encode-corpus`` write (one .npz per video): per-frame indices,
+        means and variances, the two curvatures, the luma flag and the two straightness figures (NaN where
+        undefined)."""
+        nan = lambda v: np.nan if v is None else v  # noqa: E731
+        return dict(frames=self.frames, mu=self.mu, var=self.var, latent_curvature=self.latent_curvature,
+                    pixel_curvature=self.pixel_curvature, luma=self.luma,
+                    latent_straightness=nan(self.latent_straightness), pixel_straightness=nan(self.pixel_straightness))
