@@ -4,6 +4,7 @@ numpy, batch invariance, a direct twin written from the paper's x0 form, and the
 import numpy as np
 import pytest
 
+from sami_rt.sampling.dpmpp import dpmpp_2m_step, sample_dpmpp_2m
 from sami_rt.sampling.rng import batch_normals
 from sami_rt.sampling.loop import has_extension, initial_noise, run_loop
 from sami_rt.sampling.schedule import dpmpp_2m_coefficients, make_abar, respace, step_coefficients
@@ -62,31 +63,6 @@ def test_cpp_loop_equals_numpy_loop_bit_for_bit(form, kind, T, steps, fresh_seed
 # batch invariance of both forms: tests/test_sampler.py::test_a_sample_does_not_depend_on_its_batch
 
 
-def _dpmpp_2m_direct(abar, ts, x, eps, noise, x0_prev, h_prev, i, sde):
-    """One step of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; its SDE form as k-diffusion's
-    sample_dpmpp_2m_sde, eta = 1, midpoint) in float64, written in x0 form from the paper, not from the
-    coefficients: returns (x_s, x0_i, h_i). First order on the first step, the step into the last level and the
-    final step to abar = 1."""
-    n = len(ts)
-    a_t = abar[ts[i]]
-    a_s = abar[ts[i + 1]] if i + 1 < n else 1.0
-    alpha_t, sigma_t, alpha_s, sigma_s = np.sqrt(a_t), np.sqrt(1 - a_t), np.sqrt(a_s), np.sqrt(1 - a_s)
-    with np.errstate(divide="ignore"):
-        h = np.log(alpha_s / sigma_s) - np.log(alpha_t / sigma_t)  # +inf on the final step
-    x0 = (x - sigma_t * eps) / alpha_t
-    if i == 0 or i >= n - 2:
-        D = x0
-    else:
-        r = h_prev / h
-        D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev
-    if sde:
-        x_s = sigma_s / sigma_t * np.exp(-h) * x + alpha_s * (1 - np.exp(-2 * h)) * D
-        x_s = x_s + sigma_s * np.sqrt(1 - np.exp(-2 * h)) * noise
-    else:
-        x_s = sigma_s / sigma_t * x - alpha_s * (np.exp(-h) - 1) * D
-    return x_s, x0, h
-
-
 @pytest.mark.parametrize("use_cpp", LOOPS)
 @pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("kind,T,steps", [("linear", 400, 20), ("cosine", 400, 9), ("scaled-linear", 1000, 30)])
@@ -116,7 +92,7 @@ def test_coefficients_equal_the_papers_update(form, kind, T, steps, use_cpp, fre
     noise = [batch_normals(seed, idx, i, shape).astype(np.float64) for i in range(steps)]
     x0_prev = h_prev = None
     for i in range(steps):
-        want, x0_prev, h_prev = _dpmpp_2m_direct(abar, ts, xs[i], epss[i], noise[i], x0_prev, h_prev, i, sde)
+        want, x0_prev, h_prev = dpmpp_2m_step(abar, ts, i, xs[i], epss[i], x0_prev, h_prev, noise[i], sde)
         np.testing.assert_allclose(xs[i + 1], want, rtol=3e-7, atol=1e-7, err_msg=f"step {i}")
     assert np.abs(xs[-1]).max() > 0.1
 
@@ -222,3 +198,23 @@ def test_runtime_samplers_defaults_and_eta():
         assert rt.generate(z=z, n=1, sampler=sampler, steps=None, seed=1).steps == min(20, rt.bundle.T)
         with pytest.raises(InputError, match=f"eta applies to the ddpm and ddim samplers only; {sampler} takes"):
             rt.generate(z=z, n=1, steps=2, sampler=sampler, eta=0.0)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_the_readable_loop_is_the_runtimes_sampler_with_its_estimates(form, fresh_seed):
+    """sample_dpmpp_2m (the paper's loop, float64) on the eps and noise the runtime's loop sees gives the
+    runtime's samples; its callback sees every step's level and x0 estimate, the last of which is the sample."""
+    r = np.random.default_rng(fresh_seed)
+    seed, sde = int(r.integers(2**32)), FORMS[form]
+    abar, shape, idx = make_abar("linear", 400), (3, 7), np.arange(4)
+    ts = respace(400, 20)
+    eps = _linear_backend(r, shape, abar, ts)
+    x = initial_noise(seed, idx, shape)
+    want = x.copy()
+    run_loop(eps, want, dpmpp_2m_coefficients(abar, ts, sde=sde), seed, idx, use_cpp=False)
+    seen = []
+    got = sample_dpmpp_2m(lambda x, i: eps(x.astype(np.float32), i), x, abar, ts, sde,
+                          noise=lambda i: batch_normals(seed, idx, i, shape), callback=lambda *a: seen.append(a))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    assert [s[:2] for s in seen] == [(i, int(t)) for i, t in enumerate(ts)] and np.array_equal(seen[-1][2], got)
+    assert np.abs(seen[0][2] - got).mean() > 10 * np.abs(seen[-2][2] - got).mean()  # the estimate sharpens

@@ -74,7 +74,8 @@ def step_coefficients(abar: np.ndarray, timesteps: np.ndarray, eta: float) -> di
 
 
 def dpmpp_2m_coefficients(abar: np.ndarray, timesteps: np.ndarray, sde: bool = False) -> dict[str, np.ndarray]:
-    """Per-step coefficients of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; midpoint form) or, with ``sde``,
+    """Per-step coefficients of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; midpoint form; the algorithm as a
+    loop: ``sami_rt.sampling.dpmpp``) or, with ``sde``,
     of DPM-Solver++(2M) SDE (k-diffusion's ``sample_dpmpp_2m_sde``, eta = 1, midpoint; diffusers'
     ``algorithm_type="sde-dpmsolver++"``), both in data prediction on the eps the loop receives.
 
