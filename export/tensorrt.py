@@ -14,9 +14,9 @@ class TensorRTUnavailable(RuntimeError):
 
 
 def check_available() -> tuple[str, str]:
-    """(TensorRT version, GPU name), or raise TensorRTUnavailable. The name is ``sami_rt.backends.gpu.gpu_name``'s,
+    """(TensorRT version, GPU name), or raise TensorRTUnavailable. The name is ``sami_rt.hardware.gpu.gpu_name``'s,
     the one the runtime compares a bundle's engines with."""
-    from sami_rt.backends.gpu import gpu_name
+    from sami_rt.hardware.gpu import gpu_name
 
     gpu = gpu_name()
     if gpu is None:

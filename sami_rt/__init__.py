@@ -13,7 +13,7 @@ __all__ = ["Runtime", "__version__"]
 
 def __getattr__(name):  # lazy: ``import sami_rt.sampling.schedule`` must not pull in onnxruntime or OpenCV
     if name == "Runtime":
-        from sami_rt.runtime import Runtime
+        from sami_rt.runtime import Runtime  # lazy: `import sami_rt` stays light (no onnxruntime)
 
         return Runtime
     raise AttributeError(f"module 'sami_rt' has no attribute {name!r}")

@@ -13,10 +13,12 @@ from sami_rt.backends import open_backend
 from sami_rt.contract.bundle import (  # noqa: F401  (the model names are re-exported: sami_rt.runtime.resolve_model)
     DEFAULT_MODEL, MODELS_DIR, Bundle, is_finite_number, read_bundle, resolve_model, shipped_models)
 from sami_rt.errors import InputError
-from sami_rt.media.images import load_images
+from sami_rt.media.images import from_model, load_images
 from sami_rt.sampling.loop import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.sampling.rng import GUIDE_STEP, batch_normals
 from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
+from sami_rt.video.encode import encode_video
+
 
 def _show(value, width: int = 60) -> str:
     """``repr(value)``, cut to ``width`` characters (a request may hold a 400-digit integer)."""
@@ -64,8 +66,6 @@ class Samples:
 
     @property
     def images(self) -> np.ndarray:
-        from sami_rt.media.images import from_model
-
         return from_model(self.x)
 
 
@@ -380,8 +380,6 @@ class Runtime:
         route (identical where the colours are neutral, within a few grey levels elsewhere; faster, since
         the conversion of every frame to BGR is skipped); False decodes every frame to BGR and converts it
         as an image is converted."""
-        from sami_rt.video.encode import encode_video
-
         be = self.backend
         return encode_video(be.stream_encode, self.bundle.image, path, every, batch, progress,
                             allow_luma)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.hardware.cpus import pipeline_threads
-from sami_rt.errors import BackendError
+from sami_rt.contract.bundle import BundleError
 from sami_rt.contract.format import RUNTIME_GRAPHS
+from sami_rt.errors import BackendError
+from sami_rt.hardware.cpus import pipeline_threads
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -104,7 +105,7 @@ class _Bound:
 
 class OrtBackend:
     def __init__(self, bundle, device: str = "auto", threads: int = 0, precision: str = "auto"):
-        import onnxruntime as ort
+        import onnxruntime as ort  # loads with the first backend, not with the module
 
         self.ort = ort
         self.bundle = bundle
@@ -169,8 +170,6 @@ class OrtBackend:
 
     def _check_declared(self, name: str, path: Path, sess) -> None:
         """The ONNX file must be the graph the manifest declares: same input/output names, ranks and fixed dims."""
-        from sami_rt.contract.bundle import BundleError
-
         spec = self.bundle.graphs[name]
         for side, got, want in (("inputs", sess.get_inputs(), spec.inputs), ("outputs", sess.get_outputs(), spec.outputs)):
             g = [(a.name, [d if isinstance(d, int) else "batch" for d in a.shape]) for a in got]

@@ -29,7 +29,7 @@ def usable_engines(bundle, prefer_fp16: bool = True) -> tuple[dict, str | None]:
     if not bundle.engines:
         return {}, f"bundle {bundle.root} has no TensorRT engines (export it with --tensorrt on this GPU)"
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional: the [trt] extra
     except ImportError:
         return {}, "the tensorrt package is not installed (pip install 'sami-rt[trt]')"
     if cuda_runtime() is None:
@@ -144,7 +144,7 @@ class TrtBackend:
     device = "tensorrt"
 
     def __init__(self, bundle, engines: dict):
-        import tensorrt as trt
+        import tensorrt as trt  # optional: the [trt] extra
 
         self.trt, self.cudart, self.bundle = trt, cuda_runtime(), bundle
         self.notes: list[str] = []

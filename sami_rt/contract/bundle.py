@@ -19,6 +19,7 @@ import numpy as np
 from sami_rt.contract.format import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, ImageSpec, is_finite_number
 from sami_rt.contract.manifest import EngineEntry, FileEntry, GraphEntry, Manifest
 from sami_rt.errors import BundleError
+from sami_rt.media.files import atomic_write_bytes
 
 __all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "GRAPHS", "MANIFEST", "Manifest", "is_finite_number",
            "read_bundle", "resolve_model", "sha256_file", "shipped_models", "write_manifest"]
@@ -165,8 +166,6 @@ def manifest_digest(root: Path) -> str:
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically (temporary file, then rename)."""
-    from sami_rt.media.files import atomic_write_bytes
-
     atomic_write_bytes(Path(root) / MANIFEST, manifest.dumps().encode())
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sami_rt._version import __version__
 from sami_rt.contract.format import (FORMAT, FORMAT_VERSION, GRAPHS, PARAMETERISATIONS, READABLE_VERSIONS, TRT_PROFILE,
                                      Architecture, ImageSpec, Preprocess, is_finite_number, preprocess_for)
 from sami_rt.errors import BundleError
@@ -138,8 +139,6 @@ class Manifest:
 
     # ---------------------------------------------------------------------------------- writing
     def to_json(self) -> dict:
-        from sami_rt._version import __version__
-
         def graphs(gs):
             return {n: {"file": g.file, "inputs": list(g.inputs), "outputs": list(g.outputs), "opset": g.opset,
                         "precision": g.precision, "sha256": g.sha256} for n, g in gs.items()}

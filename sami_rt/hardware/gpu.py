@@ -4,6 +4,8 @@ engines and export's tag on the engines it builds all ask :func:`gpu_name`, so t
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 from sami_rt.errors import BackendError
 
@@ -29,9 +31,6 @@ def check_cuda(result, what: str):
 
 
 def _nvidia_smi_name() -> str:
-    import shutil
-    import subprocess
-
     if shutil.which("nvidia-smi") is None:
         raise BackendError("neither cuda-python nor nvidia-smi is installed")
     cmd = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.media.images import write_video
+
 
 def render_disks(factors, size: int | tuple[int, int] = 32, radius: float = 4.0,
                  foreground: float = 0.5) -> np.ndarray:
@@ -34,8 +36,6 @@ def to_pixels(intensity: np.ndarray) -> np.ndarray:
 def write_disk_video(path: str | Path, frames: int, size: tuple[int, int] = (640, 480), fps: float = 30.0) -> None:
     """A grey mp4 (mp4v) of a disk (radius an eighth of the height, pixel 230 on 40) moving in a straight
     line from the top-left corner to the bottom-right one; ``size`` is (width, height)."""
-    from sami_rt.media.images import write_video
-
     W, H = size
     r = H // 8
     fs = (k / max(frames - 1, 1) for k in range(frames))

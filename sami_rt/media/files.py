@@ -9,7 +9,10 @@ import contextlib
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -40,10 +43,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def npz_bytes(arrays: dict) -> bytes:
     """An ``.npz`` archive (what ``np.savez`` writes, no pickles) with fixed member dates, so that the same
     arrays always give the same bytes (``np.savez`` stamps each member with the current time)."""
-    import zipfile
-
-    import numpy as np
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, a in arrays.items():

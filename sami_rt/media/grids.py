@@ -7,8 +7,11 @@ that training's sample grids use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from sami_rt.media.images import load_cv2
 
 BACKGROUND = (40, 46, 58)  # RGB: the gaps, the captions, the title and the unused cells of the last row
 TEXT = (236, 236, 236)
@@ -111,15 +114,11 @@ def _plan(cv2, n: int, tile: tuple[int, int], ncol: int, labels, title, lead: bo
 def grid_shape(n: int, tile: tuple[int, int], ncol: int = 8, zoom: int = 1, labels=None,
                title: str | None = None, lead: bool = False) -> tuple[int, int]:
     """(height, width) of the picture ``labelled_grid`` draws for n tiles of ``tile`` pixels, without drawing."""
-    from sami_rt.media.images import load_cv2
-
     return _plan(load_cv2(), n, (tile[0] * int(zoom), tile[1] * int(zoom)), ncol, labels, title, lead).lay.shape
 
 
 def check_grid(path, shape: tuple[int, int]) -> None:
     """ValueError, one sentence, where a picture of ``shape`` cannot be written as ``path``'s format."""
-    from pathlib import Path
-
     h, w = shape
     ext = Path(path).suffix.lower()
     limit = MAX_SIDE.get(ext)
@@ -137,8 +136,6 @@ def labelled_grid(images: np.ndarray, ncol: int = 8, zoom: int = 1, labels=None,
     tile; "" for none) under them, ``title`` above (wrapped to the grid's width), the tiles whose indices
     are in ``marked`` framed in MARK, with ``lead`` tile 0 in a column of its own (``Layout``). Without
     labels there is no caption strip, without a title no title."""
-    from sami_rt.media.images import load_cv2
-
     cv2 = load_cv2()
     tiles = rgb(zoom_tiles(np.asarray(images, dtype=np.uint8), int(zoom)))
     n, h, w, _ = tiles.shape

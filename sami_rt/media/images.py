@@ -23,7 +23,8 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg") 
 IMAGE_WRITE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # write_image: grey and colour
 
 
-from sami_rt.errors import ImageError
+from sami_rt.errors import ImageError, InputError, VideoError
+from sami_rt.media.files import atomic_path, atomic_write_bytes
 
 
 def load_cv2():
@@ -233,8 +234,6 @@ def decode_image(data: bytes, spec: ImageSpec | int, size: tuple[int, int] | Non
 def image_files(path: str | os.PathLike) -> list[Path]:
     """The image files a path names: a folder's images (its own files with an image extension, sorted by
     name; InputError when there are none), or the path itself."""
-    from sami_rt.errors import InputError
-
     p = Path(path)
     if not p.is_dir():
         return [p]
@@ -255,8 +254,6 @@ def folder_videos(path: str | os.PathLike) -> list[Path]:
 def load_images(images, spec: ImageSpec, notes: list | None = None) -> np.ndarray:
     """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> the model's
     input [B, C, H, W] through the spec's preprocessing (a float batch is taken as model input already)."""
-    from sami_rt.errors import InputError
-
     if isinstance(images, (str, os.PathLike)):
         images = image_files(images)
     if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.ndim == 4:
@@ -312,7 +309,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 def _write(path, image: np.ndarray, ext: str) -> None:
     cv2 = load_cv2()
 
-    from sami_rt.media.files import atomic_write_bytes
 
     img = image[:, :, 0] if image.shape[2] == 1 else image[:, :, ::-1]
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
@@ -328,9 +324,6 @@ def write_video(path: str | Path, frames: Iterable, fps: float = 10.0, fourcc: s
     colour) into ``path`` with OpenCV's ``fourcc`` codec (the container follows the extension), written under
     a temporary name and renamed when complete. ``check``: the file must read back with as many frames as
     were written. Raises VideoError where OpenCV cannot write this codec here or a frame does not fit."""
-    from sami_rt.errors import VideoError
-    from sami_rt.media.files import atomic_path
-
     cv2 = load_cv2()
     path = Path(path)
     it = iter(frames)

@@ -14,6 +14,7 @@ other rows' seeds) or on the loop that drew it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -106,8 +107,6 @@ def loop_status() -> tuple[bool, str]:
     """(whether the C++ loop runs, what runs and why) in words: the compiled module's file, or why the numpy
     loop runs instead (the extension not built here, or ``import sami_rt`` having found a source tree
     without the compiled module)."""
-    from pathlib import Path
-
     if _sampler is not None:
         return True, f"the C++ sampler loop (compiled: {Path(_sampler.__file__).name})"
     here = Path(__file__).resolve().parent  # sami_rt/sampling, where the compiled module lives

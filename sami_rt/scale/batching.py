@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sami_rt.errors import SamplingError
+from sami_rt.errors import InputError, SamplingError
 from sami_rt.runtime import GeneratePlan, Runtime
 
 REQUEST_KEYS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean")
@@ -27,8 +27,6 @@ REQUEST_KEYS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "
 
 def plan_request(runtime: Runtime, request: dict) -> GeneratePlan:
     """One request checked and planned (``Runtime.plan_generate``); InputError for an unknown key."""
-    from sami_rt.errors import InputError
-
     unknown = sorted(set(request) - set(REQUEST_KEYS))
     if unknown:
         raise InputError(f"unknown generate argument {unknown[0]!r}; expected some of {', '.join(REQUEST_KEYS)}")

@@ -22,8 +22,13 @@ from typing import Callable
 
 import numpy as np
 
+from sami_rt.contract.bundle import manifest_digest, read_bundle, resolve_model
 from sami_rt.errors import InputError, SamiError, VideoError
-from sami_rt.media.images import IMAGE_EXTS, folder_videos
+from sami_rt.media.files import atomic_write_bytes, write_npz
+from sami_rt.media.images import IMAGE_EXTS, folder_videos, image_files
+from sami_rt.media.outputs import check_output
+from sami_rt.scale.pool import run_pool
+from sami_rt.video.trajectory import VideoEncoding, angles, mean_angle
 
 FORMAT = "sami-rt-corpus/1"  # the format tag every corpus output carries
 INDEX = "index.jsonl"
@@ -100,8 +105,6 @@ def output_name(path: str) -> str:
 def model_id(model=None) -> str:
     """A bundle's fingerprint: 16 hex digits of its manifest's SHA-256 (the manifest holds every graph's
     checksum). Reads and validates the bundle: a bundle that cannot be used is a BundleError here."""
-    from sami_rt.contract.bundle import manifest_digest, read_bundle, resolve_model
-
     return manifest_digest(read_bundle(resolve_model(model)).root)[:16]
 
 
@@ -116,7 +119,6 @@ def input_stamp(path: str) -> str:
     if not p.is_dir():
         st = p.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
-    from sami_rt.media.images import IMAGE_EXTS
 
     h = hashlib.sha256()
     for f in sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS):
@@ -128,9 +130,6 @@ def input_stamp(path: str) -> str:
 # ------------------------------------------------------------------------------------------------ encode
 def _encode_folder(runtime, path: Path):
     """A folder's images, sorted by name (as ``encode FOLDER`` reads them), as the frames of a trajectory."""
-    from sami_rt.media.images import image_files
-    from sami_rt.video.trajectory import VideoEncoding, angles
-
     files = image_files(path)
     x = runtime.load_images(files)
     mu, var = runtime.encode(x)
@@ -141,8 +140,6 @@ def _encode_folder(runtime, path: Path):
 
 
 def _encode(runtime, item: Item) -> tuple[str, dict]:
-    from sami_rt.media.images import IMAGE_EXTS
-
     p = Path(item.path)
     if not p.exists():
         raise InputError(f"{p} does not exist")
@@ -195,8 +192,6 @@ def _mean(mean_angle, curvature) -> float | None:
 def make_row(item: Item, status: str, seconds: float, arrays: dict | None = None, kind: str | None = None,
              error: str | None = None) -> dict:
     """An index row: the input, its output (None unless written), what it holds, status, error, seconds."""
-    from sami_rt.video.trajectory import mean_angle
-
     row = dict.fromkeys(ROW_KEYS)
     row.update(path=item.path, kind=kind, status=status, error=error, seconds=round(seconds, 4))
     if arrays is not None:
@@ -212,8 +207,6 @@ def make_row(item: Item, status: str, seconds: float, arrays: dict | None = None
 def write_output(out_dir, item: Item, arrays: dict) -> None:
     """The item's arrays under its final name, written to a temporary file first, with the same bytes for
     the same arrays (``sami_rt.media.files.write_npz``)."""
-    from sami_rt.media.files import write_npz
-
     write_npz(Path(out_dir) / item.output, **arrays)
 
 
@@ -262,8 +255,6 @@ class IndexWriter:
             self.write()
 
     def write(self) -> None:
-        from sami_rt.media.files import atomic_write_bytes
-
         t0 = time.perf_counter()
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in self.rows if r is not None).encode())
         self.last_end = time.perf_counter()
@@ -277,8 +268,6 @@ def read_index(path) -> list[dict]:
 def check_out_dir(out_dir) -> Path:
     """The output directory can be created and written (``sami_rt.media.outputs.check_output`` on its index);
     InputError, one line, otherwise."""
-    from sami_rt.media.outputs import check_output
-
     p = Path(out_dir)
     if p.exists() and not p.is_dir():
         raise InputError(f"-o {p} is a file; encode-corpus writes one .npz per input and {INDEX} into a directory")
@@ -320,19 +309,17 @@ def run_corpus(items: list[Item], out_dir, workers: int | None = 1, model=None, 
                 finish(it, row)
         failed = lambda it, error: make_row(it, "failed", 0.0, error=error)  # noqa: E731
         if todo and ray:
-            from sami_rt.scale.ray_data import run_ray
+            from sami_rt.scale.ray_data import run_ray  # optional: Ray
 
             run_ray(todo, str(out_dir), workers, model, device, work, finish, failed, address)
         elif todo and (workers or 1) <= 1:
             if runtime is None:
-                from sami_rt.runtime import Runtime
+                from sami_rt.runtime import Runtime  # onnxruntime only where this process encodes
 
                 runtime = Runtime(model, device, threads=1)
             for it in todo:
                 finish(it, work(runtime, it, str(out_dir)))
         elif todo:
-            from sami_rt.scale.pool import run_pool
-
             run_pool(todo, str(out_dir), min(workers, len(todo)), model, device, work, finish, failed)
     finally:
         index.write()

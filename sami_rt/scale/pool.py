@@ -35,7 +35,7 @@ class _InitFailed(RuntimeError):
 def _init(model, device: str) -> None:
     global _runtime, _init_error
     try:
-        from sami_rt.runtime import Runtime
+        from sami_rt.runtime import Runtime  # in the worker process that uses it
 
         _runtime = Runtime(model, device, threads=1)
     except Exception as e:  # noqa: BLE001 -- said by the first item it is given, then the driver stops

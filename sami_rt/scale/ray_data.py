@@ -23,8 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.scale.pool import DIED, _one_line  # the local pool's words, so the rows match
 from sami_rt.errors import BackendError
+from sami_rt.scale.pool import DIED, _one_line  # the local pool's words, so the rows match
+from sami_rt.scale.ray_util import connect, quiet_ray_core
 
 GPU_DEVICES = ("cuda", "tensorrt")  # actors on these reserve one GPU each
 
@@ -38,7 +39,7 @@ class EncodeActor:
         self.out_dir, self.work, self.item_type = out_dir, work, item_type
         self.runtime, self.init_error = None, None
         try:
-            from sami_rt.runtime import Runtime
+            from sami_rt.runtime import Runtime  # in the Ray actor that uses it
 
             self.runtime = Runtime(model, device, threads=1)
         except Exception as e:  # noqa: BLE001 -- reported by the rows, then the driver stops the corpus
@@ -66,8 +67,6 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
     None: the cluster's CPUs, at most the items); ``finish(item, row)`` as rows arrive; ``failed(item, why)``
     makes the row of an item whose work raised or whose actor died. ``device`` auto is the CPU here (the same
     bytes on every node); cuda and tensorrt reserve one GPU per actor (default ``workers``: the GPUs)."""
-    from sami_rt.scale.ray_util import connect, quiet_ray_core
-
     with quiet_ray_core():
         _run_ray(connect(address, "--ray"), todo, out_dir, workers, model, device, work, finish, failed)
 
@@ -75,7 +74,7 @@ def run_ray(todo: list, out_dir: str, workers: int | None, model, device: str, w
 def _run_ray(connected, todo, out_dir, workers, model, device, work, finish, failed) -> None:
     ray, started = connected
     try:
-        from ray.data import ActorPoolStrategy, DataContext
+        from ray.data import ActorPoolStrategy, DataContext  # optional: Ray
 
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notices are not the user's business
         ctx = DataContext.get_current()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 
@@ -18,7 +19,7 @@ RAY_MISSING = 'this needs Ray: pip install "sami-rt[ray]"'
 def import_ray(what: str, serve: bool = False):
     """The ``ray`` module with Ray Data (or Ray Serve with ``serve``), or an InputError naming the extra."""
     try:
-        import ray
+        import ray  # optional: the [ray] extra
 
         if serve:
             import ray.serve  # noqa: F401
@@ -38,8 +39,6 @@ def ray_address(address: str | None) -> str:
 def check_reachable(address: str, what: str, timeout: float = 5.0) -> None:
     """A plain HOST:PORT address that nothing answers on is a BackendError at once (``ray.init`` would retry it
     for minutes, printing Ray's own warnings); ``local``, ``auto`` and ``ray://`` addresses are left to Ray."""
-    import socket
-
     if address in ("local", "auto") or "://" in address or address.count(":") != 1:
         return
     host, port = address.rsplit(":", 1)

@@ -31,9 +31,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from sami_rt.errors import ImageError, InputError, SamiError
+from sami_rt.runtime import Runtime, resolve_model, shipped_models
 from sami_rt.scale import serve_api
 from sami_rt.scale.batching import generate_batch
-from sami_rt.errors import ImageError, InputError, SamiError
 
 log = logging.getLogger("ray.serve")
 ROUTES = {"/health": "GET", "/info": "GET", "/generate": "POST", "/encode": "POST"}
@@ -46,8 +47,6 @@ class SamiRT:
     def __init__(self, model=None, device: str = "cpu", threads: int = 1, max_batch_size: int = 16,
                  batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N,
                  max_body: int = serve_api.MAX_BODY_BYTES):
-        from sami_rt.runtime import Runtime
-
         self.rt = Runtime(model, device, threads)
         self.max_n, self.max_body = max_n, max_body
         # one thread runs the backend: sampling and encoding take turns, the event loop stays free to queue
@@ -131,8 +130,6 @@ def model_argument(model) -> str | None:
     """What the replicas open: None (the shipped default), a shipped model's name (resolved on each node), or
     an existing bundle directory as an absolute path (on a cluster, a path every node holds). BundleError,
     one sentence, for neither."""
-    from sami_rt.runtime import resolve_model, shipped_models
-
     if model is None:
         return None
     resolve_model(model)

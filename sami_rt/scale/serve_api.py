@@ -15,7 +15,10 @@ import json
 
 import numpy as np
 
-from sami_rt.errors import InputError
+from sami_rt.errors import ImageError, InputError
+from sami_rt.media.files import npz_bytes
+from sami_rt.media.grids import auto_zoom, labelled_grid
+from sami_rt.media.images import decode_image, from_model, header_size, load_cv2
 from sami_rt.runtime import SAMPLERS, Runtime, default_steps
 
 GENERATE_FIELDS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean", "format")
@@ -66,8 +69,6 @@ def parse_body(body: bytes, fields: tuple[str, ...], what: str) -> dict:
 def decode_base64_image(value, field: str, rt: Runtime, notes: list | None = None) -> np.ndarray:
     """A base64 string of an image file's bytes (PNG, JPEG, ...) -> the model's input [C, H, W], read as
     ``sami-rt`` reads a file (``images.decode_image``)."""
-    from sami_rt.media.images import decode_image
-
     if not isinstance(value, str):
         raise InputError(f"{field} must be a base64 string of a PNG or JPEG file, got {type(value).__name__}")
     try:
@@ -81,9 +82,6 @@ def decode_base64_image(value, field: str, rt: Runtime, notes: list | None = Non
 def check_request_image(data: bytes, field: str) -> None:
     """ImageError where a request's image is larger than MAX_REQUEST_PIXELS by its header (read before any
     decoding: a 4000x4000 PNG is refused unread; the model sees a few dozen pixels a side anyway)."""
-    from sami_rt.errors import ImageError
-    from sami_rt.media.images import header_size
-
     wh = header_size(data)
     if wh is not None and wh[0] * wh[1] > MAX_REQUEST_PIXELS:
         side = int(MAX_REQUEST_PIXELS ** 0.5)
@@ -182,8 +180,6 @@ def generate_reply(s, fmt: str, guide_x: np.ndarray | None = None) -> Reply:
         np.save(buf, s.x, allow_pickle=False)
         return Reply(buf.getvalue(), "application/octet-stream", headers)
     if fmt == "npz":
-        from sami_rt.media.files import npz_bytes
-
         z = s.z if s.z is not None else np.zeros((0,), np.float32)
         return Reply(npz_bytes({"x": s.x, "z": z, "seed": np.uint64(s.seed), "steps": s.steps,
                                 "scale": s.scale if s.scale is not None else np.nan}), "application/octet-stream",
@@ -193,9 +189,6 @@ def generate_reply(s, fmt: str, guide_x: np.ndarray | None = None) -> Reply:
 
 
 def grid_png(s, guide_x: np.ndarray | None) -> bytes:
-    from sami_rt.media.grids import auto_zoom, labelled_grid
-    from sami_rt.media.images import from_model, load_cv2
-
     imgs, marked, labels = s.images, (), None
     if guide_x is not None:
         imgs, marked, labels = np.concatenate([from_model(guide_x), imgs]), (0,), ["guide"] + [""] * len(s.x)
@@ -223,8 +216,6 @@ def encode_inputs(obj: dict, rt: Runtime) -> tuple[np.ndarray, str]:
 def encode_reply(mu: np.ndarray, var: np.ndarray, fmt: str) -> Reply:
     """Posterior means and variances [B, D]: json lists, or an npz (``mu``, ``var``)."""
     if fmt == "npz":
-        from sami_rt.media.files import npz_bytes
-
         return Reply(npz_bytes({"mu": mu, "var": var}), "application/octet-stream")
     return json_reply({"mu": mu.tolist(), "var": var.tolist()})
 

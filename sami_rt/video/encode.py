@@ -12,9 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.video import frames
 from sami_rt.contract.format import ImageSpec
 from sami_rt.errors import VideoError
+from sami_rt.media.images import load_cv2
+from sami_rt.video import frames
 from sami_rt.video.frames import FrameConverter, Reader
 from sami_rt.video.trajectory import VideoEncoding, angles, straightness  # noqa: F401 (straightness: importable here)
 
@@ -70,8 +71,6 @@ def encode_video(encode: Encode, spec: ImageSpec, path, every: int = 1, batch: i
     ``VideoEncoding.luma`` says whether it did); False: always BGR frames, converted as images are, so that
     the encoder sees what it sees for the decoded frames saved as images. ``decoder_threads``: FFmpeg's
     decoder threads (default ``hardware.cpus.pipeline_threads()``; 0: FFmpeg's own default)."""
-    from sami_rt.media.images import load_cv2
-
     cv2 = load_cv2()
     p = Path(path)
     _check(p, every, batch)

@@ -4,12 +4,16 @@ converter. ``sami_rt.video.encode`` builds the encoding pipeline from these; the
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from sami_rt.contract.format import ImageSpec
 from sami_rt.errors import VideoError
+from sami_rt.hardware.cpus import pipeline_threads
+from sami_rt.media.images import crop_box, load_cv2, resize_interpolation, to_model
 
 # Video-range luma (16..235) -> the grey that OpenCV's BGR -> grey conversion gives for that pixel of a
 # decoded yuv420p frame: FFmpeg's swscale converts yuv420p with BT.601 video-range coefficients, and the
@@ -67,8 +71,6 @@ def open_capture(cv2, p: Path, luma: bool = False, threads: int | None = None):
     alone a little faster but ``encode_video`` slower, benchmarks/RESULTS.md); 0: FFmpeg's own default.
     ``luma``: frames come as the decoder's first plane, unconverted (``CAP_PROP_CONVERT_RGB`` off); None
     where the backend refuses."""
-    from sami_rt.hardware.cpus import pipeline_threads
-
     threads = pipeline_threads() if threads is None else threads
     params = ([cv2.CAP_PROP_N_THREADS, threads] if threads else []) + ([cv2.CAP_PROP_CONVERT_RGB, 0] if luma else [])
     if not params:
@@ -92,8 +94,7 @@ def luma_agrees(luma: np.ndarray, bgr: np.ndarray) -> bool:
     yuvj420p from MJPEG say, reports the same pixel format as yuv420p; a frame that cannot tell the two
     apart, flat near level 113, fails). A 10-bit stream, or a decoder that hands over something else, is
     tens of levels off."""
-    import cv2
-
+    cv2 = load_cv2()
     if luma.dtype != np.uint8 or luma.ndim != 2 or bgr.dtype != np.uint8 or bgr.shape != (*luma.shape, 3):
         return False
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.int16)
@@ -170,8 +171,6 @@ def decode_alone(path, luma: bool = False) -> int:
     """Decodes a video with OpenCV's defaults, dropping the frames (the floor ``encode_video`` is compared
     with); returns the number of frames. ``luma``: with the conversion to BGR off (``CAP_PROP_CONVERT_RGB``
     0), which for a yuv420p video hands over the luma plane: decoding's own cost."""
-    from sami_rt.media.images import load_cv2
-
     cv2 = load_cv2()  # its log silenced: frames without BGR conversion draw a warning each
     cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_CONVERT_RGB, 0]) if luma else cv2.VideoCapture(str(path))
     try:
@@ -190,9 +189,6 @@ class Reader:
     _END = object()
 
     def __init__(self, cap, every: int = 1, first: np.ndarray | None = None, depth: int = 8):
-        import queue
-        import threading
-
         self.cap = cap
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
@@ -207,8 +203,6 @@ class Reader:
         return self.frames.read
 
     def _put(self, item) -> bool:
-        import queue
-
         while not self.stop.is_set():
             try:
                 self.q.put(item, timeout=0.1)
@@ -254,8 +248,6 @@ class FrameConverter:
     ``LUMA_TO_GREY`` in place of the BGR -> grey conversion of a decoded BGR frame."""
 
     def __init__(self, spec: ImageSpec, notes: list | None = None, name: str = "frame", luma: bool = False):
-        from sami_rt.media.images import load_cv2, to_model
-
         if luma and spec.channels != 1:
             raise ValueError("luma frames are for one-channel models")
         self.cv2, self.to_model = load_cv2(), to_model  # looked up once, not per frame
@@ -305,8 +297,6 @@ class FrameConverter:
     def _plan(self, frame):
         """What ``to_model`` does to a frame of this shape: a frame of the model's full size is taken as it
         is; any other is cropped and resized to the content size (unless it has that size) and framed."""
-        from sami_rt.media.images import crop_box, resize_interpolation
-
         h, w = frame.shape[:2]
         spec = self.spec
         if (h, w) == spec.size:
@@ -320,8 +310,6 @@ class FrameConverter:
 def model_frames(path, spec: ImageSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """Every frame of a video decoded to BGR with OpenCV's defaults and converted for the model (as
     ``encode_video`` converts BGR frames), in one array [N, C, H, W]; and the frames' (width, height)."""
-    from sami_rt.media.images import load_cv2
-
     cv2 = load_cv2()
     cap = cv2.VideoCapture(str(path))
     try:
