@@ -5,7 +5,7 @@
 A synthetic 640x480 mp4 (sami_rt.media.disks.write_disk_video). Each round times, in one process and interleaved
 so that machine noise hits all alike: decoding alone (cv2.VideoCapture with OpenCV's defaults, frames
 read and dropped), decoding alone to luma planes (the same with CAP_PROP_CONVERT_RGB off), then
-``encode_video`` as shipped and with one choice undone (``sami_rt.video.encode.encode_video``'s own arguments):
+``encode_video`` as shipped and with one choice undone (``sami_rt.video.encode.encode_frames``'s own arguments):
 - ``BGR frames``: frames decoded to BGR and converted to grey, not read as the decoder's luma plane
   (``allow_luma=False``);
 - ``ffmpeg default threads``: the capture opened with FFmpeg's default thread count instead of one
@@ -36,13 +36,13 @@ def main(argv=None) -> int:
     from sami_rt.media.disks import write_disk_video
     from sami_rt.video.frames import decode_alone
     from sami_rt.runtime import Runtime
-    from sami_rt.video.encode import encode_video
+    from sami_rt.video.encode import encode_frames
 
     rt = Runtime(args.model, device="cpu")
     spec, stream = rt.bundle.image, rt.backend.stream_encode
 
     def variant(encode=stream, **kw):
-        return lambda path: encode_video(encode, spec, path, **kw)
+        return lambda path: encode_frames(encode, spec, path, **kw)
 
     variants = {
         "decoding alone": decode_alone,

@@ -17,7 +17,7 @@ from sami_rt.media.images import from_model, load_images
 from sami_rt.sampling.loop import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.sampling.rng import GUIDE_STEP, batch_normals
 from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
-from sami_rt.video.encode import encode_video
+from sami_rt.video.encode import encode_frames
 
 
 def _show(value, width: int = 60) -> str:
@@ -375,11 +375,11 @@ class Runtime:
 
     def encode_video(self, path, every: int = 1, batch: int = 64, progress=None, allow_luma: bool = True):
         """Per-frame posterior means and variances of a video and the curvature of its latent and pixel
-        trajectories (``sami_rt.video.encode.encode_video``). ``allow_luma``: a one-channel model may read a
+        trajectories (``sami_rt.video.encode.encode_frames``). ``allow_luma``: a one-channel model may read a
         yuv420p video's frames as the decoder's luma plane, checked on the first frame against the BGR
         route (identical where the colours are neutral, within a few grey levels elsewhere; faster, since
         the conversion of every frame to BGR is skipped); False decodes every frame to BGR and converts it
         as an image is converted."""
         be = self.backend
-        return encode_video(be.stream_encode, self.bundle.image, path, every, batch, progress,
+        return encode_frames(be.stream_encode, self.bundle.image, path, every, batch, progress,
                             allow_luma)

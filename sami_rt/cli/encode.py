@@ -58,7 +58,7 @@ def encode(path, out, every, plot, bgr_frames, model, device, threads):
         except ImportError:
             raise InputError(f"--plot needs matplotlib, which is not installed ({PLOT_EXTRA})") from None
     if video:
-        encode_video(path, out, every, plot, bgr_frames, open_runtime(model, device, threads))
+        _video_command(path, out, every, plot, bgr_frames, open_runtime(model, device, threads))
     else:
         encode_images(path, out, model, device, threads)
 
@@ -85,7 +85,7 @@ def encode_images(path: Path, out: Path, model, device, threads) -> None:
         click.echo(f"  ... and {len(mu) - MAX_ROWS} more in {out}")
 
 
-def encode_video(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) -> None:
+def _video_command(path: Path, out: Path, every: int, plot, bgr_frames: bool, rt) -> None:
     from sami_rt.media.files import write_npz
 
     v = run_with_progress("encoding", rt.encode_video, path=path, every=every, allow_luma=not bgr_frames)

@@ -37,7 +37,7 @@ except ImportError as _e:  # extension not built: the numpy loop does the work
     _sampler = None
     _IMPORT_ERROR = str(_e)
 
-Backend = Callable[[np.ndarray, int], np.ndarray]
+StepFn = Callable[[np.ndarray, int], np.ndarray]  # eps_hat(x, step): what the loop calls at each step (model_step makes one)
 
 
 def initial_noise(seed, indices, shape) -> np.ndarray:
@@ -46,7 +46,7 @@ def initial_noise(seed, indices, shape) -> np.ndarray:
     return np.ascontiguousarray(batch_normals(seed, indices, INIT_STEP, shape))
 
 
-def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed, indices,
+def loop_numpy(backend: StepFn, x: np.ndarray, c_x, c_eps, sigma, seed, indices,
                progress=None, cancel=None, c_x_prev=None, c_eps_prev=None) -> int:
     """The numpy twin of the C++ loop (same arithmetic, same noise). Returns the number of steps done.
     ``seed``: one integer, or one per row; ``c_x_prev``, ``c_eps_prev`` (None: zeros) weigh the previous
@@ -82,7 +82,7 @@ def loop_numpy(backend: Backend, x: np.ndarray, c_x, c_eps, sigma, seed, indices
     return len(c_x)
 
 
-def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> Backend:
+def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> StepFn:
     """The loop's ``backend(x_t, i)`` for a model with the backends' interface (numpy arrays in and out): its
     ``guided_eps`` at level ``ts[i]`` with latents ``z``, ``mask`` and ``scale`` (one row per sample), or
     its ``denoise`` where ``z`` is None (unconditional sampling). ``Runtime.generate`` samples through it,
@@ -124,7 +124,7 @@ def loop_status() -> tuple[bool, str]:
     return False, f"numpy (the C++ sampler loop is not available: {why})"
 
 
-def run_loop(backend: Backend, x: np.ndarray, coeffs: dict, seed, indices, progress=None, cancel=None,
+def run_loop(backend: StepFn, x: np.ndarray, coeffs: dict, seed, indices, progress=None, cancel=None,
              use_cpp: bool | None = None) -> np.ndarray:
     """Run the loop on x in place (C++ when built, unless use_cpp=False); raises Cancelled or SamplingError.
     ``coeffs``: ``c_x``, ``c_eps``, ``sigma`` and optionally ``c_x_prev``, ``c_eps_prev`` (multistep samplers).

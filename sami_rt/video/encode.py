@@ -62,7 +62,7 @@ class _Batches:
         self.n_prev, self.n = keep, 0
 
 
-def encode_video(encode: Encode, spec: ImageSpec, path, every: int = 1, batch: int = 64,
+def encode_frames(encode: Encode, spec: ImageSpec, path, every: int = 1, batch: int = 64,
                  progress: Callable[[int, int], None] | None = None, allow_luma: bool = True,
                  decoder_threads: int | None = None) -> VideoEncoding:
     """Streams a video through ``encode`` (float32 batch [B, *spec.shape] -> (mu, var) [B, D]; a backend's
