@@ -1,11 +1,13 @@
 """Training steps with one thread and with two, on a quiet machine and beside a process that holds one core
 (issue 33: why train/threads.py measures rather than assumes).
 
-    python -m benchmarks.threads_busy_core [--config disks-small] [--steps 6,26] [--rounds 2]
+    python -m benchmarks.threads_busy_core [--config disks-small] [--steps 6,26] [--rounds 2] [--threads 1,2]
 
 Each cell runs ``train/run.py --config CONFIG --steps N --no-eval --threads T`` as its own process, at two run
 lengths, and takes the difference of their wall times over the difference of their steps, so start-up and
-the data set's rendering cancel. The busy core is a child process spinning in a Python loop. Cells are
+the data set's rendering cancel; T = 0 runs with the default options (no ``--threads``: what a user gets),
+and its whole wall time at the shorter length is reported too (issue 33's acceptance: a 6-step run beside a
+busy core at most 2x its quiet time). The busy core is a child process spinning in a Python loop. Cells are
 interleaved round by round and the median of the rounds counts. Prints the CPU, the load and a table.
 """
 
@@ -27,8 +29,9 @@ def cpu_name() -> str:
 
 def run_once(config: str, steps: int, threads: int, out: str) -> float:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    cmd = [sys.executable, "train/run.py", "--config", config, "--steps", str(steps), "--no-eval",
-           "--threads", str(threads), "--out", out]
+    cmd = [sys.executable, "train/run.py", "--config", config, "--steps", str(steps), "--no-eval", "--out", out]
+    if threads:
+        cmd += ["--threads", str(threads)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -39,11 +42,14 @@ def main() -> None:
     ap.add_argument("--config", default="disks-small")
     ap.add_argument("--steps", default="6,26", help="two run lengths (the per-step time is their difference)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="thread counts to time (0: the default options)")
     args = ap.parse_args()
+    counts = [int(t) for t in args.threads.split(",")]
     short, long_ = (int(s) for s in args.steps.split(","))
     print(f"cpu: {cpu_name()}; {os.cpu_count()} logical CPUs; load {os.getloadavg()[0]:.2f} at the start")
-    cells = [(busy, t) for busy in (False, True) for t in (1, 2)]
+    cells = [(busy, t) for busy in (False, True) for t in counts]
     per_step: dict[tuple[bool, int], list[float]] = {c: [] for c in cells}
+    whole: dict[tuple[bool, int], list[float]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for busy, t in cells:
@@ -56,13 +62,20 @@ def main() -> None:
                         spinner.kill()
                         spinner.wait()
                 per_step[(busy, t)].append((b - a) / (long_ - short))
-                print(f"round {r}: busy core {busy}, {t} thread(s): {short} steps {a:.1f} s, {long_} steps {b:.1f} s",
-                      flush=True)
+                whole[(busy, t)].append(a)
+                print(f"round {r}: busy core {busy}, {t or 'default'} thread(s): {short} steps {a:.1f} s, {long_} steps "
+                      f"{b:.1f} s", flush=True)
     print(f"load {os.getloadavg()[0]:.2f} at the end\n")
-    print(f"| {args.config} training step | 1 thread | 2 threads | 2 threads / 1 thread |\n| --- | --- | --- | --- |")
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    name = {t: f"--threads {t}" if t else "default options" for t in counts}
+    print(f"| {args.config} | " + " | ".join(f"step, {name[t]} | {short}-step run, {name[t]}" for t in counts) + " |")
+    print("| --- |" + " --- | --- |" * len(counts))
     for busy in (False, True):
-        m = {t: sorted(per_step[(busy, t)])[len(per_step[(busy, t)]) // 2] for t in (1, 2)}
-        print(f"| {'beside a busy core' if busy else 'quiet'} | {m[1]:.2f} s | {m[2]:.2f} s | {m[2] / m[1]:.2f}x |")
+        print(f"| {'beside a busy core' if busy else 'quiet'} | " + " | ".join(
+            f"{med(per_step[(busy, t)]):.2f} s | {med(whole[(busy, t)]):.1f} s" for t in counts) + " |")
+    print("| busy / quiet | " + " | ".join(
+        f"{med(per_step[(True, t)]) / med(per_step[(False, t)]):.2f}x | {med(whole[(True, t)]) / med(whole[(False, t)]):.2f}x"
+        for t in counts) + " |")
 
 
 if __name__ == "__main__":
