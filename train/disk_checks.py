@@ -213,6 +213,7 @@ def decode_check(m, n: int = DECODE_GRID, samples: int = 2, seed: int = 0) -> tu
     imgs = m.decode(mu, seed + np.arange(len(f)))
     counts, centres = find_disks(imgs[:, 0], g.foreground)
     err = np.hypot(*(centres - f[:, :2]).T)
+    inner = np.all((f[:, :2] > pos[0] + 1e-9) & (f[:, :2] < pos[-1] - 1e-9), axis=1)
     ok = np.isfinite(err)
     e = err[ok]
     return ({"grid": n, "samples_per_position": samples, "backgrounds": bgs.tolist(), "images": len(f),
@@ -222,6 +223,7 @@ def decode_check(m, n: int = DECODE_GRID, samples: int = 2, seed: int = 0) -> tu
              "mean_px": float(np.mean(e)) if len(e) else float("nan"),
              "max_px": float(np.max(e)) if len(e) else float("nan"),
              "within_2px": float(np.mean(err <= 2.0)),
+             "median_px_inner": _median(err[inner]),  # positions off the grid's outer ring
              "median_px_per_background": [_median(err[f[:, 2] == b]) for b in bgs]},
             (f, centres, err))
 
@@ -312,12 +314,13 @@ def summary(res: dict) -> dict:
 
 def evaluate_disks(model, cfg, abar, run_dir, pairs: int = 50, steps: int = 100, scale=None, stages=None) -> dict:
     """The evaluation's stage: the checks on a run's model, into the run directory; returns the summary."""
+    what = f"disk checks (fold, decode from the mean, {pairs} lines)"
     if stages is not None:
-        stages.begin("disk checks")
+        stages.begin(what)
     res = run_checks(TorchModel(model, cfg, abar, steps, scale=scale, name=Path(run_dir).name), run_dir, pairs,
-                     log=stages.log if stages is not None else None)
+                     log=(lambda s: stages.log("  " + s)) if stages is not None else None)
     if stages is not None:
-        stages.done("disk checks")
+        stages.done(what)
     return res["summary"]
 
 
