@@ -105,6 +105,10 @@ def test_cell_orientation_and_angles_on_points(fresh_seed):
     k = int(rng.integers(1, n - 1))
     signs[:, :k] = -1
     assert fold_fraction(signs) == (min(k, n - 1 - k) / (n - 1), 1 if k <= n - 1 - k else -1)
+    flat = np.zeros(100)  # a flat map (an untrained encoder's): its cells are not reversed ones
+    q = int(rng.integers(1, 10))
+    flat[:q], flat[q:3 * q] = -1, 1
+    assert fold_fraction(flat) == (q / 100, 1)
     f = rng.uniform(4, 28, (50, 2))
     assert axis_angles(f, f @ np.array([[0, -1], [1, 0]]).T * 2)["angle_x_deg"] == pytest.approx(90)  # x -> +z_y
 

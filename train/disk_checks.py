@@ -12,9 +12,9 @@ calls ``evaluate_disks``. Written (atomically) to the output directory: ``disk_c
   evaluation's rule (``best_distinct_axes``: one different axis per factor, x, y and background, maximising the
   summed single-axis R^2 on these grid images). Per grid cell, the Jacobian of (x, y) -> (z_x, z_y) by finite
   differences of the posterior means (each edge's difference averaged with the opposite edge's); its
-  determinant's sign is the cell's orientation. The fold fraction is the share of cells whose orientation
-  differs from the majority (per background against that background's majority; ``all`` against the majority
-  over the three). The same is reported in the plane of the linear read-out (least-squares predictions of x
+  determinant's sign is the cell's orientation. The fold fraction is the share of cells whose orientation is
+  the opposite of the majority's (per background against that background's majority; overall against the
+  majority over the three; cells with a determinant of exactly 0 are neither: ``flat_fraction``). The same is reported in the plane of the linear read-out (least-squares predictions of x
   and y from all axes, ``readout``), which does not depend on how x and y share axes.
 - **Angles.** A least-squares affine fit (z_x, z_y) ~ A (x, y) + b over the grid: ``angle_x`` and ``angle_y``
   are the directions of increasing disk x and y in the (z_x, z_y) plane, in degrees counter-clockwise from
@@ -162,10 +162,11 @@ def cell_orientation(P: np.ndarray) -> np.ndarray:
 
 
 def fold_fraction(signs: np.ndarray) -> tuple[float, int]:
-    """(share of cells whose orientation differs from the majority's, the majority's sign)."""
+    """(share of cells whose orientation is the opposite of the majority's, the majority's sign); a cell whose
+    determinant is exactly 0 (a flat map, as an untrained encoder's) is neither."""
     s = np.asarray(signs).ravel()
     major = 1 if (s > 0).sum() >= (s < 0).sum() else -1
-    return float(np.mean(s != major)), major
+    return float(np.mean(s == -major)), major
 
 
 def axis_angles(f: np.ndarray, P: np.ndarray) -> dict:
@@ -196,7 +197,7 @@ def fold_check(m, n: int = FOLD_GRID) -> dict:
     for name, P in planes.items():
         sg = np.stack([cell_orientation(P[i * n * n:(i + 1) * n * n].reshape(n, n, 2)) for i in range(len(bgs))])
         frac, major = fold_fraction(sg)
-        out[name] = {"fold_fraction": frac, "majority": major,
+        out[name] = {"fold_fraction": frac, "majority": major, "flat_fraction": float(np.mean(sg == 0)),
                      "fold_fraction_per_background": [fold_fraction(s)[0] for s in sg],
                      **axis_angles(f, P),
                      "angles_per_background": [axis_angles(f[i * n * n:(i + 1) * n * n], P[i * n * n:(i + 1) * n * n])
