@@ -126,8 +126,13 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     # the end of a run evaluates with the quick protocol, one line per stage on stderr
     assert ev["protocol"] == ev["summary"]["protocol"] == "quick" and ev["n_test"] == 100 and ev["steps"] == 10
     for line in ("evaluation (quick protocol): 100 held-out images, 10 sampling steps", "factor metrics (200 fitted",
-                 "interpolation check (5 pairs): ", "generation figures: ", "evaluation written to "):
+                 "interpolation check (5 pairs): ", "disk checks (fold, decode from the mean, 5 lines): ",
+                 "generation figures: ", "evaluation written to "):
         assert line in r.stderr, (line, r.stderr[-2000:])
+    # issue 29's instruments, written into the run directory
+    for f in ("disk_checks.json", "fold.png", "decode.png", "interpolation_lines.png"):
+        assert (run / f).is_file(), f
+    assert 0 <= ev["summary"]["fold_fraction"] <= 0.5 and ev["disk_checks"]["interpolation_default_scale"].endswith("/5")
 
 
 def test_guidance_gain_is_one_without_guidance_and_exact_on_a_linear_gaussian_model(fresh_seed):

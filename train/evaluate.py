@@ -216,6 +216,8 @@ def evaluate_run(run_dir, ckpt=None, n_test: int | None = None, n_fit: int | Non
                     res["interpolation"] = interpolation_check(model, cfg, abar, run_dir, pairs=interp_pairs,
                                                                steps=min(50, steps))
                     stages.done(f"interpolation check ({interp_pairs} pairs)")
+                    from train.disk_checks import evaluate_disks  # fold, decode-from-mean, lines (issue 29)
+                    res["disk_checks"] = evaluate_disks(model, cfg, abar, run_dir, interp_pairs, steps, scale, stages)
         from train.natural import labelled_analyses
 
         cfg_s = cfg if scale is None else cfg.replace(sampling_scale=float(scale))  # the figures' guidance scale
@@ -316,6 +318,8 @@ def summarise(res: dict) -> dict:
         s["mean_std"] = [round(v, 3) for v in res["posterior"]["mean_std"]]
     if "interpolation" in res:
         s["interpolation_passed"] = f"{res['interpolation']['passed']}/{res['interpolation']['pairs']}"
+    if "disk_checks" in res:
+        s.update(res["disk_checks"])
     if "guidance_gain" in res:
         s["guidance_gain"] = {r["t"]: round(r["ratio"], 3) for r in res["guidance_gain"]}
     if "generation" in res:

@@ -97,19 +97,21 @@ def _plot_grids(out, factor_axes, n, path):
     plt.close(fig)
 
 
-def find_disks(images: np.ndarray, foreground: float, min_pixels: int = 3, level: float = 0.3):
+def find_disks(images: np.ndarray, foreground: float, min_pixels: int = 3, level: float = 0.3, peaks: bool = False):
     """Per image [N, H, W] in [-1, 1]: (number of blobs, centre (x, y) in pixels or NaN). The background is the
     median pixel; a blob is a 4-connected region of at least ``min_pixels`` pixels differing from it by more than
-    ``level`` of the disk's contrast; the centre is the contrast-weighted centroid of the largest blob."""
+    ``level`` of the disk's contrast; the centre is the contrast-weighted centroid of the largest blob. With
+    ``peaks`` also the largest blob's strongest pixel as a fraction of the disk's contrast (NaN: no blob)."""
     from scipy import ndimage
 
-    counts, centres = [], []
+    counts, centres, top = [], [], []
     for im in (np.asarray(images, np.float64) + 1) / 2:
         bg = np.median(im)
         contrast = foreground - bg
         if abs(contrast) < 0.1:
             counts.append(0)
             centres.append((np.nan, np.nan))
+            top.append(np.nan)
             continue
         w = np.clip((im - bg) / contrast, 0, 1)
         lab, k = ndimage.label(w > level)
@@ -118,11 +120,13 @@ def find_disks(images: np.ndarray, foreground: float, min_pixels: int = 3, level
         counts.append(len(big))
         if not big:
             centres.append((np.nan, np.nan))
+            top.append(np.nan)
             continue
         keep = np.where(lab == max(big, key=lambda i: sizes[i - 1]), w, 0)
         ys, xs = np.mgrid[: im.shape[0], : im.shape[1]]
         centres.append(((keep * (xs + 0.5)).sum() / keep.sum(), (keep * (ys + 0.5)).sum() / keep.sum()))
-    return np.array(counts), np.array(centres)
+        top.append(float(keep.max()))
+    return (np.array(counts), np.array(centres)) + ((np.array(top),) if peaks else ())
 
 
 def judge_path(counts: np.ndarray, centres: np.ndarray, max_step: float, ends: np.ndarray | None = None,
