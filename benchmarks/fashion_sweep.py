@@ -1,0 +1,148 @@
+"""Fashion-MNIST runs side by side within a wall-clock budget, each code probed against raw pixels and PCA on a
+validation split and on the test split (issue 30: choose on validation, report on test).
+
+    python -m benchmarks.fashion_sweep --out DIR --minutes 5 [--device cuda] [--data-path DIR] \\
+        --run "A:--kl-weight 0.01" --run "B:--kl-weight 0.01 --unet-channels 64 --batch 128"
+
+Each ``--run NAME:OVERRIDES`` is ``train/run.py --config fashion-mnist --no-eval OVERRIDES`` in a process of
+its own, all at once. Their number of steps is set so that they end within ``--minutes``: a first 300-step
+run of the first configuration measures the rate (the slowest runs alone set it when --probe-each). The KL
+annealing and learning-rate schedule follow the steps, so every run is a complete run of its length.
+
+Probe (train/natural.py ``probe_baselines``, the evaluation's own): the EMA encoder's posterior means of
+``--n-fit`` training images (seeded draw) fit a logistic regression; it is scored on ``--n-val`` other
+training images (validation: the split to choose on) and on the first ``--n-test`` test images (report only).
+The same probe on raw pixels and on PCA of the code's size sits beside each. Writes DIR/sweep.json and
+prints a table; every run's log is DIR/NAME/train.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def launch(name: str, overrides: list[str], out: Path, steps: int, args) -> subprocess.Popen:
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(ROOT / "train" / "run.py"), "--config", "fashion-mnist", "--no-eval", "--out", str(d),
+           "--steps", str(steps), "--device", args.device, "--sample-every", "0", "--ckpt-every", str(max(steps // 4, 1)),
+           "--seed", str(args.seed), *(["--data-path", args.data_path] if args.data_path else []), *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log = open(d / "train.log", "w")
+    log.write("$ " + shlex.join(cmd) + "\n")
+    log.flush()
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def probe(run_dir: Path, args, baselines: dict) -> dict:
+    """The run's code probed on both splits; the pixel and PCA rows (the same for every run) are computed once,
+    into ``baselines``, with the first run probed."""
+    import torch
+
+    from train.data import load_fashion_mnist
+    from train.evaluate import load_model
+    from train.labelled import linear_probe
+    from train.natural import TOP_K, probe_baselines
+
+    model, cfg, _, step = load_model(run_dir)
+    dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev).eval()
+    x_tr, y_tr = load_fashion_mnist(cfg.data_path, "train", cfg.image_size)
+    x_te, y_te = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
+    order = np.random.default_rng(args.seed).permutation(len(x_tr))
+    fit, val = np.sort(order[: args.n_fit]), np.sort(order[args.n_fit : args.n_fit + args.n_val])
+
+    @torch.no_grad()
+    def enc(x):
+        mus, vars_ = [], []
+        for lo in range(0, len(x), 1000):
+            mu, var = model.encoder(x[lo : lo + 1000].to(dev))
+            mus.append(mu.cpu())
+            vars_.append(var.cpu())
+        return torch.cat(mus).numpy().astype(np.float64), torch.cat(vars_).numpy().astype(np.float64)
+
+    mu_fit, _ = enc(x_tr[fit])
+    out = {"step": int(step), "config": {k: v for k, v in cfg.to_dict().items() if not isinstance(v, (list, dict))}}
+    for split, x, y in (("val", x_tr[val], y_tr.numpy()[val]), ("test", x_te[: args.n_test], y_te.numpy()[: args.n_test])):
+        mu, var = enc(x)
+        if split not in baselines:
+            baselines[split] = probe_baselines(x_tr[fit].numpy(), y_tr.numpy()[fit], x.numpy(), y, mu_fit, mu, var,
+                                               args.seed)
+        D, order = mu.shape[1], np.argsort(var.mean(0))
+        ks = sorted({k for k in TOP_K if k < D} | {D})
+        out[split] = {"code": linear_probe(mu_fit, y_tr.numpy()[fit], mu, y, args.seed)["accuracy"],
+                      "top_k": {"k": ks, "code": [linear_probe(mu_fit[:, order[:k]], y_tr.numpy()[fit], mu[:, order[:k]],
+                                                               y, args.seed)["accuracy"] for k in ks]},
+                      "median_posterior_var": float(np.median(var))}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--run", action="append", required=True, help="NAME:train/run.py overrides")
+    ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of the runs (all at once)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--data-path", default="")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rate-steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=0, help="steps of every run (0: from the measured rate)")
+    ap.add_argument("--n-fit", type=int, default=5000)
+    ap.add_argument("--n-val", type=int, default=5000)
+    ap.add_argument("--n-test", type=int, default=5000)
+    args = ap.parse_args()
+    runs = [(r.split(":", 1)[0], shlex.split(r.split(":", 1)[1]) if ":" in r else []) for r in args.run]
+    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    steps = args.steps
+    if not steps:  # the rate of the slowest-looking configuration, alone, then a margin for running together
+        name, ov = runs[-1]
+        t = time.time()
+        p = launch(f"rate-{name}", ov, args.out, args.rate_steps, args)
+        p.wait()
+        rate = args.rate_steps / (time.time() - t)  # start-up included: a conservative rate
+        steps = max(args.rate_steps, int(rate * (args.minutes * 60 - (time.time() - t0)) / max(1.0, 0.8 * len(runs))))
+        print(f"rate {rate:.1f} steps/s alone ({name}, start-up included): {steps} steps each", flush=True)
+    procs = {name: launch(name, ov, args.out, steps, args) for name, ov in runs}
+    for name, p in procs.items():
+        p.wait()
+        print(f"{name}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
+    res = {"steps": steps, "runs": {}, "baselines": {}}
+    for name, ov in runs:
+        try:
+            res["runs"][name] = {"overrides": ov, **probe(args.out / name, args, res["baselines"])}
+        except Exception as e:  # a failed run is a row too
+            res["runs"][name] = {"overrides": ov, "error": f"{type(e).__name__}: {e}"}
+        print(f"{name}: probed after {time.time() - t0:.0f} s", flush=True)
+    (args.out / "sweep.json").write_text(json.dumps(res, indent=1))
+    print(f"\n{steps} steps each; probe fit on {args.n_fit} training images, scored on {args.n_val} other training "
+          f"images (val) and test images 0-{args.n_test - 1} (test)")
+    print("| run | overrides | val: code | val: PCA | val: pixels | test: code | test: PCA | test: pixels | "
+          "test top-1/2/4/8 code vs PCA |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    bv, bt = res["baselines"].get("val", {}), res["baselines"].get("test", {})
+    for name, r in res["runs"].items():
+        if "error" in r:
+            print(f"| {name} | {' '.join(r['overrides'])} | {r['error']} |")
+            continue
+        v, t = r["val"], r["test"]
+        top = ", ".join(f"{c:.2f}/{p:.2f}" for k, c, p in zip(t["top_k"]["k"], t["top_k"]["code"], bt["top_k"]["pca"])
+                        if k in (1, 2, 4, 8))
+        print(f"| {name} | {' '.join(r['overrides'])} | {v['code']:.3f} | {bv['pca']:.3f} | {bv['pixels']:.3f} | "
+              f"{t['code']:.3f} | {bt['pca']:.3f} | {bt['pixels']:.3f} | {top} |")
+
+
+if __name__ == "__main__":
+    main()
