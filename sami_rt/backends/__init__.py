@@ -38,7 +38,7 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
         return OpenVinoBackend(bundle, threads, precision)
     notes = []
     if precision == "bfloat16":  # onnxruntime has no bf16 path for these graphs
-        notes.append("--precision bf16 runs on --device openvino only (" + _bf16_why() + "); running float32")
+        notes.append(f"--precision bf16: onnxruntime runs these graphs in float32 only; running float32 ({_bf16_why()})")
         precision = "float32"
     why = None
     if device in ("tensorrt", "auto") and bundle.engines:
@@ -77,7 +77,7 @@ def _bf16_why() -> str:
     ok, why = bf16_support()
     if not ok:
         return why
-    return "OpenVINO is installed" if openvino_version() else f"OpenVINO is not installed: {INSTALL}"
+    return "--device openvino runs bf16 on this CPU" + ("" if openvino_version() else f" once installed: {INSTALL}")
 
 
 def _no_trt(engines_why: str | None, offered=None) -> str:
