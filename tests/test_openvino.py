@@ -1,0 +1,144 @@
+"""The OpenVINO backend (issue 31): its outputs against onnxruntime's on fresh random inputs, the compile cache,
+the bf16 rule (the CPU's flags replaced to play a CPU with and without bf16), and the one-line error without
+the package. Tests that run OpenVINO skip where it is not installed; the others run everywhere."""
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sami_rt.backends import BackendError, device_report, open_backend
+from sami_rt.backends.precision import normalize_precision
+from sami_rt.bundle import read_bundle
+from sami_rt.cli import main
+from sami_rt.contract import GRAPHS
+from sami_rt.runtime import Runtime, resolve_model
+
+NO_BF16 = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMX = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return read_bundle(resolve_model(None))
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    import sami_rt.cpuinfo
+
+    monkeypatch.setattr(sami_rt.cpuinfo, "read_cpuinfo", lambda: NO_BF16)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def feeds(bundle, name, rng, B):
+    dims = dict(C=bundle.channels, H=bundle.height, W=bundle.width, D=bundle.latent_dim)
+    return GRAPHS[name].example_inputs(rng, B, dims, bundle.T)
+
+
+# ------------------------------------------------------------------------------------- everywhere
+def test_precision_names():
+    assert [normalize_precision(p) for p in ("auto", "f32", "fp16", "bf16", "bfloat16", "FLOAT32")] == [
+        "auto", "float32", "float16", "bfloat16", "bfloat16", "float32"]
+    with pytest.raises(BackendError, match="unknown precision 'int8'"):
+        normalize_precision("int8")
+
+
+def test_without_openvino_one_line_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    monkeypatch.chdir(tmp_path)
+    r = invoke("generate", "-n", "1", "--device", "openvino")
+    assert r.exit_code == 1 and r.stdout == "", (r.exception, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), r.stderr
+    assert "device 'openvino' is not available here" in r.stderr and 'pip install "sami-rt[openvino]"' in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bf16_on_onnxruntime_is_one_note_and_float32(bundle):
+    be = open_backend(bundle, "cpu", 1, "bf16")
+    assert be.precision == "float32" and len(be.notes) == 1 and "running float32" in be.notes[0]
+
+
+def test_info_names_the_cpu_and_its_bf16(cpu_without_bf16):
+    r = invoke("info")
+    assert r.exit_code == 0, r.output
+    assert "CPU: Test CPU; this CPU has neither AMX-BF16 nor AVX512-BF16" in r.stdout
+    assert "amx_bf16 no" in r.stdout and any(row[0] == "openvino" for row in device_report())
+
+
+# ------------------------------------------------------------------------------- with OpenVINO
+@pytest.fixture(scope="module")
+def ov_f32(bundle):
+    pytest.importorskip("openvino")
+    return open_backend(bundle, "openvino", 0, "f32")
+
+
+def test_openvino_matches_onnxruntime(bundle, ov_f32, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    ort_be = open_backend(bundle, "cpu", 0, "f32")
+    for name in ("guided_eps", "denoiser", "encoder"):
+        B = int(rng.integers(1, 9))
+        f = feeds(bundle, name, rng, B)
+        call = {"guided_eps": lambda b: b.guided_eps(**f), "denoiser": lambda b: b.denoise(**f),
+                "encoder": lambda b: b.encode(f["x"])}[name]
+        got, want = call(ov_f32), call(ort_be)
+        for g, w in zip(got if name == "encoder" else [got], want if name == "encoder" else [want]):
+            assert g.shape == w.shape and g.dtype == np.float32
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()), err_msg=name)
+
+
+def test_compile_cache_one_compile_per_shape(bundle, fresh_seed):
+    pytest.importorskip("openvino")
+    be = open_backend(bundle, "openvino", 1, "f32")
+    rng = np.random.default_rng(fresh_seed)
+    B = int(rng.integers(1, 6))
+    a = be.guided_eps(**feeds(bundle, "guided_eps", rng, B))
+    assert be.compiles == 1
+    f = feeds(bundle, "guided_eps", rng, B)
+    b1, b2 = be.guided_eps(**f), be.guided_eps(**f)  # the same shape again: no compile
+    assert be.compiles == 1 and a.shape == b1.shape and np.array_equal(b1, b2)
+    be.guided_eps(**feeds(bundle, "guided_eps", rng, B + 1))
+    assert be.compiles == 2
+
+
+def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
+    pytest.importorskip("openvino")
+    seed = int(np.random.default_rng(fresh_seed).integers(2**31))
+    ov, ort = Runtime(device="openvino", threads=1, precision="f32"), Runtime(device="cpu", threads=1)
+    a, b = ov.generate(n=3, seed=seed, steps=5), ort.generate(n=3, seed=seed, steps=5)
+    np.testing.assert_allclose(a.x, b.x, atol=1e-4)
+    assert ov.backend.name.startswith("OpenVINO") and ov.backend.precision == "float32"
+
+
+def test_bf16_without_cpu_support_is_one_line_and_float32(cpu_without_bf16, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    rt = Runtime(device="openvino", threads=1, precision="bf16")
+    assert rt.backend.precision == "float32" and len(rt.backend.notes) == 1
+    assert "neither AMX-BF16 nor AVX512-BF16" in rt.backend.notes[0] and "running float32" in rt.backend.notes[0]
+    monkeypatch.chdir(tmp_path)
+    r = invoke("generate", "-n", "1", "--steps", "2", "--device", "openvino", "--precision", "bf16", "-o", "g.png")
+    assert r.exit_code == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and "running float32" in notes[0], r.stderr
+    # --device auto with bf16 on such a CPU: onnxruntime, float32, the same one note
+    assert open_backend(rt.bundle, "auto", 1, "bf16").name.startswith("onnxruntime")
+
+
+def test_bf16_where_the_cpu_has_it_is_close_to_float32(bundle, ov_f32, monkeypatch, fresh_seed):
+    import sami_rt.cpuinfo
+
+    monkeypatch.setattr(sami_rt.cpuinfo, "read_cpuinfo", lambda: AMX)
+    be = open_backend(bundle, "auto", 0, "bf16")  # auto + bf16 on a bf16 CPU: OpenVINO
+    assert be.device == "openvino" and be.precision == "bfloat16" and not be.notes
+    rng = np.random.default_rng(fresh_seed)
+    f = feeds(bundle, "guided_eps", rng, 4)
+    got, want = be.guided_eps(**f), ov_f32.guided_eps(**f)
+    # bf16 keeps 8 bits of mantissa: relative error ~1e-2 of the output's range (the issue: 2.4e-3..1e-2)
+    assert np.abs(got - want).max() <= 3e-2 * np.abs(want).max()
+    x = feeds(bundle, "encoder", rng, 8)["x"]
+    (mu, _), (mu32, _) = be.encode(x), ov_f32.encode(x)
+    assert np.abs(mu - mu32).max() <= 3e-2 * max(1.0, np.abs(mu32).max())
