@@ -142,3 +142,32 @@ def test_bf16_where_the_cpu_has_it_is_close_to_float32(bundle, ov_f32, monkeypat
     x = feeds(bundle, "encoder", rng, 8)["x"]
     (mu, _), (mu32, _) = be.encode(x), ov_f32.encode(x)
     assert np.abs(mu - mu32).max() <= 3e-2 * max(1.0, np.abs(mu32).max())
+
+
+def _layout(d, prefix=""):
+    if isinstance(d, dict):
+        return {p for k, v in d.items() for p in _layout(v, f"{prefix}/{k}")} | {prefix}
+    if isinstance(d, list):
+        return {p for v in d[:1] for p in _layout(v, prefix + "[]")} | {prefix}
+    return {prefix}
+
+
+def test_bench_openvino_bf16_json_has_the_same_layout(tmp_path):
+    import json
+
+    pytest.importorskip("openvino")
+    quick = ["--batch", "2", "--repeats", "2", "--warmup", "0", "-n", "2", "--steps", "2", "--frames", "5"]
+    layouts = []
+    for device, precision in (("cpu", "auto"), ("openvino", "bf16")):
+        out = tmp_path / f"{device}.json"
+        r = invoke("bench", "--device", device, "--precision", precision, *quick, "--json", out)
+        assert r.exit_code == 0, r.stderr
+        assert "CPU: " in r.stdout and "peak RSS" in r.stdout
+        layouts.append(_layout(json.loads(out.read_text())))
+    assert layouts[0] == layouts[1]
+    r = invoke("bench", "--compare", "--batch", "2", "--repeats", "2", "--warmup", "0", "--json", tmp_path / "c.json")
+    assert r.exit_code == 0, r.stderr
+    res = json.loads((tmp_path / "c.json").read_text())
+    labels = set(res["meta"]["entries"])
+    assert {"onnxruntime cpu f32", "OpenVINO f32"} <= labels and len(res["compare"]) == 2
+    assert all(e["max_rel_diff"] < 1e-4 for r in res["compare"] for k, e in r["entries"].items() if "f32" in k)
