@@ -2,7 +2,8 @@
 ``guided_eps`` and ``encoder`` calls interleaved (so that machine noise hits all alike), medians and ratios
 against onnxruntime float32, and each one's largest difference from it. The entries: onnxruntime (float32;
 its GPU providers where present), OpenVINO float32 and, where the CPU has AMX-BF16 or AVX512-BF16, bfloat16.
-``python -m sami_reference.bench --compare`` adds PyTorch eager, float32 and bfloat16 autocast (``extra``).
+``python -m sami_reference.bench --compare`` adds the reference model in eager mode, float32 and bfloat16
+(``extra``).
 """
 
 from __future__ import annotations
