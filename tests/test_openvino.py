@@ -95,14 +95,15 @@ def test_compile_cache_one_compile_per_shape(bundle, fresh_seed):
     pytest.importorskip("openvino")
     be = open_backend(bundle, "openvino", 1, "f32")
     rng = np.random.default_rng(fresh_seed)
-    B = int(rng.integers(1, 6))
+    B = int(rng.integers(3, 8))  # not the batch of 2 that the check against onnxruntime may have compiled
+    c0 = be.compiles
     a = be.guided_eps(**feeds(bundle, "guided_eps", rng, B))
-    assert be.compiles == 1
+    assert be.compiles == c0 + 1
     f = feeds(bundle, "guided_eps", rng, B)
     b1, b2 = be.guided_eps(**f), be.guided_eps(**f)  # the same shape again: no compile
-    assert be.compiles == 1 and a.shape == b1.shape and np.array_equal(b1, b2)
+    assert be.compiles == c0 + 1 and a.shape == b1.shape and np.array_equal(b1, b2)
     be.guided_eps(**feeds(bundle, "guided_eps", rng, B + 1))
-    assert be.compiles == 2
+    assert be.compiles == c0 + 2
 
 
 def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
@@ -171,3 +172,22 @@ def test_bench_openvino_bf16_json_has_the_same_layout(tmp_path):
     labels = set(res["meta"]["entries"])
     assert {"onnxruntime cpu f32", "OpenVINO f32"} <= labels and len(res["compare"]) == 2
     assert all(e["max_rel_diff"] < 1e-4 for r in res["compare"] for k, e in r["entries"].items() if "f32" in k)
+
+
+def test_a_graph_openvino_gets_wrong_is_refused(bundle, monkeypatch, tmp_path):
+    """OpenVINO's output checked against onnxruntime's once per bundle (openvino_check.py): a fault is one line."""
+    pytest.importorskip("openvino")
+    import sami_rt.backends.openvino_check as chk
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real = chk.errors_against_onnxruntime
+    errs = real(open_backend(bundle, "openvino", 1, "f32"), bundle)  # the first open checked and remembered
+    assert all(e < 1e-4 for e in errs.values()), errs
+    assert chk.cache_file().exists()
+    monkeypatch.setattr(chk, "errors_against_onnxruntime", lambda f32, b: {**errs, "guidance term of guided_eps": 1.3})
+    open_backend(bundle, "openvino", 1, "f32")  # remembered: not checked again
+    chk.cache_file().unlink()
+    with pytest.raises(BackendError, match="computes bundle .* wrongly here .*guidance term of guided_eps by 1.3"):
+        open_backend(bundle, "openvino", 1, "f32")
+    be = open_backend(bundle, "auto", 1, "bf16")  # auto falls back to onnxruntime, with a note
+    assert be.name.startswith("onnxruntime")

@@ -30,13 +30,16 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     precision = normalize_precision(precision)
-    if device == "auto" and precision == "bfloat16" and _openvino_bf16():
-        device = "openvino"
-    if device == "openvino":
+    notes = []
+    if device == "openvino" or (device == "auto" and precision == "bfloat16" and _openvino_bf16()):
         from sami_rt.backends.openvino import OpenVinoBackend
 
-        return OpenVinoBackend(bundle, threads, precision)
-    notes = []
+        try:
+            return OpenVinoBackend(bundle, threads, precision)
+        except BackendError as e:
+            if device == "openvino":
+                raise
+            notes.append(f"OpenVINO is skipped: {e}")
     if precision == "bfloat16":  # onnxruntime has no bf16 path for these graphs
         notes.append(f"--precision bf16: onnxruntime runs these graphs in float32 only; running float32 ({_bf16_why()})")
         precision = "float32"

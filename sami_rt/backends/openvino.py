@@ -85,7 +85,7 @@ class _Compiled:
 class OpenVinoBackend:
     device = "openvino"
 
-    def __init__(self, bundle, threads: int = 0, precision: str = "auto"):
+    def __init__(self, bundle, threads: int = 0, precision: str = "auto", check: bool = True):
         ov = import_openvino()
         self.ov = ov
         self.bundle = bundle
@@ -103,8 +103,12 @@ class OpenVinoBackend:
         self._compiled: dict[str, OrderedDict] = {n: OrderedDict() for n in RUNTIME_GRAPHS}
         self._lock = threading.Lock()
         self.compiles = 0  # compile_model calls so far (the tests check the cache with it)
-        self.name = (f"OpenVINO {openvino_version() or ov.__version__} (CPU, {self.precision}, "
-                     f"{self.threads or 'default'} threads)")
+        version = openvino_version() or ov.__version__
+        self.name = f"OpenVINO {version} (CPU, {self.precision}, {self.threads or 'default'} threads)"
+        if check:  # once per bundle and OpenVINO version: its outputs against onnxruntime's (openvino_check.py)
+            from sami_rt.backends.openvino_check import check_bundle
+
+            check_bundle(self, version)
 
     def _read(self, name: str, path: Path):
         """The ONNX graph read by OpenVINO, checked against the manifest's input and output names."""
