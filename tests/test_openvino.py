@@ -41,6 +41,13 @@ def feeds(bundle, name, rng, B):
 
 
 # ------------------------------------------------------------------------------------- everywhere
+def test_batch_bucket_ladder():
+    from sami_rt.backends.openvino import batch_bucket
+
+    assert [batch_bucket(b) for b in range(1, 18)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
+    assert all(b <= batch_bucket(b) <= max(4, 1.5 * b) for b in range(1, 5000))
+
+
 def test_precision_names():
     assert [normalize_precision(p) for p in ("auto", "f32", "fp16", "bf16", "bfloat16", "FLOAT32")] == [
         "auto", "float32", "float16", "bfloat16", "bfloat16", "float32"]
@@ -95,15 +102,23 @@ def test_compile_cache_one_compile_per_shape(bundle, fresh_seed):
     pytest.importorskip("openvino")
     be = open_backend(bundle, "openvino", 1, "f32")
     rng = np.random.default_rng(fresh_seed)
-    B = int(rng.integers(3, 8))  # not the batch of 2 that the check against onnxruntime may have compiled
+    B = int(rng.choice([3, 4, 6, 8]))  # not the batch of 2 that the check against onnxruntime may have compiled
     c0 = be.compiles
     a = be.guided_eps(**feeds(bundle, "guided_eps", rng, B))
     assert be.compiles == c0 + 1
     f = feeds(bundle, "guided_eps", rng, B)
     b1, b2 = be.guided_eps(**f), be.guided_eps(**f)  # the same shape again: no compile
     assert be.compiles == c0 + 1 and a.shape == b1.shape and np.array_equal(b1, b2)
-    be.guided_eps(**feeds(bundle, "guided_eps", rng, B + 1))
+    be.guided_eps(**feeds(bundle, "guided_eps", rng, 2 * B))
     assert be.compiles == c0 + 2
+    f5 = feeds(bundle, "guided_eps", rng, 5)  # 5 rows run in the 6-row shape: one compile for 5 and 6
+    c1 = be.compiles
+    out5 = be.guided_eps(**f5)
+    be.guided_eps(**feeds(bundle, "guided_eps", rng, 6))
+    assert be.compiles <= c1 + 1 and out5.shape[0] == 5
+    # the padded rows change nothing: each row is its own
+    one = be.guided_eps(**{k: v[:1] for k, v in f5.items()})
+    np.testing.assert_allclose(out5[:1], one, rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
 
 
 def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):

@@ -1,9 +1,13 @@
 """OpenVINO backend (``--device openvino``): the bundle's ONNX graphs as they are, compiled for the CPU by
 OpenVINO, in float32 or, where the CPU has AMX-BF16 or AVX512-BF16 and it is asked for, bfloat16.
 
-Each graph is compiled per input shape (batch size): a static shape compiles once (0.3-0.4 s for
-disks-small) and runs faster than a dynamic one; the compiled models are kept, least recently used evicted
-beyond ``MAX_COMPILED`` shapes per graph, so a repeated shape never recompiles (``compiles`` counts them).
+Each graph is compiled per input shape: a static shape compiles once (0.2-0.5 s for disks-small) and runs
+faster than a dynamic one. Batch sizes are rounded up to a ladder (1, 2, 3, 4, 6, 8, 12, 16, 24, ...: at most
+1.5x the rows asked for, ``batch_bucket``), the extra rows copies of the last one and dropped from the output,
+so that a server whose batches take every size from 1 to 16 compiles 8 shapes, not 16 (each compile stalls
+the requests behind it: benchmarks/RESULTS.md, issue 31). The compiled models are kept, least recently used
+evicted beyond ``MAX_COMPILED`` shapes per graph, so a repeated shape never recompiles (``compiles`` counts
+them).
 Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is bf16, which would
 change the samples' rounding without being asked. Calls are thread-safe: each compiled model keeps a pool
 of infer requests, one per concurrent caller.
@@ -149,7 +153,12 @@ class OpenVinoBackend:
             return c
 
     def _run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.compiled(name, feeds)(feeds)
+        B = len(next(iter(feeds.values())))
+        Bp = batch_bucket(B)
+        if Bp != B:
+            feeds = {k: np.concatenate([a, np.repeat(a[-1:], Bp - B, axis=0)]) for k, a in feeds.items()}
+        outs = self.compiled(name, feeds)(feeds)
+        return outs if Bp == B else [o[:B] for o in outs]
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, var = self._run("encoder", {"x": np.ascontiguousarray(x, dtype=np.float32)})
@@ -163,6 +172,14 @@ class OpenVinoBackend:
 
     def guided_eps(self, x_t, t, z, mask, scale) -> np.ndarray:
         return self._run("guided_eps", _feeds(x_t=x_t, t=t, z=z, mask=mask, scale=scale))[0]
+
+
+def batch_bucket(B: int) -> int:
+    """The batch size compiled for B rows: B up to 4, else the smallest of 2^k and 3 * 2^(k-2) that holds B."""
+    if B <= 4:
+        return B
+    p = 1 << (B - 1).bit_length()
+    return 3 * p // 4 if 3 * p // 4 >= B else p
 
 
 def _feeds(**arrays) -> dict[str, np.ndarray]:
