@@ -43,7 +43,7 @@ def installed_backends(bundle, threads: int = 0, log: Log = lambda s: None) -> d
 def _rounds(fns: dict, repeats: int, warmup: int) -> dict[str, dict]:
     """Rounds that visit every entry in turn, as ``sami_rt.bench._interleaved``, but each visit makes one
     untimed call before the timed one: the untimed call absorbs the switch from the previous library (its
-    thread pool waking, the other's still spinning), which on 2 vCPUs cost PyTorch eager up to 20x."""
+    thread pool waking, the other's still spinning), which on 2 vCPUs cost the eager reference up to 20x."""
     for _ in range(warmup):
         for f in fns.values():
             f()

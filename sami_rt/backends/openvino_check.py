@@ -2,7 +2,7 @@
 
 OpenVINO 2026.4.1's CPU plugin computes the guidance of the ``celeba64`` architecture wrongly in float32
 (bf16 too): in its exported backward graph the product with a transposed 256x256 linear weight comes out as the
-product with the untransposed one, so the guidance term differs from onnxruntime's and PyTorch's by more than
+product with the untransposed one, so the guidance term differs from onnxruntime's and the eager reference's by more than
 its own size, while the denoiser and the encoder agree to 1e-6 (benchmarks/RESULTS.md, issue 31; disks-small
 and Fashion-MNIST are not affected). A small graph with the same pattern computes correctly, so the fault
 cannot be predicted from the graph's shape: the backend checks instead. At batch 2, on fixed inputs, float32:
@@ -80,15 +80,14 @@ def errors_against_onnxruntime(f32, bundle) -> dict[str, float]:
 
 
 def check_bundle(backend, version: str) -> None:
-    """BackendError unless OpenVINO computes this bundle's graphs as onnxruntime does (once per bundle)."""
-    from sami_rt.backends.openvino import OpenVinoBackend
-
+    """BackendError unless OpenVINO computes this bundle's graphs as onnxruntime does (once per bundle).
+    ``backend``: an OpenVINO backend (``backends/openvino.py``, which imports this module, not the reverse)."""
     bundle = backend.bundle
     key = _key(bundle, version)
     if _checked().get(key):
         return
-    f32 = backend if backend.precision == "float32" else OpenVinoBackend(bundle, backend.threads, "float32",
-                                                                         check=False)
+    f32 = backend if backend.precision == "float32" else type(backend)(bundle, backend.threads, "float32",
+                                                                       check=False)
     errs = errors_against_onnxruntime(f32, bundle)
     bad = {k: e for k, e in errs.items() if not e <= TOLERANCE}
     if bad:
