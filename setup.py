@@ -56,6 +56,8 @@ setup(
         "export": ["onnx>=1.16", "onnxscript>=0.3"],
         "plot": ["matplotlib>=3.6"],
         "trt": ["tensorrt>=10", "cuda-python>=12"],
+        # --device openvino (OpenVINO on the CPU, float32 and bfloat16); constraints.txt pins the tested release
+        "openvino": ["openvino>=2025.1"],
         # encode-corpus --ray (Ray Data) and sami-rt serve (Ray Serve); constraints.txt pins the tested release
         "ray": ["ray[data,serve]>=2.40,<2.64"],
         "dev": ["pytest>=7.0", "pytest-xdist>=3.0", "hypothesis>=6.0", "diffusers>=0.25"],

@@ -120,6 +120,23 @@ def compiled_step(ref, budget: float, warm_args: list):
     return call, time.perf_counter() - t0
 
 
+def openvino_backends(b, threads: int) -> dict:
+    """OpenVINO float32 and, where the CPU has AMX-BF16 or AVX512-BF16, bfloat16 (none without OpenVINO). Opened
+    without the backend's check against onnxruntime (which OpenVINO 2026.4.1 fails on this architecture), so that
+    its speed is measured; its difference from eager is in the table's last column."""
+    from sami_rt.backends import BackendError
+    from sami_rt.backends.openvino import OpenVinoBackend
+    from sami_rt.hardware.cpuinfo import bf16_support
+
+    out = {}
+    for prec in ("float32", "bfloat16") if bf16_support()[0] else ("float32",):
+        try:
+            out[f"OpenVINO {prec}"] = OpenVinoBackend(b, threads, prec, check=False)
+        except BackendError as e:
+            print(f"OpenVINO {prec}: {e}", flush=True)
+    return out
+
+
 def rel(a, ref) -> float:
     return float(np.abs(a - ref).max() / np.abs(ref).max())
 
@@ -151,6 +168,10 @@ def main(argv=None) -> int:
     meta = {"bundle": str(bundle_dir), "onnxruntime": ort.__version__, "torch": torch.__version__,
             "cpus": os.cpu_count(), "load_start": load(), "guided_eps_flops_per_sample": flops,
             "repeats": args.repeats, "argv": sys.argv}
+    from sami_rt.hardware.cpuinfo import machine_line, peak_rss_mib
+
+    meta["cpu_line"] = machine_line()
+    print(meta["cpu_line"], flush=True)
     print(f"bundle {bundle_dir}; onnxruntime {ort.__version__}, torch {torch.__version__}; {os.cpu_count()} CPUs; "
           f"load {load():.2f}; guided_eps {flops / 1e6:.1f} MFLOP per sample", flush=True)
 
@@ -162,6 +183,8 @@ def main(argv=None) -> int:
               flush=True)
         be = OrtBackend(b, "cpu", threads=th)
         ref = TorchBaseline(b, th)
+        ref16 = TorchBaseline(b, th, bf16=True)
+        ovs = openvino_backends(b, th)
         torch.set_num_threads(th)
         all_args = {B: inputs(b, B) for B in args.batch}
         comp = None
@@ -178,7 +201,9 @@ def main(argv=None) -> int:
                 print(f"torch.compile, {th} thread(s): {compile_notes[th]}", flush=True)
         for B in args.batch:
             a = all_args[B]
-            fns = {"onnxruntime (sami_rt)": lambda: be.guided_eps(*a), "PyTorch eager": lambda: ref.guided_eps(*a)}
+            fns = {"onnxruntime (sami_rt)": lambda: be.guided_eps(*a), "PyTorch eager": lambda: ref.guided_eps(*a),
+                   "PyTorch eager bf16 (autocast)": lambda: ref16.guided_eps(*a)}
+            fns.update({k: (lambda o=o: o.guided_eps(*a)) for k, o in ovs.items()})
             if comp is not None:
                 fns["torch.compile (inductor)"] = lambda: comp(*a)
             eager_out = ref.guided_eps(*a)
@@ -191,9 +216,10 @@ def main(argv=None) -> int:
                              "max_rel_diff_vs_eager": diffs[k], "load": load()})
             print(f"  threads {th}, batch {B}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in m.items())
                   + f" (load {load():.2f})", flush=True)
-        del be, ref, comp
+        del be, ref, ref16, ovs, comp
 
     meta["load_end"] = load()
+    meta["peak_rss_mib"] = peak_rss_mib()
     meta["seconds"] = time.perf_counter() - t_start
     print("\n| backend | threads | batch | ms/step | GFLOP/s | fraction of peak | eager / backend | "
           "max rel diff vs eager |")
@@ -205,6 +231,7 @@ def main(argv=None) -> int:
         f"{th} thread(s) {p:.1f} GFLOP/s (median {sgemm_median[th]:.1f})" for th, p in peaks.items()))
     for th, note in compile_notes.items():
         print(f"torch.compile, {th} thread(s): {note}")
+    print(f"{meta['cpu_line']}; peak RSS {meta['peak_rss_mib']:.0f} MiB")
     res = {"meta": meta, "peak_gflops": {str(k): v for k, v in peaks.items()},
            "sgemm_median_gflops": {str(k): v for k, v in sgemm_median.items()}, "rows": rows,
            "torch_compile": {str(k): v for k, v in compile_notes.items()}}

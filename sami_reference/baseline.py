@@ -20,7 +20,11 @@ class TorchBaseline:
     name = "PyTorch eager"  # in the bench's tables
     label = f"PyTorch {torch.__version__} eager"  # in its one-line description
 
-    def __init__(self, bundle, threads: int = 0, device: str = "cpu"):
+    def __init__(self, bundle, threads: int = 0, device: str = "cpu", bf16: bool = False):
+        self.bf16 = bf16
+        if bf16:  # the bench's figures and tables name it apart from the float32 baseline
+            self.key, self.name = "torch_bf16", "PyTorch eager bf16"
+            self.label = f"PyTorch {torch.__version__} eager, bfloat16 autocast"
         if threads:
             torch.set_num_threads(threads)
         on_gpu = device != "cpu" and torch.cuda.is_available()
@@ -37,13 +41,17 @@ class TorchBaseline:
     def _in(self, a):
         return torch.from_numpy(a).to(self.device)
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     def guided_eps(self, x_t, t, z, mask, scale):
         t = self._in(t)
-        out = guided_eps(self.model.denoiser, self.model.encoder, self._in(x_t), t, self._in(z),
-                         self.s1m[t], self._in(scale), self._in(mask))
-        return out.cpu().numpy()  # .cpu() waits for the device
+        with self._autocast():
+            out = guided_eps(self.model.denoiser, self.model.encoder, self._in(x_t), t, self._in(z),
+                             self.s1m[t], self._in(scale), self._in(mask))
+        return out.float().cpu().numpy()  # .cpu() waits for the device
 
     def encode(self, x):
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             mu, var = self.model.encoder(self._in(x))
-        return mu.cpu().numpy(), var.cpu().numpy()
+        return mu.float().cpu().numpy(), var.float().cpu().numpy()

@@ -19,21 +19,36 @@ from sami_rt.cli.shared import friendly
 
 
 def load_baseline(rt, threads: int = 0):
-    """(the PyTorch eager baseline on the runtime's device, None), or (None, why there is none)."""
+    """(the PyTorch eager baseline on the runtime's device, None), or (None, why there is none). A runtime in
+    bfloat16 is compared with eager under bfloat16 autocast, bf16 with bf16."""
     if rt.bundle.reference is None:
         return None, "the bundle has no reference weights"
     try:
         from sami_reference.baseline import TorchBaseline
     except ImportError as e:
         return None, f"{e.name or 'torch'} is not installed"
-    return TorchBaseline(rt.bundle, threads, rt.backend.device), None
+    device = "cpu" if rt.backend.device == "openvino" else rt.backend.device
+    return TorchBaseline(rt.bundle, threads, device, bf16=rt.backend.precision == "bfloat16"), None
+
+
+def eager_entries(rt, threads: int = 0) -> dict:
+    """--compare: PyTorch eager float32 and bfloat16 autocast beside the installed backends."""
+    ref, _ = load_baseline(rt, threads)
+    if ref is None:
+        return {}
+    from sami_reference.baseline import TorchBaseline
+
+    return {"PyTorch eager f32": TorchBaseline(rt.bundle, threads, "cpu"),
+            "PyTorch eager bf16": TorchBaseline(rt.bundle, threads, "cpu", bf16=True)}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @bench_options
 @click.option("--no-baseline", is_flag=True, help="Skip PyTorch: the figures of `sami-rt bench` alone.")
+@click.option("--compare", is_flag=True, help="Every installed backend side by side with PyTorch eager float32 and "
+              "bfloat16 autocast (CPU), guided_eps and encoder per batch.")
 @friendly
-def main(no_baseline, **kw):
+def main(no_baseline, compare, **kw):
     """Measure the runtime against PyTorch eager, in this one process.
 
     \b
@@ -46,8 +61,11 @@ def main(no_baseline, **kw):
       python -m sami_reference.bench
       python -m sami_reference.bench --batch 1 --batch 16 --repeats 50 --json bench.json
       python -m sami_reference.bench --device cuda --batch 1 --batch 64
+      python -m sami_reference.bench --device openvino --precision bf16   (eager under bf16 autocast beside it)
+      python -m sami_reference.bench --compare --batch 16 --batch 64
     """
-    run_bench_command(**kw, baseline=(lambda rt, threads: (None, "skipped")) if no_baseline else load_baseline)
+    run_bench_command(**kw, baseline=(lambda rt, threads: (None, "skipped")) if no_baseline else load_baseline,
+                      compare=compare, extra=None if no_baseline else eager_entries)
 
 
 if __name__ == "__main__":

@@ -103,10 +103,13 @@ class Runtime:
     Args:
         model: bundle directory, or the name of a bundle shipped inside the package (``shipped_models()``);
             ``None`` loads the default disks model.
-        device: ``auto`` (fastest present: TensorRT, CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
+        device: ``auto`` (fastest present: TensorRT, CUDA, then CPU; OpenVINO for ``precision="bf16"`` on a CPU
+            with bf16), ``cpu`` (onnxruntime), ``cuda``, ``tensorrt`` or ``openvino`` (OpenVINO on the CPU).
         threads: intra-op threads for the backend (0 = ``OMP_NUM_THREADS`` where set, else its default).
         precision: ``auto`` (float16 denoiser on a GPU when the bundle has float16 graphs or engines, else
-            float32), ``float32`` or ``float16``. The guidance runs in float32 in every case.
+            float32), ``float32`` (``f32``), ``float16`` (``f16``, GPUs; the guidance runs in float32) or
+            ``bfloat16`` (``bf16``: OpenVINO, where the CPU has AMX-BF16 or AVX512-BF16; elsewhere float32 and a
+            note in ``backend.notes``).
 
     What runs is in ``backend.name``; fallbacks (skipped engines, no CUDA graphs) are in ``backend.notes``.
     """

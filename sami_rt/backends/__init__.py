@@ -17,13 +17,32 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
       ``backend.notes``;
     - ``cuda``: onnxruntime's CUDA provider (I/O binding, CUDA graphs);
     - ``cpu``: onnxruntime's CPU provider;
-    - ``auto``: the first of those that is present; an explicit device that is absent is a BackendError.
+    - ``openvino``: OpenVINO on the CPU (``backends/openvino.py``), float32 or bfloat16;
+    - ``auto``: the first of tensorrt, cuda, cpu that is present, except that ``precision`` bfloat16 on a CPU
+      with bf16 and OpenVINO installed picks ``openvino`` (the one backend that runs bf16); an explicit device
+      that is absent is a BackendError.
+
+    ``precision``: ``auto``, ``float32``, ``float16`` (GPUs), ``bfloat16`` (OpenVINO), or f32, f16, bf16.
     """
     from sami_rt.backends.onnxruntime import OrtBackend  # onnxruntime loads when a backend opens
+    from sami_rt.backends.precision import normalize_precision
 
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    precision = normalize_precision(precision)
     notes = []
+    if device == "openvino" or (device == "auto" and precision == "bfloat16" and _openvino_bf16()):
+        from sami_rt.backends.openvino import OpenVinoBackend
+
+        try:
+            return OpenVinoBackend(bundle, threads, precision)
+        except BackendError as e:
+            if device == "openvino":
+                raise
+            notes.append(f"OpenVINO is skipped: {e}")
+    if precision == "bfloat16":  # onnxruntime has no bf16 path for these graphs
+        notes.append(f"--precision bf16: onnxruntime runs these graphs in float32 only; running float32 ({_bf16_why()})")
+        precision = "float32"
     why = None
     if device in ("tensorrt", "auto") and bundle.engines:
         from sami_rt.backends.tensorrt import TrtBackend, usable_engines  # optional: TensorRT
@@ -47,6 +66,23 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
     return be
 
 
+def _openvino_bf16() -> bool:
+    from sami_rt.backends.openvino import openvino_version
+    from sami_rt.hardware.cpuinfo import bf16_support
+
+    return openvino_version() is not None and bf16_support()[0]
+
+
+def _bf16_why() -> str:
+    from sami_rt.backends.openvino import INSTALL, openvino_version
+    from sami_rt.hardware.cpuinfo import bf16_support
+
+    ok, why = bf16_support()
+    if not ok:
+        return why
+    return "--device openvino runs bf16 on this CPU" + ("" if openvino_version() else f" once installed: {INSTALL}")
+
+
 def _no_trt(engines_why: str | None, offered=None) -> str:
     engines = (f"the bundle's own engines cannot run ({engines_why})" if engines_why else
                'the bundle has no TensorRT engines (export/run.py --tensorrt builds them, pip install "sami-rt[trt]" '
@@ -57,7 +93,7 @@ def _no_trt(engines_why: str | None, offered=None) -> str:
 
 
 def device_report(bundle=None) -> list[tuple[str, bool, str]]:
-    """(device, usable here, what would run it or why nothing can) for cpu, cuda and tensorrt: what
+    """(device, usable here, what would run it or why nothing can) for cpu, cuda, tensorrt and openvino: what
     onnxruntime offers (a GPU provider it lists may still fail to start without its CUDA libraries) and, for
     tensorrt, the bundle's own engines."""
     import onnxruntime as ort  # onnxruntime loads when asked (0.3 s)
@@ -80,4 +116,11 @@ def device_report(bundle=None) -> list[tuple[str, bool, str]]:
         rows.append(("tensorrt", True, "onnxruntime's TensorrtExecutionProvider"))
     else:
         rows.append(("tensorrt", False, _no_trt(why)))
+    from sami_rt.backends.openvino import INSTALL, openvino_version
+    from sami_rt.hardware.cpuinfo import bf16_support
+
+    v = openvino_version()
+    ok, bf16 = bf16_support()
+    rows.append(("openvino", True, f"OpenVINO {v} on the CPU: float32" + (", bfloat16" if ok else f"; no bf16: {bf16}"))
+                if v else ("openvino", False, f"OpenVINO is not installed ({INSTALL})"))
     return rows

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt", "openvino")
 
 
 @runtime_checkable
@@ -16,7 +16,7 @@ class Backend(Protocol):
 
     name: str  # what actually runs: provider, device, precision
     device: str  # one of DEVICES but "auto"
-    precision: str  # "float32" or "float16" (the graphs or engines in use)
+    precision: str  # "float32", "float16" (the graphs or engines in use) or "bfloat16" (OpenVINO)
     notes: list[str]  # why something asked for was not used (one sentence each)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,9 +37,10 @@ Baseline = Callable[[object, int], tuple[object | None, str | None]]
 
 
 def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_out, model, device, threads,
-                      baseline: Baseline | None = None) -> None:
+                      baseline: Baseline | None = None, compare: bool = False, extra=None) -> None:
     """Open the runtime, run the bench, print the report and write the JSON. ``baseline(rt, threads)``:
-    (an object to compare with, None) or (None, why there is none)."""
+    (an object to compare with, None) or (None, why there is none). ``compare``: every installed backend side
+    by side instead (``sami_rt.cli.bench_compare``), with ``extra(rt, threads)`` -> {label: backend-like} beside."""
     import json
 
     from sami_rt.cli.benchmark import format_report, run_bench
@@ -49,6 +50,16 @@ def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_ou
     if json_out:
         check_output(json_out, "--json", "bench.json")  # before minutes of measuring
     rt = open_runtime(model, device, threads)
+    if compare:
+        from sami_rt.cli.bench_compare import format_compare, run_compare
+
+        res = run_compare(rt, batches, repeats, warmup, threads, extra(rt, threads) if extra else None,
+                          log=lambda s: click.echo(f"... {s}", err=True))
+        click.echo(format_compare(res))
+        if json_out:
+            atomic_write_bytes(json_out, (json.dumps(res, indent=2) + "\n").encode())
+            click.echo(f"figures -> {json_out}")
+        return
     if rt.bundle.T < steps:
         raise click.BadParameter(f"the model has T={rt.bundle.T} levels", param_hint="--steps")
     ref, why = baseline(rt, threads) if baseline is not None else (None, None)
@@ -65,8 +76,10 @@ def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_ou
 @click.command()
 @bench_options
 @click.option("--no-baseline", is_flag=True, hidden=True)  # accepted as before: this command runs no baseline
+@click.option("--compare", is_flag=True, help="Every backend installed here side by side (onnxruntime, OpenVINO "
+              "f32 and, where the CPU has it, bf16): guided_eps and encoder per batch, interleaved, with ratios.")
 @friendly
-def bench(no_baseline, **kw):
+def bench(no_baseline, compare, **kw):
     """Measure the runtime on this machine, in this one process.
 
     \b
@@ -79,5 +92,7 @@ def bench(no_baseline, **kw):
       sami-rt bench
       sami-rt bench --batch 1 --batch 16 --repeats 50 --json bench.json
       sami-rt bench --device cuda --batch 1 --batch 64
+      sami-rt bench --device openvino --precision bf16 --json bench.json
+      sami-rt bench --compare --batch 16 --batch 64
     """
-    run_bench_command(**kw)
+    run_bench_command(**kw, compare=compare)

@@ -103,6 +103,7 @@ def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
     import cv2
     import onnxruntime
 
+    from sami_rt.hardware.cpuinfo import bf16_support, cpu_model, flags_line, machine_line
     from sami_rt.hardware.gpu import gpu_name
 
     be = rt.backend
@@ -110,7 +111,9 @@ def bench_meta(rt, repeats: int, warmup: int, baseline=None) -> dict:
             "backend": be.name, "device": be.device, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "gpu": gpu_name(), "repeats": repeats, "warmup": warmup, "baseline": "none"}
+            "gpu": gpu_name(), "repeats": repeats, "warmup": warmup, "baseline": "none",
+            "precision": be.precision, "cpu": cpu_model(), "cpu_flags": flags_line(), "bf16": bf16_support()[1],
+            "cpu_line": machine_line()}
     if baseline is not None:
         meta["baseline"] = f"{baseline.label} on {baseline.where}"
         meta["baseline_key"], meta["baseline_name"] = baseline.key, baseline.name
@@ -260,13 +263,17 @@ def run_bench(rt, batches=(1, 16), repeats: int = 30, warmup: int = 5, n: int = 
     res["generate"] = bench_generate(rt, n, steps, res["calls"], baseline, log)
     res["video"] = bench_video_file(rt, video, frames, repeats, baseline, log)
     add_flops(res, rt)
+    from sami_rt.hardware.cpuinfo import peak_rss_mib
+
+    res["meta"]["peak_rss_mib"] = peak_rss_mib()
     return res
 
 
 def format_report(res: dict) -> str:
     """The figures as Markdown tables."""
     m = res["meta"]
-    lines = [f"sami-rt bench, {m['date']}: {m['backend']}; baseline: {m['baseline']}", ""]
+    lines = [f"sami-rt bench, {m['date']}: {m['backend']}; baseline: {m['baseline']}"]
+    lines += [m["cpu_line"], f"peak RSS {m['peak_rss_mib']:.0f} MiB", ""] if "cpu_line" in m else [""]
     k = m.get("baseline_key")
     name = m.get("baseline_name")
     head = "| batch | call | runtime ms (median, IQR) |" + (f" {name} ms | speed-up |" if k else "")

@@ -55,6 +55,9 @@ def info(model, device, threads, list_):
     click.echo(f"default sampling: ddpm, {default_steps(b, 'ddpm')} steps"
                + (" (recorded in the bundle)" if b.default_steps else ""))
     click.echo(f"backend: {backend}")
+    from sami_rt.hardware.cpuinfo import bf16_support, cpu_model, flags_line
+
+    click.echo(f"CPU: {cpu_model()}; {bf16_support()[1]}; {flags_line()}")
     click.echo("devices here:")
     for name, ok, what in device_report(b):
         click.echo(f"  {name:<9}{'yes' if ok else 'no':<5}{what}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
+from sami_rt.backends.precision import PRECISIONS
 from sami_rt.cli.shared import friendly, ticking
 from sami_rt.errors import BackendError
 from sami_rt.scale.ray_util import connect, quiet_ray_core
@@ -42,7 +43,10 @@ def deploy_failure(error: Exception) -> str:
               "in the package (default: disks-small).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Where each replica runs its model (cuda, tensorrt: each replica reserves one GPU; the cluster "
-              "must have one per replica).")
+              "must have one per replica; openvino: OpenVINO on the CPU, pip install \"sami-rt[openvino]\").")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+              help="bf16: bfloat16 with --device openvino where the CPU has AMX-BF16 or AVX512-BF16 (elsewhere a "
+              "note and float32); auto: float32 on the CPU, float16 on a GPU where the model has it.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; the service has no authentication).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -63,7 +67,7 @@ def deploy_failure(error: Exception) -> str:
               "this machine); default $RAY_ADDRESS, else a new local Ray instance for this command alone (never "
               "a running cluster unless named). On a cluster, stopping removes only this application.")
 @friendly
-def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, max_body_mb, address):
+def serve(model, device, precision, host, port, replicas, threads, max_batch_size, batch_wait_ms, max_n, max_body_mb, address):
     """Serve guided generation and encoding over HTTP (Ray Serve), batching concurrent requests.
 
     \b
@@ -107,7 +111,7 @@ def serve(model, device, host, port, replicas, threads, max_batch_size, batch_wa
                 raise BackendError(f"{replicas} replica(s) of {threads} thread(s) need {replicas * threads} CPUs; this "
                                    f"machine's Ray instance has {have.get('CPU', 0):g} (use fewer --replicas or --threads)")
             app = build_app(model, device, threads, replicas, max_batch_size, batch_wait_ms / 1000.0, max_n,
-                            int(max_body_mb * 2**20))
+                            int(max_body_mb * 2**20), precision)
             deployed = True
             try:
                 with ticking("starting the replicas"):

@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from sami_rt.backends import DEVICES
+from sami_rt.backends.precision import PRECISIONS
 from sami_rt.errors import InputError, SamiError
 from sami_rt.media.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
 from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
@@ -34,10 +35,18 @@ def friendly(fn):
 
 
 def model_options(fn):
+    # --precision is kept in the click context (open_runtime reads it), so the commands' signatures stay as they were
+    fn = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+                      expose_value=False, callback=_keep_precision, is_eager=False,
+                      help="auto: float32 on the CPU, float16 on a GPU where the model has it; bf16: bfloat16 with "
+                      "OpenVINO where the CPU has AMX-BF16 or AVX512-BF16 (elsewhere one line says so and float32 "
+                      "runs); f32, f16.")(fn)
     fn = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                       help="Backend threads (0 = OMP_NUM_THREADS where set, else the backend's default).")(fn)
     fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-                      help="Where to run: auto picks TensorRT, then CUDA, then CPU.")(fn)
+                      help="Where to run: auto picks TensorRT, then CUDA, then the CPU (onnxruntime; OpenVINO with "
+                      "--precision bf16 on a CPU with bf16); openvino: OpenVINO on the CPU (pip install "
+                      "\"sami-rt[openvino]\").")(fn)
     fn = click.option("--model", type=click.Path(path_type=Path), default=None,
                       help="Model bundle directory, or the name of a model shipped in the package (`sami-rt info "
                       "--list`; default: disks-small).")(fn)
@@ -101,10 +110,19 @@ def grid_outputs(out: Path) -> Path:
     return npz
 
 
-def open_runtime(model, device, threads):
+def _keep_precision(ctx, param, value):
+    ctx.meta["sami_rt.precision"] = value
+    return value
+
+
+def open_runtime(model, device, threads, precision: str | None = None):
+    """The Runtime for a command; ``precision`` None: the command's --precision."""
     from sami_rt.runtime import Runtime
 
-    rt = Runtime(model, device, threads)
+    if precision is None:
+        ctx = click.get_current_context(silent=True)
+        precision = ctx.meta.get("sami_rt.precision", "auto") if ctx is not None else "auto"
+    rt = Runtime(model, device, threads, precision)
     click.echo(f"model: {rt.bundle.root} ({rt.backend.name})", err=True)
     for note in rt.backend.notes:
         click.echo(f"note: {note}", err=True)

@@ -46,8 +46,8 @@ REQUEST_ERRORS = (InputError, ImageError)  # a request that cannot be used: stat
 class SamiRT:
     def __init__(self, model=None, device: str = "cpu", threads: int = 1, max_batch_size: int = 16,
                  batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N,
-                 max_body: int = serve_api.MAX_BODY_BYTES):
-        self.rt = Runtime(model, device, threads)
+                 max_body: int = serve_api.MAX_BODY_BYTES, precision: str = "auto"):
+        self.rt = Runtime(model, device, threads, precision)
         self.max_n, self.max_body = max_n, max_body
         # one thread runs the backend: sampling and encoding take turns, the event loop stays free to queue
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="sami-rt-backend")
@@ -137,14 +137,16 @@ def model_argument(model) -> str | None:
 
 
 def build_app(model=None, device: str = "cpu", threads: int = 1, replicas: int = 1, max_batch_size: int = 16,
-              batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N, max_body: int = serve_api.MAX_BODY_BYTES):
+              batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N, max_body: int = serve_api.MAX_BODY_BYTES,
+              precision: str = "auto"):
     """The application ``serve.run`` deploys: ``replicas`` copies of SamiRT, each reserving ``threads`` CPUs
     (at least one; and one GPU for ``device`` cuda or tensorrt) and taking enough requests at once to fill a
     batch."""
     resources = {"num_cpus": max(1, threads), **({"num_gpus": 1} if device in ("cuda", "tensorrt") else {})}
     return SamiRT.options(
         num_replicas=replicas, max_ongoing_requests=max(32, 4 * max_batch_size), ray_actor_options=resources,
-    ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n, max_body)
+    ).bind(model_argument(model), device, threads, max_batch_size, batch_wait_s, max_n, max_body,
+           precision)
 
 
 def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:

@@ -1,0 +1,185 @@
+"""OpenVINO backend (``--device openvino``): the bundle's ONNX graphs as they are, compiled for the CPU by
+OpenVINO, in float32 or, where the CPU has AMX-BF16 or AVX512-BF16 and it is asked for, bfloat16.
+
+Each graph is compiled per input shape: a static shape compiles once (0.2-0.5 s for disks-small) and runs
+faster than a dynamic one. Batch sizes are rounded up to a ladder (1, 2, 3, 4, 6, 8, 12, 16, 24, ...: at most
+1.5x the rows asked for, ``batch_bucket``), the extra rows copies of the last one and dropped from the output,
+so that a server whose batches take every size from 1 to 16 compiles 8 shapes, not 16 (each compile stalls
+the requests behind it: benchmarks/RESULTS.md, issue 31). The compiled models are kept, least recently used
+evicted beyond ``MAX_COMPILED`` shapes per graph, so a repeated shape never recompiles (``compiles`` counts
+them).
+Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is bf16, which would
+change the samples' rounding without being asked. Calls are thread-safe: each compiled model keeps a pool
+of infer requests, one per concurrent caller.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from sami_rt.backends.openvino_check import check_bundle
+from sami_rt.backends.precision import cpu_precision
+from sami_rt.contract.bundle import BundleError
+from sami_rt.contract.format import RUNTIME_GRAPHS
+from sami_rt.errors import BackendError
+
+INSTALL = 'pip install "sami-rt[openvino]"'
+MAX_COMPILED = 16  # shapes per graph kept compiled
+OV_TYPES = {"float32": "f32", "bfloat16": "bf16"}
+
+
+def import_openvino():
+    """The openvino module, or a BackendError naming the install command (one line)."""
+    try:
+        import openvino  # optional: the [openvino] extra
+    except ImportError:
+        raise BackendError(f"device 'openvino' is not available here: OpenVINO is not installed ({INSTALL}); "
+                           "use --device cpu") from None
+    return openvino
+
+
+def openvino_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("openvino")
+    except Exception:  # not installed
+        return None
+
+
+def default_ov_threads() -> int:
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else 0
+
+
+def compile_config(precision: str, threads: int) -> dict:
+    """OpenVINO CPU properties, chosen by measurement (benchmarks/RESULTS.md, issue 31): the latency hint (one
+    stream: the loop makes one call at a time), the precision stated, and the thread count when given; no
+    pinning of threads to cores, which on a shared machine (the test suite's workers, serving replicas)
+    would put several processes' threads on the same cores."""
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision],
+           "ENABLE_CPU_PINNING": False}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    return cfg
+
+
+class _Compiled:
+    """One graph compiled at one shape, with a pool of infer requests (one per concurrent caller)."""
+
+    def __init__(self, compiled, outputs: list[str]):
+        self.compiled, self.outputs = compiled, outputs
+        self._free: list = []
+        self._lock = threading.Lock()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            req = self._free.pop() if self._free else self.compiled.create_infer_request()
+        try:
+            req.infer(feeds)
+            return [np.array(req.get_tensor(n).data, copy=True) for n in self.outputs]
+        finally:
+            with self._lock:
+                self._free.append(req)
+
+
+class OpenVinoBackend:
+    device = "openvino"
+
+    def __init__(self, bundle, threads: int = 0, precision: str = "auto", check: bool = True):
+        ov = import_openvino()
+        self.ov = ov
+        self.bundle = bundle
+        self.notes: list[str] = []
+        self.precision, note = cpu_precision(precision)
+        if note:
+            self.notes.append(note)
+        self.threads = threads or default_ov_threads()
+        self.core = ov.Core()
+        self._models = {}
+        for name in RUNTIME_GRAPHS:
+            if name not in bundle.graphs:
+                raise BackendError(f"bundle {bundle.root} has no {name} graph")
+            self._models[name] = self._read(name, bundle.path(bundle.graphs[name]))
+        self._compiled: dict[str, OrderedDict] = {n: OrderedDict() for n in RUNTIME_GRAPHS}
+        self._lock = threading.Lock()
+        self.compiles = 0  # compile_model calls so far (the tests check the cache with it)
+        version = openvino_version() or ov.__version__
+        self.name = f"OpenVINO {version} (CPU, {self.precision}, {self.threads or 'default'} threads)"
+        if check:  # once per bundle and OpenVINO version: its outputs against onnxruntime's (openvino_check.py)
+
+            check_bundle(self, version)
+
+    def _read(self, name: str, path: Path):
+        """The ONNX graph read by OpenVINO, checked against the manifest's input and output names."""
+        try:
+            model = self.core.read_model(str(path))
+        except Exception as e:  # OpenVINO's own error class per frontend
+            raise BackendError(f"OpenVINO cannot read {path} ({str(e).splitlines()[0][:160]})") from None
+        spec = self.bundle.graphs[name]
+        got = ([sorted(i.get_names()) for i in model.inputs], [sorted(o.get_names()) for o in model.outputs])
+        for side, names, want in (("inputs", got[0], spec.inputs), ("outputs", got[1], spec.outputs)):
+            if len(names) != len(want) or any(d["name"] not in n for n, d in zip(names, want)):
+                raise BundleError(f"{path.name} is not the declared {name} graph: its {side} are {names}, the "
+                                  f"manifest declares {[d['name'] for d in want]}")
+        return model
+
+    def compiled(self, name: str, feeds: dict[str, np.ndarray]) -> _Compiled:
+        """The graph compiled for these inputs' shapes: from the cache, or compiled now (and kept)."""
+        key = tuple(a.shape for a in feeds.values())
+        cache = self._compiled[name]
+        with self._lock:
+            c = cache.get(key)
+            if c is not None:
+                cache.move_to_end(key)
+                return c
+            model = self._models[name].clone()
+            model.reshape({n: list(a.shape) for n, a in feeds.items()})
+            try:
+                compiled = self.core.compile_model(model, "CPU", compile_config(self.precision, self.threads))
+            except Exception as e:
+                raise BackendError(f"OpenVINO could not compile the {name} graph at shape {list(key)} "
+                                   f"({str(e).splitlines()[0][:160]})") from None
+            self.compiles += 1
+            c = cache[key] = _Compiled(compiled, [d["name"] for d in self.bundle.graphs[name].outputs])
+            while len(cache) > MAX_COMPILED:
+                cache.popitem(last=False)
+            return c
+
+    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        B = len(next(iter(feeds.values())))
+        Bp = batch_bucket(B)
+        if Bp != B:
+            feeds = {k: np.concatenate([a, np.repeat(a[-1:], Bp - B, axis=0)]) for k, a in feeds.items()}
+        outs = self.compiled(name, feeds)(feeds)
+        return outs if Bp == B else [o[:B] for o in outs]
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, var = self._run("encoder", {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return mu, var
+
+    def stream_encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.encode(x)
+
+    def denoise(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self._run("denoiser", _feeds(x_t=x_t, t=t))[0]
+
+    def guided_eps(self, x_t, t, z, mask, scale) -> np.ndarray:
+        return self._run("guided_eps", _feeds(x_t=x_t, t=t, z=z, mask=mask, scale=scale))[0]
+
+
+def batch_bucket(B: int) -> int:
+    """The batch size compiled for B rows: B up to 4, else the smallest of 2^k and 3 * 2^(k-2) that holds B."""
+    if B <= 4:
+        return B
+    p = 1 << (B - 1).bit_length()
+    return 3 * p // 4 if 3 * p // 4 >= B else p
+
+
+def _feeds(**arrays) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v, dtype=np.int64 if k == "t" else np.float32) for k, v in arrays.items()}

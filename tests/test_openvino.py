@@ -1,0 +1,208 @@
+"""The OpenVINO backend (issue 31): its outputs against onnxruntime's on fresh random inputs, the compile cache,
+the bf16 rule (the CPU's flags replaced to play a CPU with and without bf16), and the one-line error without
+the package. Tests that run OpenVINO skip where it is not installed; the others run everywhere."""
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sami_rt.backends import BackendError, device_report, open_backend
+from sami_rt.backends.precision import normalize_precision
+from sami_rt.contract.bundle import read_bundle
+from sami_rt.cli.main import main
+from sami_rt.contract.format import GRAPHS
+from sami_rt.runtime import Runtime, resolve_model
+
+NO_BF16 = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMX = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return read_bundle(resolve_model(None))
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    import sami_rt.hardware.cpuinfo
+
+    monkeypatch.setattr(sami_rt.hardware.cpuinfo, "read_cpuinfo", lambda: NO_BF16)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def feeds(bundle, name, rng, B):
+    dims = dict(C=bundle.channels, H=bundle.height, W=bundle.width, D=bundle.latent_dim)
+    return GRAPHS[name].example_inputs(rng, B, dims, bundle.T)
+
+
+# ------------------------------------------------------------------------------------- everywhere
+def test_batch_bucket_ladder():
+    from sami_rt.backends.openvino import batch_bucket
+
+    assert [batch_bucket(b) for b in range(1, 18)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
+    assert all(b <= batch_bucket(b) <= max(4, 1.5 * b) for b in range(1, 5000))
+
+
+def test_precision_names():
+    assert [normalize_precision(p) for p in ("auto", "f32", "fp16", "bf16", "bfloat16", "FLOAT32")] == [
+        "auto", "float32", "float16", "bfloat16", "bfloat16", "float32"]
+    with pytest.raises(BackendError, match="unknown precision 'int8'"):
+        normalize_precision("int8")
+
+
+def test_without_openvino_one_line_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    monkeypatch.chdir(tmp_path)
+    r = invoke("generate", "-n", "1", "--device", "openvino")
+    assert r.exit_code == 1 and r.stdout == "", (r.exception, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), r.stderr
+    assert "device 'openvino' is not available here" in r.stderr and 'pip install "sami-rt[openvino]"' in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bf16_on_onnxruntime_is_one_note_and_float32(bundle):
+    be = open_backend(bundle, "cpu", 1, "bf16")
+    assert be.precision == "float32" and len(be.notes) == 1 and "running float32" in be.notes[0]
+
+
+def test_info_names_the_cpu_and_its_bf16(cpu_without_bf16):
+    r = invoke("info")
+    assert r.exit_code == 0, r.output
+    assert "CPU: Test CPU; this CPU has neither AMX-BF16 nor AVX512-BF16" in r.stdout
+    assert "amx_bf16 no" in r.stdout and any(row[0] == "openvino" for row in device_report())
+
+
+# ------------------------------------------------------------------------------- with OpenVINO
+@pytest.fixture(scope="module")
+def ov_f32(bundle):
+    pytest.importorskip("openvino")
+    return open_backend(bundle, "openvino", 0, "f32")
+
+
+def test_openvino_matches_onnxruntime(bundle, ov_f32, fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    ort_be = open_backend(bundle, "cpu", 0, "f32")
+    for name in ("guided_eps", "denoiser", "encoder"):
+        B = int(rng.integers(1, 9))
+        f = feeds(bundle, name, rng, B)
+        call = {"guided_eps": lambda b: b.guided_eps(**f), "denoiser": lambda b: b.denoise(**f),
+                "encoder": lambda b: b.encode(f["x"])}[name]
+        got, want = call(ov_f32), call(ort_be)
+        for g, w in zip(got if name == "encoder" else [got], want if name == "encoder" else [want]):
+            assert g.shape == w.shape and g.dtype == np.float32
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()), err_msg=name)
+
+
+def test_compile_cache_one_compile_per_shape(bundle, fresh_seed):
+    pytest.importorskip("openvino")
+    be = open_backend(bundle, "openvino", 1, "f32")
+    rng = np.random.default_rng(fresh_seed)
+    B = int(rng.choice([3, 4, 6, 8]))  # not the batch of 2 that the check against onnxruntime may have compiled
+    c0 = be.compiles
+    a = be.guided_eps(**feeds(bundle, "guided_eps", rng, B))
+    assert be.compiles == c0 + 1
+    f = feeds(bundle, "guided_eps", rng, B)
+    b1, b2 = be.guided_eps(**f), be.guided_eps(**f)  # the same shape again: no compile
+    assert be.compiles == c0 + 1 and a.shape == b1.shape and np.array_equal(b1, b2)
+    be.guided_eps(**feeds(bundle, "guided_eps", rng, 2 * B))
+    assert be.compiles == c0 + 2
+    f5 = feeds(bundle, "guided_eps", rng, 5)  # 5 rows run in the 6-row shape: one compile for 5 and 6
+    c1 = be.compiles
+    out5 = be.guided_eps(**f5)
+    be.guided_eps(**feeds(bundle, "guided_eps", rng, 6))
+    assert be.compiles <= c1 + 1 and out5.shape[0] == 5
+    # the padded rows change nothing: each row is its own
+    one = be.guided_eps(**{k: v[:1] for k, v in f5.items()})
+    np.testing.assert_allclose(out5[:1], one, rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
+
+
+def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
+    pytest.importorskip("openvino")
+    seed = int(np.random.default_rng(fresh_seed).integers(2**31))
+    ov, ort = Runtime(device="openvino", threads=1, precision="f32"), Runtime(device="cpu", threads=1)
+    a, b = ov.generate(n=3, seed=seed, steps=5), ort.generate(n=3, seed=seed, steps=5)
+    np.testing.assert_allclose(a.x, b.x, atol=1e-4)
+    assert ov.backend.name.startswith("OpenVINO") and ov.backend.precision == "float32"
+
+
+def test_bf16_without_cpu_support_is_one_line_and_float32(cpu_without_bf16, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    rt = Runtime(device="openvino", threads=1, precision="bf16")
+    assert rt.backend.precision == "float32" and len(rt.backend.notes) == 1
+    assert "neither AMX-BF16 nor AVX512-BF16" in rt.backend.notes[0] and "running float32" in rt.backend.notes[0]
+    monkeypatch.chdir(tmp_path)
+    r = invoke("generate", "-n", "1", "--steps", "2", "--device", "openvino", "--precision", "bf16", "-o", "g.png")
+    assert r.exit_code == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and "running float32" in notes[0], r.stderr
+    # --device auto with bf16 on such a CPU: onnxruntime, float32, the same one note
+    assert open_backend(rt.bundle, "auto", 1, "bf16").name.startswith("onnxruntime")
+
+
+def test_bf16_where_the_cpu_has_it_is_close_to_float32(bundle, ov_f32, monkeypatch, fresh_seed):
+    import sami_rt.hardware.cpuinfo
+
+    monkeypatch.setattr(sami_rt.hardware.cpuinfo, "read_cpuinfo", lambda: AMX)
+    be = open_backend(bundle, "auto", 0, "bf16")  # auto + bf16 on a bf16 CPU: OpenVINO
+    assert be.device == "openvino" and be.precision == "bfloat16" and not be.notes
+    rng = np.random.default_rng(fresh_seed)
+    f = feeds(bundle, "guided_eps", rng, 4)
+    got, want = be.guided_eps(**f), ov_f32.guided_eps(**f)
+    # bf16 keeps 8 bits of mantissa: relative error ~1e-2 of the output's range (the issue: 2.4e-3..1e-2)
+    assert np.abs(got - want).max() <= 3e-2 * np.abs(want).max()
+    x = feeds(bundle, "encoder", rng, 8)["x"]
+    (mu, _), (mu32, _) = be.encode(x), ov_f32.encode(x)
+    assert np.abs(mu - mu32).max() <= 3e-2 * max(1.0, np.abs(mu32).max())
+
+
+def _layout(d, prefix=""):
+    if isinstance(d, dict):
+        return {p for k, v in d.items() for p in _layout(v, f"{prefix}/{k}")} | {prefix}
+    if isinstance(d, list):
+        return {p for v in d[:1] for p in _layout(v, prefix + "[]")} | {prefix}
+    return {prefix}
+
+
+def test_bench_openvino_bf16_json_has_the_same_layout(tmp_path):
+    import json
+
+    pytest.importorskip("openvino")
+    quick = ["--batch", "2", "--repeats", "2", "--warmup", "0", "-n", "2", "--steps", "2", "--frames", "5"]
+    layouts = []
+    for device, precision in (("cpu", "auto"), ("openvino", "bf16")):
+        out = tmp_path / f"{device}.json"
+        r = invoke("bench", "--device", device, "--precision", precision, *quick, "--json", out)
+        assert r.exit_code == 0, r.stderr
+        assert "CPU: " in r.stdout and "peak RSS" in r.stdout
+        layouts.append(_layout(json.loads(out.read_text())))
+    assert layouts[0] == layouts[1]
+    r = invoke("bench", "--compare", "--batch", "2", "--repeats", "2", "--warmup", "0", "--json", tmp_path / "c.json")
+    assert r.exit_code == 0, r.stderr
+    res = json.loads((tmp_path / "c.json").read_text())
+    labels = set(res["meta"]["entries"])
+    assert {"onnxruntime cpu f32", "OpenVINO f32"} <= labels and len(res["compare"]) == 2
+    assert all(e["max_rel_diff"] < 1e-4 for r in res["compare"] for k, e in r["entries"].items() if "f32" in k)
+
+
+def test_a_graph_openvino_gets_wrong_is_refused(bundle, monkeypatch, tmp_path):
+    """OpenVINO's output checked against onnxruntime's once per bundle (openvino_check.py): a fault is one line."""
+    pytest.importorskip("openvino")
+    import sami_rt.backends.openvino_check as chk
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real = chk.errors_against_onnxruntime
+    errs = real(open_backend(bundle, "openvino", 1, "f32"), bundle)  # the first open checked and remembered
+    assert all(e < 1e-4 for e in errs.values()), errs
+    assert chk.cache_file().exists()
+    monkeypatch.setattr(chk, "errors_against_onnxruntime", lambda f32, b: {**errs, "guidance term of guided_eps": 1.3})
+    open_backend(bundle, "openvino", 1, "f32")  # remembered: not checked again
+    chk.cache_file().unlink()
+    with pytest.raises(BackendError, match="computes bundle .* wrongly here .*guidance term of guided_eps by 1.3"):
+        open_backend(bundle, "openvino", 1, "f32")
+    be = open_backend(bundle, "auto", 1, "bf16")  # auto falls back to onnxruntime, with a note
+    assert be.name.startswith("onnxruntime")
