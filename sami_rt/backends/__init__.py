@@ -4,7 +4,11 @@ some device. ``open_backend`` picks one for ``device``."""
 from __future__ import annotations
 
 from sami_rt.backends.base import DEVICES, Backend
+from sami_rt.backends.onnxruntime import OrtBackend
+from sami_rt.backends.openvino import INSTALL, OpenVinoBackend, openvino_version
+from sami_rt.backends.precision import normalize_precision
 from sami_rt.errors import BackendError
+from sami_rt.hardware.cpuinfo import bf16_support
 
 __all__ = ["DEVICES", "Backend", "BackendError", "device_report", "open_backend"]
 
@@ -24,16 +28,11 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
 
     ``precision``: ``auto``, ``float32``, ``float16`` (GPUs), ``bfloat16`` (OpenVINO), or f32, f16, bf16.
     """
-    from sami_rt.backends.onnxruntime import OrtBackend  # onnxruntime loads when a backend opens
-    from sami_rt.backends.precision import normalize_precision
-
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     precision = normalize_precision(precision)
     notes = []
     if device == "openvino" or (device == "auto" and precision == "bfloat16" and _openvino_bf16()):
-        from sami_rt.backends.openvino import OpenVinoBackend
-
         try:
             return OpenVinoBackend(bundle, threads, precision)
         except BackendError as e:
@@ -67,16 +66,10 @@ def open_backend(bundle, device: str = "auto", threads: int = 0, precision: str 
 
 
 def _openvino_bf16() -> bool:
-    from sami_rt.backends.openvino import openvino_version
-    from sami_rt.hardware.cpuinfo import bf16_support
-
     return openvino_version() is not None and bf16_support()[0]
 
 
 def _bf16_why() -> str:
-    from sami_rt.backends.openvino import INSTALL, openvino_version
-    from sami_rt.hardware.cpuinfo import bf16_support
-
     ok, why = bf16_support()
     if not ok:
         return why
@@ -116,9 +109,6 @@ def device_report(bundle=None) -> list[tuple[str, bool, str]]:
         rows.append(("tensorrt", True, "onnxruntime's TensorrtExecutionProvider"))
     else:
         rows.append(("tensorrt", False, _no_trt(why)))
-    from sami_rt.backends.openvino import INSTALL, openvino_version
-    from sami_rt.hardware.cpuinfo import bf16_support
-
     v = openvino_version()
     ok, bf16 = bf16_support()
     rows.append(("openvino", True, f"OpenVINO {v} on the CPU: float32" + (", bfloat16" if ok else f"; no bf16: {bf16}"))

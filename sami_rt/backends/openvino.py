@@ -45,7 +45,7 @@ def import_openvino():
 
 def openvino_version() -> str | None:
     try:
-        from importlib.metadata import version
+        from importlib.metadata import version  # read only when asked
 
         return version("openvino")
     except Exception:  # not installed

@@ -64,7 +64,7 @@ def flags_line() -> str:
 def peak_rss_mib() -> float:
     """This process's peak resident set size in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
     try:
-        import resource
+        import resource  # Unix only
     except ImportError:  # Windows
         return float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

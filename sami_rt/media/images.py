@@ -29,7 +29,7 @@ from sami_rt.media.files import atomic_path, atomic_write_bytes
 
 def load_cv2():
     """OpenCV with its own error log silenced: its failures become this package's one-sentence errors."""
-    import cv2
+    import cv2  # load_cv2 is where OpenCV loads (0.1 s), its log silenced
 
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
