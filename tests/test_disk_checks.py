@@ -169,7 +169,9 @@ def test_interpolation_lines_share_their_noise_and_an_exact_model_passes_them(fr
         return ((1 - lam) * ends[:, :1] + lam * ends[:, 1:]).reshape(-1, 1, g.size, g.size)
 
     out, _ = interpolation_check(Synthetic(g, draw=crossfade), pairs, seed=seed)
-    assert out["passed"] == 0 and out["verdicts"] == {"blobs": pairs}
+    # two half-contrast ghosts mid-line: two blobs, or (where both stay under 0.6 of the contrast) too faint
+    assert out["passed"] == 0 and set(out["verdicts"]) <= {"blobs", "faint"} and sum(out["verdicts"].values()) == pairs
+    assert out["verdicts"].get("blobs", 0) >= 1, out["verdicts"]
 
 
 def test_run_checks_writes_the_json_and_labelled_figures(fresh_seed, tmp_path):
