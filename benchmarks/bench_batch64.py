@@ -29,7 +29,7 @@ import numpy as np
 def inputs(b, B: int, seed: int = 0):
     from sami_rt.contract.format import GRAPHS
 
-    g = GRAPHS["guided_eps"].example_inputs(np.random.default_rng(seed + B), B, b.manifest.dims, b.T)
+    g = GRAPHS["guided_eps"].example_inputs(np.random.default_rng(seed + B), B, b.manifest.dims, b.manifest.T)
     return (g["x_t"], g["t"], g["z"], g["mask"], g["scale"])
 
 

@@ -47,10 +47,10 @@ def main(argv=None) -> int:
     rows = []
     for B in args.batch:
         g = torch.Generator().manual_seed(B)
-        x = torch.randn(B, *b.image_shape, generator=g)
-        t = torch.randint(b.T, (B,), generator=g)
-        z = torch.randn(B, b.latent_dim, generator=g)
-        mask = torch.ones(B, b.latent_dim)
+        x = torch.randn(B, *b.manifest.image.shape, generator=g)
+        t = torch.randint(b.manifest.T, (B,), generator=g)
+        z = torch.randn(B, b.manifest.latent_dim, generator=g)
+        mask = torch.ones(B, b.manifest.latent_dim)
         scale = torch.ones(B)
         s1m = torch.sqrt(1 - abar[t]).float()
         feeds = {"x_t": x.numpy(), "t": t.numpy(), "z": z.numpy(), "mask": mask.numpy(), "scale": scale.numpy()}

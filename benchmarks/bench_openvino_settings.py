@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     cfgs = configs(args.threads, bf16_support()[0])
     rows = []
     for B in args.batch:
-        f = GRAPHS[args.graph].example_inputs(np.random.default_rng(B), B, b.manifest.dims, b.T)
+        f = GRAPHS[args.graph].example_inputs(np.random.default_rng(B), B, b.manifest.dims, b.manifest.T)
         ref = sess.run(None, f)[0]
         fns, info = {"onnxruntime (sami_rt's session options)": lambda: sess.run(None, f)}, {}
         for name, cfg in cfgs.items():

@@ -56,9 +56,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng()
     print(f"onnxruntime {ort.__version__}, {os.cpu_count()} cores, bundle {b.root}")
     for B in args.batch:
-        feeds = {"x_t": rng.standard_normal((B, *b.image_shape)).astype(np.float32),
-                 "t": rng.integers(0, b.T, B), "z": rng.standard_normal((B, b.latent_dim)).astype(np.float32),
-                 "mask": np.ones((B, b.latent_dim), np.float32), "scale": np.ones(B, np.float32)}
+        feeds = {"x_t": rng.standard_normal((B, *b.manifest.image.shape)).astype(np.float32),
+                 "t": rng.integers(0, b.manifest.T, B), "z": rng.standard_normal((B, b.manifest.latent_dim)).astype(np.float32),
+                 "mask": np.ones((B, b.manifest.latent_dim), np.float32), "scale": np.ones(B, np.float32)}
         times = {k: [] for k in sessions}
         for _ in range(3):
             for s in sessions.values():

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from sami_rt.video.encode import encode_frames
 
     rt = Runtime(args.model, device="cpu")
-    spec, stream = rt.bundle.image, rt.backend.stream_encode
+    spec, stream = rt.bundle.manifest.image, rt.backend.stream_encode
 
     def variant(encode=stream, **kw):
         return lambda path: encode_frames(encode, spec, path, **kw)

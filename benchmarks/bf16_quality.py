@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     ok = abs(b16 - f32) <= 0.1 * f32
     steps = a.steps or "default"
     print(f"\n{a.guides} guides x {a.per_guide} samples, {a.sampler} {steps} steps, guidance scale "
-          f"{ref.bundle.default_scale:g}, seed {a.seed}; {time.perf_counter() - t0:.0f} s; peak RSS "
+          f"{ref.bundle.manifest.sampling_scale:g}, seed {a.seed}; {time.perf_counter() - t0:.0f} s; peak RSS "
           f"{peak_rss_mib():.0f} MiB\n")
     print("| setting | median px | mean px | within 2 px | background error | variability / test set's | "
           "malformed | seconds |")

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from sami_rt.media.disks import disk_centres
 
     rt = Runtime(args.model, device="cpu")
-    print(f"model {rt.bundle.root}, its guidance scale {rt.bundle.default_scale:g}")
+    print(f"model {rt.bundle.root}, its guidance scale {rt.bundle.manifest.sampling_scale:g}")
     truth = json.loads((ROOT / "examples" / "moving_disk.json").read_text())
     g, fg = truth["guide"], truth["disks"]["foreground"]
     want = np.array([g["x"], g["y"]])

@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     rt = Runtime(args.model, device="cpu")
     d = disk_definition(rt.bundle.root)
-    scale = float(rt.bundle.default_scale)
+    scale = float(rt.bundle.manifest.sampling_scale)
     rng = np.random.default_rng([19, args.seed])
     factors = draw_factors(rng, args.guides, d)
     guides = to_pixels(render_disks(factors, d["size"], d["radius"], d["foreground"]))  # uint8 [G, H, W]

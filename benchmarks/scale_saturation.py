@@ -29,7 +29,7 @@ def main() -> None:
                        platform.machine()))
     rt = Runtime(args.model, device="cpu", threads=1)
     g = rt.load_images(args.guide)
-    print(f"model {rt.bundle.root.name}, default scale {rt.bundle.default_scale:g}; guide {args.guide}: speckle "
+    print(f"model {rt.bundle.root.name}, default scale {rt.bundle.manifest.sampling_scale:g}; guide {args.guide}: speckle "
           f"{speckle(g):.3f}")
     print("| scale | pixels at black or white | speckle |\n| --- | --- | --- |")
     p = rt.plan_generate(guide=args.guide, n=args.n, seed=0)  # the latents and steps of every row below

@@ -31,7 +31,7 @@ def annotate(root: Path, log=print, sampling_steps: int | None = None) -> bool:
 
     rt = Runtime(root, device="cpu")
     b = rt.bundle
-    check_sampling_steps(sampling_steps, b.T)
+    check_sampling_steps(sampling_steps, b.manifest.T)
     cfg_dict = (b.manifest.training or {}).get("config")
     if not isinstance(cfg_dict, dict):
         raise ExportError(f"{root}: manifest.json records no training configuration, so the data its range is "

@@ -46,5 +46,5 @@ def load_reference(bundle: Bundle, device: str = "cpu"):
     except RuntimeError as e:
         raise BundleError(f"bundle {bundle.root}: {bundle.reference.name} does not match the model "
                           f"({str(e).splitlines()[0]})") from None
-    abar = torch.from_numpy(np.asarray(bundle.abar, dtype=np.float64))
+    abar = torch.from_numpy(np.asarray(bundle.manifest.abar, dtype=np.float64))
     return model.to(device).eval().requires_grad_(False), abar

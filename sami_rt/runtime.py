@@ -42,12 +42,12 @@ def scale_too_large(scale) -> str:
 
 
 def default_steps(bundle: Bundle, sampler: str) -> int:
-    """The steps ``generate`` takes unless told: for ddpm the count the bundle records (``Bundle.default_steps``:
-    fewer than 100 measured to match 100, or more where 100 lose what the model is for), else the sampler's
-    DEFAULT_STEPS, at most T."""
-    if sampler == "ddpm" and bundle.default_steps:
-        return bundle.default_steps
-    return min(DEFAULT_STEPS[sampler], bundle.T)
+    """The steps ``generate`` takes unless told: for ddpm the count the bundle records (its manifest's
+    ``sampling_steps``: fewer than 100 measured to match 100, or more where 100 lose what the model is for),
+    else the sampler's DEFAULT_STEPS, at most T."""
+    if sampler == "ddpm" and bundle.manifest.sampling_steps:
+        return bundle.manifest.sampling_steps
+    return min(DEFAULT_STEPS[sampler], bundle.manifest.T)
 
 
 @dataclass
@@ -121,17 +121,17 @@ class Runtime:
 
     @property
     def latent_dim(self) -> int:
-        return self.bundle.latent_dim
+        return self.bundle.manifest.latent_dim
 
     def __repr__(self) -> str:
         b = self.bundle
-        return f"Runtime({b.root}, image {b.image_shape}, latent {b.latent_dim}, T={b.T}, {self.backend.name})"
+        return f"Runtime({b.root}, image {b.manifest.image.shape}, latent {b.manifest.latent_dim}, T={b.manifest.T}, {self.backend.name})"
 
     # ----------------------------------------------------------------------------------------- inputs
     def load_images(self, images, notes: list | None = None) -> np.ndarray:
         """Paths, a folder, uint8 pixel arrays (H, W[, C]) or a float batch [B, C, H, W] in [-1, 1] -> model
         input, through the bundle's preprocessing (``sami_rt.media.images.load_images``)."""
-        return load_images(images, self.bundle.image, notes)
+        return load_images(images, self.bundle.manifest.image, notes)
 
     # ----------------------------------------------------------------------------------------- encode
     def encode(self, images, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -204,15 +204,15 @@ class Runtime:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive number of samples, got {n!r}")
         steps = default_steps(b, sampler) if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.T:
-            raise InputError(f"steps must be between 1 and the model's T={b.T}, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= b.manifest.T:
+            raise InputError(f"steps must be between 1 and the model's T={b.manifest.T}, got {steps!r}")
         multistep = sampler.startswith("dpmpp")
         if multistep and eta is not None:
             raise InputError(f"eta applies to the ddpm and ddim samplers only; {sampler} takes none, got {eta!r}")
         if eta is not None and (not is_finite_number(eta) or eta < 0):
             raise InputError(f"eta must be a finite number >= 0, got {_show(eta)}")
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
-        scale = b.default_scale if scale is None else scale
+        scale = b.manifest.sampling_scale if scale is None else scale
         with np.errstate(over="ignore", under="ignore"):  # the guidance takes the scale as float32
             if not is_finite_number(scale) or not 0 < np.float32(scale) < np.inf:
                 raise InputError(f"scale must be a finite number above 0 that float32 holds (at most 3.4e38; 1 is "
@@ -223,14 +223,14 @@ class Runtime:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
         zz, guide_x = self._latents(guide, z, n, seed, guide_mean, notes)
-        if zz is not None and scale > FAR_SCALE * b.default_scale:
-            notes.append(f"guidance scale {scale:g} is more than {FAR_SCALE:g}x the model's {b.default_scale:g}: "
+        if zz is not None and scale > FAR_SCALE * b.manifest.sampling_scale:
+            notes.append(f"guidance scale {scale:g} is more than {FAR_SCALE:g}x the model's {b.manifest.sampling_scale:g}: "
                          "samples break up into saturated speckle (disks-small: 22% of pixels black or white at 10, "
                          "89% at 30, against 2% at its 3)")
         m = self._mask(mask)
-        levels = respace(b.T, int(steps))
-        co = (dpmpp_2m_coefficients(b.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
-              else step_coefficients(b.abar, levels, eta))
+        levels = respace(b.manifest.T, int(steps))
+        co = (dpmpp_2m_coefficients(b.manifest.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
+              else step_coefficients(b.manifest.abar, levels, eta))
         return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes, guide_x)
 
     def sample_plan(self, p: GeneratePlan, batch: int = 64, progress=None, cancel=None, use_cpp=None) -> np.ndarray:
@@ -245,7 +245,7 @@ class Runtime:
         (``seed`` (an integer, or ``seed[r]``), ``indices[r]``), guided by ``z[r]``, ``mask[r]`` and
         ``scale[r]`` ([N, D], [N, D], [N]; z None: unconditional). ``where(lo, hi)`` names rows lo..hi-1 in
         the SamplingError of a step that produced NaN or infinity."""
-        shape, ts, N = self.bundle.image_shape, coeffs["t"], len(indices)
+        shape, ts, N = self.bundle.manifest.image.shape, coeffs["t"], len(indices)
         per_row = np.ndim(seed) > 0
         out = np.empty((N, *shape), dtype=np.float32)
         chunks = -(-N // batch)
@@ -274,7 +274,7 @@ class Runtime:
 
     def _latents(self, guide, z, n, seed, guide_mean, notes):
         """(latents [n, D] or None, the guide image in model space or None)."""
-        D = self.bundle.latent_dim
+        D = self.bundle.manifest.latent_dim
         if guide is not None and z is not None:
             raise InputError("give either a guide image or latents z, not both")
         if z is not None:
@@ -310,7 +310,7 @@ class Runtime:
                          "resemble it")
 
     def _mask(self, mask) -> np.ndarray:
-        D = self.bundle.latent_dim
+        D = self.bundle.manifest.latent_dim
         if mask is None:
             return np.ones((1, D), dtype=np.float32)
         m = np.asarray(mask)
@@ -343,7 +343,7 @@ class Runtime:
     def axis_scale(self, unit: str, var: np.ndarray | None = None) -> np.ndarray:
         """Per-axis length of one unit: ``spread`` (code_spread) or ``sd`` (sqrt of the posterior variance
         ``var`` of one image)."""
-        D = self.bundle.latent_dim
+        D = self.bundle.manifest.latent_dim
         if unit == "sd":
             return np.sqrt(np.asarray(var, np.float64).reshape(D))
         if unit == "spread":
@@ -364,7 +364,7 @@ class Runtime:
         the code's spread on that axis (``unit='spread'``), of the image's posterior standard deviation on it
         (``'sd'``), or set to the values themselves (``'value'``); default ``traverse_unit()``."""
         unit = self.traverse_unit(unit)
-        D = self.bundle.latent_dim
+        D = self.bundle.manifest.latent_dim
         if not 0 <= axis < D:
             raise InputError(f"axis must be in 0..{D - 1}, got {axis}")
         mu, var = self.encode(image)
@@ -384,5 +384,5 @@ class Runtime:
         the conversion of every frame to BGR is skipped); False decodes every frame to BGR and converts it
         as an image is converted."""
         be = self.backend
-        return encode_frames(be.stream_encode, self.bundle.image, path, every, batch, progress,
+        return encode_frames(be.stream_encode, self.bundle.manifest.image, path, every, batch, progress,
                             allow_luma)

@@ -17,7 +17,7 @@ def test_the_shipped_bundle_reads_and_its_copy_too(tmp_path):
     import onnxruntime as ort  # the latent size the manifest states is the one the encoder graph computes
 
     enc = ort.InferenceSession(str(b.path(b.graphs["encoder"])), providers=["CPUExecutionProvider"])
-    assert [o.shape[-1] for o in enc.get_outputs()] == [b.latent_dim, b.latent_dim] == [m["latent_dim"]] * 2
+    assert [o.shape[-1] for o in enc.get_outputs()] == [b.manifest.latent_dim, b.manifest.latent_dim] == [m["latent_dim"]] * 2
 
 
 def test_reference_weights_are_checked(tmp_path):
@@ -107,6 +107,6 @@ def test_reader_takes_the_sampling_scale_and_defaults_to_the_exact_model(tmp_pat
     dst, m = copy_shipped_bundle(tmp_path)
     s = float(np.random.default_rng(fresh_seed).uniform(0.5, 4.0))
     write_manifest(dst, dict(m, sampling={"scale": s}))
-    assert read_bundle(dst).default_scale == s
+    assert read_bundle(dst).manifest.sampling_scale == s
     write_manifest(dst, {k: v for k, v in m.items() if k != "sampling"})  # bundles written before the field: the exact model
-    assert read_bundle(dst).default_scale == 1.0
+    assert read_bundle(dst).manifest.sampling_scale == 1.0

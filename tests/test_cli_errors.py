@@ -233,7 +233,7 @@ def test_a_scale_beyond_any_use_is_refused_before_the_model_loads(workdir, no_mo
 
 def test_a_scale_far_above_the_models_gets_a_note(rt, fresh_seed):
     rng = np.random.default_rng(fresh_seed)
-    s0, z = rt.bundle.default_scale, rng.normal(size=rt.latent_dim)
+    s0, z = rt.bundle.manifest.sampling_scale, rng.normal(size=rt.latent_dim)
     far = float(rng.uniform(3.01 * s0, 1000))
     assert any(f"guidance scale {far:g} is more than 3x" in n for n in rt.generate(z=z, n=1, steps=2, scale=far).notes)
     near = float(rng.uniform(0.1, 2.99) * s0)
@@ -314,7 +314,7 @@ def test_interpolate_and_traverse_keep_their_latents_beside_the_grid(workdir, rt
     t = np.linspace(0, 1, n, dtype=np.float32)
     np.testing.assert_allclose(z["t"], t)
     np.testing.assert_allclose(z["z"], (1 - t[:, None]) * mu[0] + t[:, None] * mu[1], rtol=1e-5, atol=1e-5)
-    assert z["x"].shape == (n, *rt.bundle.image_shape) and int(z["seed"]) == seed and int(z["steps"]) == 2
+    assert z["x"].shape == (n, *rt.bundle.manifest.image.shape) and int(z["seed"]) == seed and int(z["steps"]) == 2
     axis = int(rng.integers(rt.latent_dim))
     vals = np.round(rng.normal(size=3) * 2, 2)
     r = invoke("traverse", GUIDE, "--axis", axis, f"--values={','.join(map(str, vals))}", "--unit", "value",

@@ -43,7 +43,7 @@ def test_version_1_bundles_read_and_round_trip_as_version_2(name, tmp_path):
     # a bundle rewritten as version 2 reads back with the same files
     (dst / "manifest.json").write_text(text)
     b = read_bundle(dst)
-    assert b.manifest.format_version == 2 and b.image == src.image and sorted(b.graphs) == sorted(src.graphs)
+    assert b.manifest.format_version == 2 and b.manifest.image == src.manifest.image and sorted(b.graphs) == sorted(src.graphs)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -151,7 +151,7 @@ def test_a_raw_fashion_item_reaches_the_shipped_model_as_training_framed_it(tmp_
     assert any("framed by 2 black pixels" in n for n in notes)
     # an image already at the model's full size is taken as it is
     full = rng.integers(0, 256, (32, 32), dtype=np.uint8)
-    np.testing.assert_array_equal(to_model(full, rt.bundle.image), full[None] / np.float32(127.5) - np.float32(1))
+    np.testing.assert_array_equal(to_model(full, rt.bundle.manifest.image), full[None] / np.float32(127.5) - np.float32(1))
 
 
 def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_seed):
@@ -161,7 +161,7 @@ def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_s
     from sami_rt.runtime import DEFAULT_STEPS, Runtime
 
     rt = Runtime(SHIPPED["disks-small"], device="cpu")
-    assert rt.bundle.default_steps == 10  # measured: benchmarks/RESULTS.md "Guided samples against steps"
+    assert rt.bundle.manifest.sampling_steps == 10  # measured: benchmarks/RESULTS.md "Guided samples against steps"
     z = np.random.default_rng(fresh_seed).normal(size=(1, rt.latent_dim)).astype(np.float32)
     assert rt.generate(z=z).steps == 10 and rt.generate(z=z, sampler="ddim").steps == DEFAULT_STEPS["ddim"]
     assert rt.generate(z=z, steps=3).steps == 3
@@ -169,7 +169,7 @@ def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_s
     shutil.copytree(SHIPPED["disks-small"], dst)
     shutil.copy(V1 / "disks-small.json", dst / "manifest.json")
     old = Runtime(dst, device="cpu")
-    assert old.bundle.default_steps is None and old.generate(z=z).steps == DEFAULT_STEPS["ddpm"] == 100
+    assert old.bundle.manifest.sampling_steps is None and old.generate(z=z).steps == DEFAULT_STEPS["ddpm"] == 100
     m = json.loads(rt.bundle.manifest.dumps())
     assert m["sampling"] == {"scale": 3.0, "steps": 10}
     for bad in (0, 401, 2.5, True, "10"):

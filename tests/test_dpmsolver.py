@@ -195,7 +195,7 @@ def test_runtime_samplers_defaults_and_eta():
     rt = Runtime("disks-small", device="cpu")
     z = np.zeros(rt.latent_dim, dtype=np.float32)
     for sampler in ("dpmpp-2m", "dpmpp-2m-sde"):
-        assert rt.generate(z=z, n=1, sampler=sampler, steps=None, seed=1).steps == min(20, rt.bundle.T)
+        assert rt.generate(z=z, n=1, sampler=sampler, steps=None, seed=1).steps == min(20, rt.bundle.manifest.T)
         with pytest.raises(InputError, match=f"eta applies to the ddpm and ddim samplers only; {sampler} takes"):
             rt.generate(z=z, n=1, steps=2, sampler=sampler, eta=0.0)
 

@@ -147,15 +147,15 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles, family):
     d = bundles[family]
     ck = torch.load(d / "run" / "checkpoint.pt", weights_only=True)
     b = read_bundle(d / "bundle")
-    assert b.image_shape == (1, 16, 16) and b.latent_dim == ck["config"]["latent_dim"] and b.T == 50
-    np.testing.assert_array_equal(b.abar, ck["abar"].numpy())
+    assert b.manifest.image.shape == (1, 16, 16) and b.manifest.latent_dim == ck["config"]["latent_dim"] and b.manifest.T == 50
+    np.testing.assert_array_equal(b.manifest.abar, ck["abar"].numpy())
     assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"}
     from train.config import Config
 
     assert Config.from_dict(b.manifest.training["config"]) == Config.from_dict(ck["config"])
-    assert b.default_scale == ck["config"]["sampling_scale"] == b.manifest.sampling_scale
-    assert b.default_scale == (2.5 if family == "halfunet-attention" else 1.0)
-    assert b.default_steps == SAMPLING_STEPS.get(family)  # None: the runtime's 100 (T = 50 here: 50)
+    assert b.manifest.sampling_scale == ck["config"]["sampling_scale"] == b.manifest.sampling_scale
+    assert b.manifest.sampling_scale == (2.5 if family == "halfunet-attention" else 1.0)
+    assert b.manifest.sampling_steps == SAMPLING_STEPS.get(family)  # None: the runtime's 100 (T = 50 here: 50)
     errs = b.manifest.export["validation"]["relative_error"]
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
 
@@ -174,9 +174,9 @@ def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family, fresh_s
         assert k == k2 and torch.equal(v, w), k
     be = OrtBackend(b, "cpu")
     rng = np.random.default_rng(fresh_seed)
-    B, D = 5, b.latent_dim
-    x = rng.standard_normal((B, *b.image_shape)).astype(np.float32)
-    t = rng.integers(0, b.T, B)
+    B, D = 5, b.manifest.latent_dim
+    x = rng.standard_normal((B, *b.manifest.image.shape)).astype(np.float32)
+    t = rng.integers(0, b.manifest.T, B)
     z = rng.standard_normal((B, D)).astype(np.float32)
     mask = (rng.random((B, D)) > 0.3).astype(np.float32)
     scale = rng.uniform(0.5, 2, B).astype(np.float32)
@@ -250,8 +250,8 @@ def test_tensorrt_engines_match_onnxruntime(runs, tmp_path, fresh_seed):
 
 
 def _fresh_loop_inputs(b, B, rng):
-    D = b.latent_dim
-    return (rng.standard_normal((B, *b.image_shape)).astype(np.float32), rng.integers(0, b.T, B),
+    D = b.manifest.latent_dim
+    return (rng.standard_normal((B, *b.manifest.image.shape)).astype(np.float32), rng.integers(0, b.manifest.T, B),
             rng.standard_normal((B, D)).astype(np.float32), (rng.random((B, D)) > 0.3).astype(np.float32),
             rng.uniform(0.5, 2, B).astype(np.float32))
 
@@ -280,7 +280,7 @@ def test_native_tensorrt_backend_matches_the_cpu_backend(runs, tmp_path, fresh_s
             assert np.abs(be.guided_eps(*args) - want).max() <= tol * np.abs(want).max(), (precision, B)
             want = cpu.denoise(args[0], args[1])
             assert np.abs(be.denoise(args[0], args[1]) - want).max() <= tol * np.abs(want).max(), (precision, B)
-            x = rng.uniform(-1, 1, (B, *b.image_shape)).astype(np.float32)
+            x = rng.uniform(-1, 1, (B, *b.manifest.image.shape)).astype(np.float32)
             for got, w in zip(be.encode(x), cpu.encode(x)):
                 assert np.abs(got - w).max() <= tol * np.abs(w).max()
         assert all(ctx.graph is not None for ctx in be._contexts.values()), be.notes  # graphs were captured

@@ -187,7 +187,7 @@ def test_a_model_on_a_diffusers_denoiser_exports_and_runs(tmp_path):
     Trainer(tiny_config(steps=2, denoiser=str(unet)), tmp_path / "frozen").run()
     export_bundle(tmp_path / "frozen", tmp_path / "bundle", log=lambda s: None)  # validated against PyTorch
     rt = Runtime(tmp_path / "bundle", device="cpu")
-    assert rt.bundle.T == 60
+    assert rt.bundle.manifest.T == 60
     s = rt.generate(z=np.zeros(3), n=2, steps=3)
     assert s.x.shape == (2, 1, 16, 16) and np.all(np.isfinite(s.x))
 
@@ -232,7 +232,7 @@ def test_your_own_diffusers_ddpm_trains_exports_and_serves_in_three_commands(tmp
     out = subprocess.run(export, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     replica = SamiRT.func_or_class(model=str(tmp_path / "my-model"), device="cpu", threads=1)
-    assert replica.rt.bundle.T == 50 and replica.rt.bundle.manifest.sampling_steps == 50
+    assert replica.rt.bundle.manifest.T == 50 and replica.rt.bundle.manifest.sampling_steps == 50
     png = cv2.imencode(".png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))[1].tobytes()
     body = json.dumps({"guide": base64.b64encode(png).decode(), "n": 2, "seed": 3, "format": "npz"}).encode()
     # what the replica does with a POST /generate body (its @serve.batch step needs a running Serve)

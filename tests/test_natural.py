@@ -197,7 +197,7 @@ def test_shipped_fashion_mnist_bundle_carries_the_class():
     x_te, y_te = fashion_or_skip("test")
     x_tr, y_tr = load_fashion_mnist("", "train")
     rt = Runtime(resolve_model("fashion-mnist"), device="cpu")
-    assert rt.bundle.image_shape == (1, 32, 32) and rt.code_spread() is not None
+    assert rt.bundle.manifest.image.shape == (1, 32, 32) and rt.code_spread() is not None
     mu_fit, _ = rt.encode(x_tr[:30000].numpy())
     mu, var = rt.encode(x_te.numpy())
     assert np.isfinite(mu).all() and (var > 0).all()

@@ -36,8 +36,8 @@ def invoke(*args):
 
 
 def feeds(bundle, name, rng, B):
-    dims = dict(C=bundle.channels, H=bundle.height, W=bundle.width, D=bundle.latent_dim)
-    return GRAPHS[name].example_inputs(rng, B, dims, bundle.T)
+    dims = dict(C=bundle.manifest.image.channels, H=bundle.manifest.image.height, W=bundle.manifest.image.width, D=bundle.manifest.latent_dim)
+    return GRAPHS[name].example_inputs(rng, B, dims, bundle.manifest.T)
 
 
 # ------------------------------------------------------------------------------------- everywhere

@@ -14,11 +14,11 @@ from sami_rt.sampling.loop import has_extension
 from tests.helpers import EXAMPLES, ROOT, cli_env, run_cli
 
 _SHIPPED = read_bundle(DEFAULT_MODEL, verify=False)
-D, SCALE = _SHIPPED.latent_dim, _SHIPPED.default_scale  # the shipped model's latent dimension and guidance scale
+D, SCALE = _SHIPPED.manifest.latent_dim, _SHIPPED.manifest.sampling_scale  # the shipped model's latent dimension and guidance scale
 
 
 def test_default_model_is_a_valid_bundle(rt):
-    assert rt.bundle.root == DEFAULT_MODEL and rt.bundle.image_shape == (1, 32, 32) and rt.latent_dim == D >= 3
+    assert rt.bundle.root == DEFAULT_MODEL and rt.bundle.manifest.image.shape == (1, 32, 32) and rt.latent_dim == D >= 3
     assert "CPUExecutionProvider" in rt.backend.name
 
 
@@ -172,7 +172,7 @@ def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path, fresh_see
     m["sampling"] = {"scale": s}
     (dst / "manifest.json").write_text(json.dumps(m))
     other = Runtime(dst, device="cpu")
-    assert other.bundle.default_scale == s
+    assert other.bundle.manifest.sampling_scale == s
     seed = int(rng.integers(2**31))
     kw = dict(guide=str(EXAMPLES / "guide.png"), n=2, steps=6, seed=seed)
     drawn = other.generate(**kw)
@@ -218,11 +218,11 @@ def test_traverse_offsets_in_spreads_sds_or_values(name, monkeypatch, fresh_seed
 
     r = Runtime(resolve_model(name), device="cpu")
     rng = np.random.default_rng(fresh_seed)
-    img = rng.integers(0, 256, r.bundle.image_shape[1:], dtype=np.uint8)
+    img = rng.integers(0, 256, r.bundle.manifest.image.shape[1:], dtype=np.uint8)
     mu, var = r.encode(img)
     seen = {}
     monkeypatch.setattr(r, "generate", lambda z, n, **kw: seen.setdefault("z", z))
-    axis = int(rng.integers(r.bundle.latent_dim))
+    axis = int(rng.integers(r.bundle.manifest.latent_dim))
     vals = rng.normal(size=3) * 2
     spread = r.code_spread()
     units = ["sd", "value"] + ([] if spread is None else ["spread"])
@@ -262,6 +262,6 @@ def test_samples_carry_the_guide_as_the_model_saw_it(rt, fresh_seed):
     """generate decodes the guide once and hands it back (the CLI's grid draws it from there)."""
     guide = str(EXAMPLES / "guide.png")
     s = rt.generate(guide=guide, n=2, steps=2, seed=fresh_seed)
-    assert s.guide.shape == (1, *rt.bundle.image_shape) and np.array_equal(s.guide, rt.load_images(guide))
+    assert s.guide.shape == (1, *rt.bundle.manifest.image.shape) and np.array_equal(s.guide, rt.load_images(guide))
     z = np.random.default_rng(fresh_seed).normal(size=rt.latent_dim)
     assert rt.generate(z=z, n=1, steps=2).guide is None and rt.generate(n=1, steps=2).guide is None

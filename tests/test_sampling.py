@@ -77,13 +77,13 @@ def reference():
 
 def _torch_loop(model, bundle, seed, z, mask, steps, eta, scale):
     """train.sampling.sample driven by the runtime's x_T and step noise (Philox keyed by seed, sample, step)."""
-    shape = bundle.image_shape
+    shape = bundle.manifest.image.shape
 
     def noise(i, rows):
         return torch.from_numpy(batch_normals(seed, np.arange(rows.start, rows.stop), i, shape))
 
     x_init = torch.from_numpy(initial_noise(seed, np.arange(N), shape))
-    return sample(model, bundle.abar, (N, *shape), z=None if z is None else torch.from_numpy(z), steps=steps,
+    return sample(model, bundle.manifest.abar, (N, *shape), z=None if z is None else torch.from_numpy(z), steps=steps,
                   eta=eta, scale=scale, mask=None if mask is None else torch.from_numpy(mask), batch=3,
                   x_init=x_init, noise=noise).numpy()
 
@@ -118,9 +118,9 @@ def test_torch_loop_equals_the_runtime_loop_on_the_same_eps(reference, case, use
     coefficients, respacing, eta, the guidance scale and mask, x_T and the step noise must agree, to float32
     rounding of the updates (the runtime rounds each update once from float64, the torch loop per operation)."""
     rt, _ = reference
-    C, H, W = rt.bundle.image_shape
-    model = SmoothModel(C * H * W, rt.latent_dim, rt.bundle.abar, fresh_seed)
-    monkeypatch.setattr(rt, "backend", TorchGraphs(model, rt.bundle.abar))
+    C, H, W = rt.bundle.manifest.image.shape
+    model = SmoothModel(C * H * W, rt.latent_dim, rt.bundle.manifest.abar, fresh_seed)
+    monkeypatch.setattr(rt, "backend", TorchGraphs(model, rt.bundle.manifest.abar))
     got, want = _run_both(rt, model, case, fresh_seed, use_cpp)
     assert np.abs(want).max() > 0.1 and (np.abs(want) < 1).mean() > 0.9  # neither collapsed nor clipped away
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()

@@ -92,11 +92,11 @@ class RuntimeModel:
 
         self.rt = Runtime(model, device="cpu", threads=threads)
         b = self.rt.bundle
-        self.name, self.latent_dim = Path(b.root).name, b.latent_dim
+        self.name, self.latent_dim = Path(b.root).name, b.manifest.latent_dim
         self.geometry = Geometry.from_config(b.manifest.training.get("config") or {})
         self.sampler = sampler
         self.steps = int(steps or default_steps(b, sampler))
-        self.scale = float(b.default_scale if scale is None else scale)
+        self.scale = float(b.manifest.sampling_scale if scale is None else scale)
 
     def encode(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         return np.concatenate([self.rt.backend.encode(x[lo:lo + batch])[0] for lo in range(0, len(x), batch)])

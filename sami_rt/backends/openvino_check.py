@@ -61,10 +61,10 @@ def errors_against_onnxruntime(f32, bundle) -> dict[str, float]:
     ort = OrtBackend(bundle, "cpu", 1, "float32")
     rng = np.random.default_rng(31)
     dims = bundle.manifest.dims
-    g = GRAPHS["guided_eps"].example_inputs(rng, 2, dims, bundle.T)
+    g = GRAPHS["guided_eps"].example_inputs(rng, 2, dims, bundle.manifest.T)
     g["mask"][:] = 1
     g["scale"][:] = 1
-    x = GRAPHS["encoder"].example_inputs(rng, 2, dims, bundle.T)["x"]
+    x = GRAPHS["encoder"].example_inputs(rng, 2, dims, bundle.manifest.T)["x"]
 
     def rel(a, b):
         return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))

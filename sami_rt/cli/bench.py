@@ -60,8 +60,8 @@ def run_bench_command(batches, repeats, warmup, n, steps, frames, video, json_ou
             atomic_write_bytes(json_out, (json.dumps(res, indent=2) + "\n").encode())
             click.echo(f"figures -> {json_out}")
         return
-    if rt.bundle.T < steps:
-        raise click.BadParameter(f"the model has T={rt.bundle.T} levels", param_hint="--steps")
+    if rt.bundle.manifest.T < steps:
+        raise click.BadParameter(f"the model has T={rt.bundle.manifest.T} levels", param_hint="--steps")
     ref, why = baseline(rt, threads) if baseline is not None else (None, None)
     res = run_bench(rt, batches, repeats, warmup, n, steps, frames, video, ref,
                     log=lambda s: click.echo(f"... {s}", err=True))

@@ -65,8 +65,8 @@ def compare(bundle, backends: dict[str, object], batches, repeats: int, warmup: 
     first = next(iter(backends))
     rows = []
     for B in batches:
-        g = GRAPHS["guided_eps"].example_inputs(rng, B, bundle.manifest.dims, bundle.T)
-        x0 = GRAPHS["encoder"].example_inputs(rng, B, bundle.manifest.dims, bundle.T)["x"]
+        g = GRAPHS["guided_eps"].example_inputs(rng, B, bundle.manifest.dims, bundle.manifest.T)
+        x0 = GRAPHS["encoder"].example_inputs(rng, B, bundle.manifest.dims, bundle.manifest.T)["x"]
         args = (g["x_t"], g["t"], g["z"], g["mask"], g["scale"])
         for call, fn in (("guided_eps", lambda be: be.guided_eps(*args)), ("encoder", lambda be: be.encode(x0)[0])):
             log(f"compare: {call}, batch {B}")

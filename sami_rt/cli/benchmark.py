@@ -130,8 +130,8 @@ def bench_calls(rt, batches, repeats: int, warmup: int, baseline=None, log: Log 
     flops = b.manifest.flops.get("guided_eps")
     rows = []
     for B in batches:
-        g = GRAPHS["guided_eps"].example_inputs(rng, B, b.manifest.dims, b.T)
-        x0 = GRAPHS["encoder"].example_inputs(rng, B, b.manifest.dims, b.T)["x"]
+        g = GRAPHS["guided_eps"].example_inputs(rng, B, b.manifest.dims, b.manifest.T)
+        x0 = GRAPHS["encoder"].example_inputs(rng, B, b.manifest.dims, b.manifest.T)["x"]
         args = (g["x_t"], g["t"], g["z"], g["mask"], g["scale"])
         fns = {"guided_eps": lambda: be.guided_eps(*args), "encoder": lambda: be.encode(x0)}
         if ref is not None:
@@ -157,9 +157,9 @@ def baseline_sample_seconds(bundle, baseline, z: np.ndarray, steps: int) -> floa
     from sami_rt.sampling.schedule import respace, step_coefficients
 
     n, D = z.shape
-    co = step_coefficients(bundle.abar, respace(bundle.T, steps), 0.0)
+    co = step_coefficients(bundle.manifest.abar, respace(bundle.manifest.T, steps), 0.0)
     step = model_step(baseline, co["t"], n, z, np.ones((n, D), np.float32), np.ones(n, np.float32))
-    x = initial_noise(0, np.arange(n), bundle.image_shape)
+    x = initial_noise(0, np.arange(n), bundle.manifest.image.shape)
     return _timed(lambda: loop_numpy(step, x, co["c_x"], co["c_eps"], co["sigma"], 0, np.arange(n)))[1]
 
 
@@ -168,8 +168,8 @@ def bench_generate(rt, n: int, steps: int, calls: list[dict], baseline=None, log
     steps x one ``guided_eps`` call where n is one of the per-call batch sizes; the baseline's time."""
     b = rt.bundle
     log(f"generate: {n} samples, {steps} DDIM steps")
-    z = np.random.default_rng().standard_normal((n, b.latent_dim)).astype(np.float32)
-    rt.generate(z=z, n=n, steps=min(3, b.T), sampler="ddim", batch=n)  # warm-up at this batch size
+    z = np.random.default_rng().standard_normal((n, b.manifest.latent_dim)).astype(np.float32)
+    rt.generate(z=z, n=n, steps=min(3, b.manifest.T), sampler="ddim", batch=n)  # warm-up at this batch size
     gen = {"n": n, "steps": steps, **timed_generate(rt, z=z, n=n, steps=steps, sampler="ddim", batch=n)}
     call = next((c for c in calls if c["batch"] == n), None)
     if call is not None:  # the whole sample against steps x one call at its batch size: host overhead per step
@@ -199,7 +199,7 @@ def bench_video(rt, video: Path, repeats: int, baseline=None, log: Log = lambda 
         encodes.append(dt)
         if luma:  # the pipeline read luma planes: decoding's own cost, without the conversion to BGR
             decodes_luma.append(_timed(lambda: decode_alone(video, luma=True))[1])
-    xs, (w, h) = model_frames(video, rt.bundle.image)
+    xs, (w, h) = model_frames(video, rt.bundle.manifest.image)
     per = {"runtime": rt.backend.encode}
     if baseline is not None:
         per[baseline.key] = baseline.encode

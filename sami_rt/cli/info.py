@@ -47,13 +47,13 @@ def info(model, device, threads, list_):
     click.echo(f"bundle: {b.root} (format {m.format_version})")
     if m.description:
         click.echo(f"about: {m.description}")
-    click.echo(f"image: {b.channels}x{b.height}x{b.width}, latent dim {b.latent_dim}, "
-               f"{m.schedule.get('kind', '?')} schedule, T={b.T}")
+    click.echo(f"image: {b.manifest.image.channels}x{b.manifest.image.height}x{b.manifest.image.width}, latent dim {b.manifest.latent_dim}, "
+               f"{m.schedule.get('kind', '?')} schedule, T={b.manifest.T}")
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
-    click.echo(f"guidance scale for sampling: {b.default_scale:g}" + (" (the exact model)" if b.default_scale == 1 else ""))
+    click.echo(f"guidance scale for sampling: {b.manifest.sampling_scale:g}" + (" (the exact model)" if b.manifest.sampling_scale == 1 else ""))
     click.echo(f"default sampling: ddpm, {default_steps(b, 'ddpm')} steps"
-               + (" (recorded in the bundle)" if b.default_steps else ""))
+               + (" (recorded in the bundle)" if b.manifest.sampling_steps else ""))
     click.echo(f"backend: {backend}")
     from sami_rt.hardware.cpuinfo import bf16_support, cpu_model, flags_line
 
@@ -109,7 +109,7 @@ def list_models() -> None:
             continue
         ev = b.manifest.evaluation
         figs = ", ".join(f"{k} {ev[k]}" for k in ("mig", "factor_axis_r2") if k in ev)
-        click.echo(f"{name}{' (default)' if path == DEFAULT_MODEL else ''}: {b.channels}x{b.height}x{b.width}, "
-                   f"latent dim {b.latent_dim}, guidance scale {b.default_scale:g}" + (f"; {figs}" if figs else ""))
+        click.echo(f"{name}{' (default)' if path == DEFAULT_MODEL else ''}: {b.manifest.image.channels}x{b.manifest.image.height}x{b.manifest.image.width}, "
+                   f"latent dim {b.manifest.latent_dim}, guidance scale {b.manifest.sampling_scale:g}" + (f"; {figs}" if figs else ""))
         if b.manifest.description:
             click.echo(f"    {b.manifest.description}")

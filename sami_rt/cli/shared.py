@@ -192,7 +192,7 @@ def check_grid_fits(out: Path, rt, n: int, ncol=8, zoom=None, labels=None, title
     and a sane size; InputError, one sentence, otherwise."""
     from sami_rt.media.grids import auto_zoom, check_grid, grid_shape
 
-    tile = (rt.bundle.image.height, rt.bundle.image.width)
+    tile = (rt.bundle.manifest.image.height, rt.bundle.manifest.image.width)
     tiles, labels = _lead_first(n, labels, lead)
     try:
         check_grid(out, grid_shape(tiles, tile, ncol, zoom or auto_zoom(*tile), labels, title, lead=bool(lead)))
@@ -223,7 +223,7 @@ def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = Tru
     steps = default_steps(rt.bundle, sampler) if steps is None else steps
     how = f"{sampler} {steps} steps"
     if guided:
-        how += f", scale {rt.bundle.default_scale if scale is None else scale:g}"
+        how += f", scale {rt.bundle.manifest.sampling_scale if scale is None else scale:g}"
     return f"{rt.bundle.root.name}: {what}; {how}"
 
 

@@ -14,9 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from sami_rt.contract.format import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, ImageSpec, is_finite_number
+from sami_rt.contract.format import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST, is_finite_number
 from sami_rt.contract.manifest import EngineEntry, FileEntry, GraphEntry, Manifest
 from sami_rt.errors import BundleError
 from sami_rt.media.files import atomic_write_bytes
@@ -37,7 +35,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 class Bundle:
     """A validated bundle: its ``root``, the typed ``manifest`` and ``files``, every file the manifest names
     resolved inside the root (checked to exist, and by sha256 where read with ``verify``). The graphs, engines
-    and reference are the manifest's own entries; :meth:`path` finds an entry's file."""
+    and reference are the manifest's own entries; :meth:`path` finds an entry's file. What the model is
+    (image, latent size, schedule, sampling defaults) is read from ``manifest``, in one place."""
 
     root: Path
     manifest: Manifest
@@ -62,55 +61,6 @@ class Bundle:
     def reference(self) -> Path | None:
         """The reference model's weights (npz, no pickle), for sami_reference."""
         return None if self.manifest.reference is None else self.path(self.manifest.reference)
-
-    @property
-    def image(self) -> ImageSpec:
-        return self.manifest.image
-
-    @property
-    def channels(self) -> int:
-        return self.manifest.image.channels
-
-    @property
-    def height(self) -> int:
-        return self.manifest.image.height
-
-    @property
-    def width(self) -> int:
-        return self.manifest.image.width
-
-    @property
-    def latent_dim(self) -> int:
-        return self.manifest.latent_dim
-
-    @property
-    def abar(self) -> np.ndarray:
-        return self.manifest.abar
-
-    @property
-    def parameterisation(self) -> str:
-        return self.manifest.parameterisation
-
-    @property
-    def default_scale(self) -> float:
-        """The guidance scale sampling uses unless told otherwise (manifest sampling.scale; 1, the exact
-        model, where the bundle names none)."""
-        return self.manifest.sampling_scale
-
-    @property
-    def default_steps(self) -> int | None:
-        """The DDPM steps sampling takes unless told otherwise (manifest sampling.steps: fewer than 100 measured
-        to match 100 by benchmarks/sampler_steps.py, or more where 100 lose what the model is for, as the guide's
-        class for fashion-mnist); None where the bundle records none (the runtime takes 100)."""
-        return self.manifest.sampling_steps
-
-    @property
-    def T(self) -> int:
-        return len(self.abar)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
 
 
 def _inside(root: Path, name: str, where: str) -> Path:

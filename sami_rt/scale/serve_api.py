@@ -76,7 +76,7 @@ def decode_base64_image(value, field: str, rt: Runtime, notes: list | None = Non
     except (binascii.Error, ValueError):
         raise InputError(f"{field} is not valid base64 (the bytes of a PNG or JPEG file, base64-encoded)") from None
     check_request_image(data, field)
-    return decode_image(data, rt.bundle.image, notes=notes, name=field)
+    return decode_image(data, rt.bundle.manifest.image, notes=notes, name=field)
 
 
 def check_request_image(data: bytes, field: str) -> None:
@@ -223,6 +223,6 @@ def encode_reply(mu: np.ndarray, var: np.ndarray, fmt: str) -> Reply:
 def info(rt: Runtime, **server) -> dict:
     """What ``GET /info`` says: the model, its sampling defaults and the server's batching settings."""
     b = rt.bundle
-    return {"model": b.root.name, "image_shape": list(b.image_shape), "latent_dim": b.latent_dim, "T": b.T,
+    return {"model": b.root.name, "image_shape": list(b.manifest.image.shape), "latent_dim": b.manifest.latent_dim, "T": b.manifest.T,
             "samplers": list(SAMPLERS), "default_steps": {s: default_steps(b, s) for s in SAMPLERS},
-            "default_scale": b.default_scale, "backend": rt.backend.name, **server}
+            "default_scale": b.manifest.sampling_scale, "backend": rt.backend.name, **server}
