@@ -309,7 +309,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 def _write(path, image: np.ndarray, ext: str) -> None:
     cv2 = load_cv2()
 
-
     img = image[:, :, 0] if image.shape[2] == 1 else image[:, :, ::-1]
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, img, params)
