@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from sami_rt.cli.benchmark import _stats
+from sami_rt.cli.benchmark import _interleaved
 from sami_rt.contract.format import GRAPHS
 
 Log = Callable[[str], None]
@@ -40,23 +40,6 @@ def installed_backends(bundle, threads: int = 0, log: Log = lambda s: None) -> d
     return out
 
 
-def _rounds(fns: dict, repeats: int, warmup: int) -> dict[str, dict]:
-    """Rounds that visit every entry in turn, as ``sami_rt.cli.benchmark._interleaved``, but each visit makes one
-    untimed call before the timed one: the untimed call absorbs the switch from the previous library (its
-    thread pool waking, the other's still spinning), which on 2 vCPUs cost the eager reference up to 20x."""
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            f()
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: _stats(v) for k, v in times.items()}
-
-
 def compare(bundle, backends: dict[str, object], batches, repeats: int, warmup: int,
             log: Log = lambda s: None) -> list[dict]:
     """Per batch and call: {label: stats} for each entry, ``ratio`` (onnxruntime f32's median / its own: above
@@ -72,7 +55,7 @@ def compare(bundle, backends: dict[str, object], batches, repeats: int, warmup: 
             log(f"compare: {call}, batch {B}")
             ref = fn(backends[first])
             diffs = {k: float(np.abs(fn(be) - ref).max() / max(np.abs(ref).max(), 1e-12)) for k, be in backends.items()}
-            stats = _rounds({k: (lambda be=be: fn(be)) for k, be in backends.items()}, repeats, warmup)
+            stats = _interleaved({k: (lambda be=be: fn(be)) for k, be in backends.items()}, repeats, warmup, settle=True)
             base = stats[first]["median_ms"]
             rows.append({"batch": B, "call": call, "entries": {
                 k: {**s, "ratio": base / s["median_ms"], "max_rel_diff": diffs[k]} for k, s in stats.items()}})

@@ -55,13 +55,19 @@ def _stats(seconds: list[float]) -> dict:
     return {"median_ms": float(np.median(ms)), "iqr_ms": float(q3 - q1), "min_ms": float(ms.min())}
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict]:
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                 settle: bool = False) -> dict[str, dict]:
+    """Rounds that visit every entry in turn (machine noise hits all alike); ``settle``: each visit first makes
+    one untimed call, which absorbs the switch from the previous library (its thread pool waking, the other's
+    still spinning: on 2 vCPUs that cost the eager reference up to 20x in ``--compare``)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            if settle:
+                f()
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
