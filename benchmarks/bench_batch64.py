@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 
 def inputs(b, B: int, seed: int = 0):
     from sami_rt.contract.format import GRAPHS
@@ -216,7 +218,8 @@ def profile(b, B, threads, calls=5):
     ref = TorchBaseline(b, threads)
     for _ in range(2):
         ref.guided_eps(*args)
-    from torch.profiler import ProfilerActivity, profile as tprofile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
 
     t0 = time.perf_counter()
     with tprofile(activities=[ProfilerActivity.CPU]) as p:
@@ -283,6 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--isolated", action="store_true", help="spinning on/off, each alone in a process")
     ap.add_argument("--one-session", choices=["0", "1"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    report_machine()
 
     import onnxruntime as ort
     import torch

@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-
 import numpy as np
 import torch
+
+from sami_rt.hardware.cpuinfo import report_machine
 
 
 def main(argv=None) -> int:
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="threads for both (0 = each library's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    report_machine()
 
     import onnxruntime as ort
 

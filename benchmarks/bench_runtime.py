@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,15 +46,16 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    report_machine()
 
     import cv2
     import onnxruntime
 
     from sami_rt.cli.benchmark import timed_generate
     from sami_rt.media.disks import write_disk_video
-    from sami_rt.video.frames import decode_alone
     from sami_rt.runtime import Runtime
     from sami_rt.sampling.loop import has_extension
+    from sami_rt.video.frames import decode_alone
 
     rt = Runtime(args.model, device="cpu")
     guide = str(ROOT / "examples" / "guide.png")

@@ -13,10 +13,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
 
 
 def variants(ort):
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--repeats", type=int, default=40)
     args = ap.parse_args(argv)
+    report_machine()
     import onnxruntime as ort
 
     from sami_rt.backends.onnxruntime import cpu_session_options

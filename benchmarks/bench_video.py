@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,11 +34,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
+    report_machine()
 
     from sami_rt.media.disks import write_disk_video
-    from sami_rt.video.frames import decode_alone
     from sami_rt.runtime import Runtime
     from sami_rt.video.encode import encode_frames
+    from sami_rt.video.frames import decode_alone
 
     rt = Runtime(args.model, device="cpu")
     spec, stream = rt.bundle.manifest.image, rt.backend.stream_encode

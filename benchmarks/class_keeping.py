@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 
 def load(src: Path):
     """(model, cfg, abar as numpy, step) from a bundle directory or a run directory."""
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="DDPM sampling steps (default 100, the evaluation's)")
     ap.add_argument("--knn", action="store_true", help="also the 10-NN class accuracy of posterior means")
     a = ap.parse_args(argv)
+    report_machine()
     import torch
 
     from train.data import load_fashion_mnist

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--guides", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    report_machine()
     import torch
 
     if args.threads:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CONFIGS = {"disks": ("disks-small", ["--latent-dim", "3"]), "dsprites": ("dsprites", [])}
@@ -86,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", type=Path, help="also write the Markdown table here")
     args = ap.parse_args(argv)
+    report_machine()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for data in args.data:

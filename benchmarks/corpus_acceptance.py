@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_rt.media.images import load_cv2
-from sami_rt.media.images import write_video
+from sami_rt.hardware.cpuinfo import report_machine
+from sami_rt.media.images import load_cv2, write_video
 
 
 def make_inputs(root: Path, seed: int, n: int = 20) -> list[Path]:
@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=None, help="input seed (default: drawn and printed)")
     a = ap.parse_args(argv)
+    report_machine()
     seed = int(np.random.SeedSequence().entropy % 2**31) if a.seed is None else a.seed
     print(f"seed {seed}; load {open('/proc/loadavg').read().split()[:3]}", flush=True)
     shutil.rmtree(a.out, ignore_errors=True)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -131,7 +133,7 @@ def bundle_codes(model: str | None, n: int, seed: int):
     """Posterior means of fresh disks (the bundle's own disk settings) through the runtime's encoder."""
     from sami_rt import Runtime
     from train.config import Config
-    from train.data import make_disks, disk_options
+    from train.data import disk_options, make_disks
 
     rt = Runtime(model, device="cpu")
     cfg = Config.from_dict(rt.bundle.manifest.training["config"])
@@ -147,6 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    report_machine()
     from train.metrics import factor_classes
 
     rows = {}

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=5000)
     ap.add_argument("--n-test", type=int, default=5000)
     args = ap.parse_args()
+    report_machine()
     runs = [(r.split(":", 1)[0], shlex.split(r.split(":", 1)[1]) if ":" in r else []) for r in args.run]
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 STEP_SPEEDUP, SAMPLE_OVERHEAD = 3.0, 1.5  # the acceptance thresholds
 
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--validate", action="store_true", help="export with the onnxruntime parity check (slow)")
     ap.add_argument("--config", default="celeba64", help="architecture (a train/config.py preset; default celeba64)")
     args = ap.parse_args(argv)
+    report_machine()
     devices = args.device or ["tensorrt", "cuda"]
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sami_rt.hardware.cpuinfo import report_machine
 
 SELECTION_SEED_OFFSET = 3_000_017  # neither evaluate's held-out offset nor its FIT_SEED_OFFSET
 
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default="1,2,3,4,5", help="comma-separated guidance scales")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    report_machine()
     import torch
 
     from train.data import eval_set
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     keep = None
     if cfg.dataset == "fashion-mnist":
         from train.data import load_fashion_mnist
-        from train.fid import generate_samples, class_keeping, fashion_feature_net
+        from train.fid import class_keeping, fashion_feature_net, generate_samples
 
         net, _ = fashion_feature_net(cfg)
         xg, yg = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)

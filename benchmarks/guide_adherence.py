@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = [("the default (DDPM, the bundle's recorded steps, its scale)", {}),
@@ -32,8 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    from sami_rt.runtime import Runtime
+    report_machine()
     from sami_rt.media.disks import disk_centres
+    from sami_rt.runtime import Runtime
 
     rt = Runtime(args.model, device="cpu")
     print(f"model {rt.bundle.root}, its guidance scale {rt.bundle.manifest.sampling_scale:g}")

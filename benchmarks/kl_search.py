@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,8 +38,8 @@ def factor_scores(run_dir: Path, n: int = 2000) -> dict:
 
     from train.data import DISK_FACTORS, eval_set
     from train.evaluate import FIT_SEED_OFFSET, encode
-    from train.loop import load_run
     from train.factor_figures import best_distinct_axes
+    from train.loop import load_run
     from train.metrics import axis_r2, factor_classes, knn_r2, linear_r2, mig
 
     model, cfg, _, step = load_run(run_dir)
@@ -149,6 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--collapse-acc", type=float, default=0.75,
                     help="labelled data sets: a trial collapses when the linear-probe class accuracy falls below this")
     args = ap.parse_args(argv)
+    report_machine()
     args.labels = args.config.startswith("fashion-mnist")
     args.extra = extra
     args.out.mkdir(parents=True, exist_ok=True)

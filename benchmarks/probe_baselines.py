@@ -15,12 +15,11 @@ import json
 import platform
 import time
 
-import numpy as np
-
 from sami_rt import Runtime
+from sami_rt.hardware.cpuinfo import report_machine
 from train.config import Config
-from train.natural import labelled_sets, probe_baselines
 from train.labelled import linear_probe
+from train.natural import labelled_sets, probe_baselines
 
 
 def main() -> None:
@@ -31,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    report_machine()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.machine())
     t0 = time.time()

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.sampler_steps_report import REF, finite_or_none, markdown, name, plot
+from sami_rt.hardware.cpuinfo import report_machine
 
 STEPS = (5, 10, 15, 20, 25, 50, 100)
 CONTROL = ("ddpm", 100, "other seeds")
@@ -249,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-repeats", type=int, default=3, help="0: do not time the whole command")
     ap.add_argument("--steps", default=",".join(map(str, STEPS)), help=argparse.SUPPRESS)  # smoke runs only
     args = ap.parse_args(argv)
+    report_machine()
     if args.guides < 2 or args.per_guide < 2:
         ap.error("--guides and --per-guide must be at least 2 (the variability needs two samples per guide)")
     steps_list = tuple(int(s) for s in args.steps.split(","))

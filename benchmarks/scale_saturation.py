@@ -10,6 +10,7 @@ import platform
 import numpy as np
 
 from sami_rt import Runtime
+from sami_rt.hardware.cpuinfo import report_machine
 
 SCALES = (1, 3, 10, 30, 100, 300, 1000, 1e4, 1e5, 1e6)
 
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--guide", default="examples/guide.png")
     ap.add_argument("--n", type=int, default=16)
     args = ap.parse_args()
+    report_machine()
     print("cpu:", next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                        platform.machine()))
     rt = Runtime(args.model, device="cpu", threads=1)

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "examples" / "guide.png"
 
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds, each request")
     a = ap.parse_args(argv)
+    report_machine()
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
 
     import ray

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--times", type=int, default=50)
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
+    report_machine()
     from sami_rt.runtime import Runtime
 
     rt = Runtime(args.model, device="cpu")

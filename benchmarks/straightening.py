@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 TRANSFORMS = ("translation", "zoom", "rotation", "cross-fade")
 
 
@@ -81,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/straightening"))
     args = ap.parse_args(argv)
+    report_machine()
 
     from sami_rt.runtime import Runtime, resolve_model
     from train.data import load_fashion_mnist

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from sami_rt.hardware.cpuinfo import report_machine
+
 
 def cpu_name() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
@@ -44,6 +46,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", default="1,2", help="thread counts to time (0: the default options)")
     args = ap.parse_args()
+    report_machine()
     counts = [int(t) for t in args.threads.split(",")]
     short, long_ = (int(s) for s in args.steps.split(","))
     print(f"cpu: {cpu_name()}; {os.cpu_count()} logical CPUs; load {os.getloadavg()[0]:.2f} at the start")

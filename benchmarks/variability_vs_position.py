@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 import torch
 
+from sami_rt.hardware.cpuinfo import report_machine
 from train.data import render_disks, sample_disk_factors
 
 DATA = [  # (label, foreground, background range, radius)
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    report_machine()
     g = torch.Generator().manual_seed(args.seed)
     print("| data | " + " | ".join(f"sigma {s:g} px" for s in SIGMAS) + " | position ignored |")
     print("| --- |" + " --- |" * (len(SIGMAS) + 1))

@@ -74,3 +74,19 @@ def peak_rss_mib() -> float:
 def machine_line() -> str:
     """One line for a benchmark's header: CPU model, CPUs usable, bf16/AMX flags."""
     return f"CPU: {cpu_model()} ({usable_cpus()} usable CPUs); {flags_line()}"
+
+
+def report_machine() -> None:
+    """A benchmark's first line and its last (on stderr, so that a table or JSON on stdout stays clean): the
+    machine (``machine_line``), the time and the load; at exit, the process's peak RSS and the load again."""
+    import atexit
+    import os
+    import time
+
+    def load() -> str:
+        return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+
+    print(f"{machine_line()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load {load()}", file=sys.stderr,
+          flush=True)
+    atexit.register(lambda: print(f"peak RSS {peak_rss_mib():.0f} MiB; load {load()} at the end", file=sys.stderr,
+                                  flush=True))
