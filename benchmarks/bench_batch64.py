@@ -162,7 +162,7 @@ def variant_options(ort, threads: int):
 def variants(b, batches, threads, repeats):
     import onnxruntime as ort
 
-    path = str(b.graphs["guided_eps"].path)
+    path = str(b.path(b.graphs["guided_eps"]))
     sess = {k: ort.InferenceSession(path, s, providers=["CPUExecutionProvider"])
             for k, s in variant_options(ort, threads).items()}
     from sami_rt.backends.onnxruntime import cpu_session_options
@@ -193,7 +193,7 @@ def profile(b, B, threads, calls=5):
     so = cpu_session_options(ort, threads)
     so.enable_profiling = True
     so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
-    s = ort.InferenceSession(str(b.graphs["guided_eps"].path), so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(str(b.path(b.graphs["guided_eps"])), so, providers=["CPUExecutionProvider"])
     feeds = dict(zip([i.name for i in s.get_inputs()], args))
     for _ in range(2):
         s.run(None, feeds)
@@ -243,7 +243,7 @@ def one_session(b, batches, threads, spin, repeats):
 
     so = cpu_session_options(ort, threads)
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    s = ort.InferenceSession(str(b.graphs["guided_eps"].path), so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(str(b.path(b.graphs["guided_eps"])), so, providers=["CPUExecutionProvider"])
     names = [i.name for i in s.get_inputs()]
     out = {}
     for B in batches:

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     if args.threads:
         so.intra_op_num_threads = args.threads
         torch.set_num_threads(args.threads)
-    sess = ort.InferenceSession(str(b.graphs["guided_eps"].path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(b.path(b.graphs["guided_eps"])), so, providers=["CPUExecutionProvider"])
     rows = []
     for B in args.batch:
         g = torch.Generator().manual_seed(B)

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from sami_rt.runtime import DEFAULT_MODEL
 
     b = read_bundle(args.model or DEFAULT_MODEL)
-    path = str(b.graphs["guided_eps"].path)
+    path = str(b.path(b.graphs["guided_eps"]))
     sessions = {k: ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]) for k, so in variants(ort).items()}
     sessions["runtime's choice"] = ort.InferenceSession(path, cpu_session_options(ort), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng()

@@ -1,6 +1,6 @@
 // sami_rt.sampling._sampler: the sampling loop of sami-rt in C++ (DDPM / DDIM, DPM-Solver++(2M) and its SDE form).
 //
-//   from sami_rt import _sampler
+//   from sami_rt.sampling import _sampler
 //   steps_done = _sampler.sample_loop(backend, x, c_x, c_eps, sigma, seeds, indices, progress, cancel,
 //                                     c_x_prev, c_eps_prev)
 //

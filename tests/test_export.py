@@ -229,7 +229,7 @@ def test_tensorrt_engines_match_onnxruntime(runs, tmp_path, fresh_seed):
     for key in ("guided_eps", "guided_eps.fp16"):
         info = b.engines[key]
         assert info.tensorrt == trt.__version__ and info.gpu == torch.cuda.get_device_name(0)
-        engine = runtime.deserialize_cuda_engine(info.path.read_bytes())
+        engine = runtime.deserialize_cuda_engine(b.path(info).read_bytes())
         ctx = engine.create_execution_context()
         B = 5
         inp = {"x_t": torch.randn(B, 1, 16, 16, generator=g), "t": torch.randint(cfg.T, (B,), generator=g),
@@ -244,7 +244,7 @@ def test_tensorrt_engines_match_onnxruntime(runs, tmp_path, fresh_seed):
         stream = torch.cuda.Stream()
         assert ctx.execute_async_v3(stream.cuda_stream)
         stream.synchronize()
-        want = run_onnx(b.graphs["guided_eps"].path, inp)[0]
+        want = run_onnx(b.path(b.graphs["guided_eps"]), inp)[0]
         tol = 2e-2 if key.endswith("fp16") else 1e-3
         assert np.abs(out.cpu().numpy() - want).max() <= tol * np.abs(want).max()
 
