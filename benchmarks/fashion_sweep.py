@@ -5,9 +5,9 @@ validation split and on the test split (issue 30: choose on validation, report o
         --run "A:--kl-weight 0.01" --run "B:--kl-weight 0.01 --unet-channels 64 --batch 128"
 
 Each ``--run NAME:OVERRIDES`` is ``train/run.py --config fashion-mnist --no-eval OVERRIDES`` in a process of
-its own, all at once. Their number of steps is set so that they end within ``--minutes``: a first 300-step
-run of the first configuration measures the rate (the slowest runs alone set it when --probe-each). The KL
-annealing and learning-rate schedule follow the steps, so every run is a complete run of its length.
+its own, all at once. Their number of steps is ``--steps``, or, by default, set so that they end within
+``--minutes``: a first ``--rate-steps`` run of the last configuration, alone, measures the rate (start-up
+included). The KL annealing and learning-rate schedule follow the steps, so every run is a complete run of its length.
 
 Probe (train/natural.py ``probe_baselines``, the evaluation's own): the EMA encoder's posterior means of
 ``--n-fit`` training images (seeded draw) fit a logistic regression; it is scored on ``--n-val`` other

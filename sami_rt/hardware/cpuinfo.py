@@ -8,8 +8,11 @@ and says so in one line (``bf16_support``). Tests replace ``read_cpuinfo`` to pl
 
 from __future__ import annotations
 
+import atexit
+import os
 import platform
 import sys
+import time
 
 from sami_rt.hardware.cpus import usable_cpus
 
@@ -79,10 +82,6 @@ def machine_line() -> str:
 def report_machine() -> None:
     """A benchmark's first line and its last (on stderr, so that a table or JSON on stdout stays clean): the
     machine (``machine_line``), the time and the load; at exit, the process's peak RSS and the load again."""
-    import atexit
-    import os
-    import time
-
     def load() -> str:
         return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
 
