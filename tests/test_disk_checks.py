@@ -184,6 +184,11 @@ def test_run_checks_writes_the_json_and_labelled_figures(fresh_seed, tmp_path):
     saved = json.loads((tmp_path / "out" / "disk_checks.json").read_text())
     assert saved["summary"] == res["summary"] and res["summary"]["fold_fraction"] == 0.0
     assert res["summary"]["interpolation_default_scale"] == "2/2" and not list((tmp_path / "out").glob("*.tmp*"))
+    # the quick look at a checkpoint: the fold alone, nothing decoded
+    quick = run_checks(Synthetic(g), tmp_path / "quick", pairs=0, decode_samples=0, log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "quick").iterdir()) == ["disk_checks.json", "fold.png"]
+    assert "decode" not in quick and "decode_median_px" not in quick["summary"]
+    assert quick["summary"]["fold_fraction"] == res["summary"]["fold_fraction"]
 
 
 def test_a_runs_model_decodes_with_the_runtimes_noise(fresh_seed, tiny_cfg):

@@ -8,7 +8,8 @@ import torch
 
 from tests.conftest import tiny_config
 from train.nets import ConvEncoder, HalfUNetEncoder
-from train.objective import guidance, kl_std_normal, kl_term, kl_weight, log_q, sami_loss, sample_t
+from train.objective import (PRIORS, guidance, kl_per_dim, kl_std_normal, kl_term, kl_weight, log_prior, log_q,
+                             sami_loss, sample_t)
 
 
 @pytest.mark.parametrize("make", [
@@ -75,7 +76,8 @@ def test_loss_matches_the_linear_gaussian_closed_form(fresh_seed):
     s2, a_enc, v, abar_t, beta = 0.7, 1.3, 0.4, 0.35, 0.05
     abar = torch.tensor([abar_t], dtype=torch.float64)
     model = SimpleNamespace(encoder=LinearEncoder(a_enc, v), denoiser=ExactGaussianDenoiser(abar, s2))
-    cfg = SimpleNamespace(T=1, t_power=1.0, latent_dim=4, guidance_scale=1.0, loss_weight="none", kl_free_bits=0.0)
+    cfg = SimpleNamespace(T=1, t_power=1.0, latent_dim=4, guidance_scale=1.0, loss_weight="none", kl_free_bits=0.0,
+                          prior="gaussian", prior_width=3**0.5, prior_smooth=0.1)
     B = 200_000
     x0 = math.sqrt(s2) * torch.randn(B, 1, 2, 2, generator=g, dtype=torch.float64)
     loss, stats = sami_loss(model, x0, abar, cfg, beta, g)
@@ -132,12 +134,65 @@ def test_free_bits_floor_each_dimensions_batch_mean_kl(fresh_seed):
     var = torch.rand(64, 5, generator=g, dtype=torch.float64) * 0.5 + 0.5
     var[:, :2] = 1.0
     per_dim = (0.5 * (var + mu**2 - 1 - var.log())).mean(0)
-    assert kl_term(mu, var).item() == pytest.approx(kl_std_normal(mu, var).mean().item(), rel=1e-12)
+    assert kl_term(kl_per_dim(mu, var)).item() == pytest.approx(kl_std_normal(mu, var).mean().item(), rel=1e-12)
     floor = 0.1
     assert (per_dim[:2] < floor).all() and (per_dim[2:] > floor).all()
     want = 2 * floor + per_dim[2:].sum().item()
-    assert kl_term(mu, var, floor).item() == pytest.approx(want, rel=1e-12)
+    assert kl_term(kl_per_dim(mu, var), floor).item() == pytest.approx(want, rel=1e-12)
     # the floored dimensions get no gradient from the KL: free bits let them carry information at no cost
     mu.requires_grad_(True)
-    kl_term(mu, var, floor).backward()
+    kl_term(kl_per_dim(mu, var), floor).backward()
     assert mu.grad[:, :2].abs().max() == 0 and mu.grad[:, 2:].abs().max() > 0
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_each_prior_is_a_density_of_unit_variance(prior):
+    """The trapezoid integral of exp(log_prior) over a wide grid is 1, the mean 0 and the variance 1 (the
+    smooth-uniform box's: width^2 / 3 + smooth^2)."""
+    z = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    p = log_prior(z, prior).exp()
+    mass = torch.trapezoid(p, z).item()
+    var = torch.trapezoid(p * z**2, z).item()
+    assert mass == pytest.approx(1.0, abs=1e-6)
+    assert torch.trapezoid(p * z, z).item() == pytest.approx(0.0, abs=1e-9)
+    want = 1.0 + (0.1**2 if prior == "smooth-uniform" else 0.0)
+    assert var == pytest.approx(want, rel=1e-4)
+
+
+def test_smooth_uniform_prior_is_flat_inside_and_finite_far_outside():
+    a, s = 3**0.5, 0.1
+    inside = log_prior(torch.tensor([-1.0, 0.0, 0.9], dtype=torch.float64), "smooth-uniform", a, s)
+    assert torch.allclose(inside, torch.full((3,), -math.log(2 * a), dtype=torch.float64), atol=1e-12)
+    far = torch.tensor([5.0, -40.0], dtype=torch.float64, requires_grad=True)
+    lp = log_prior(far, "smooth-uniform", a, s)
+    # far outside, the smoothed box's edge is a Gaussian tail: log p ~ -(|z| - a)^2 / (2 s^2)
+    tail = -((far.detach().abs() - a) ** 2) / (2 * s**2)
+    assert torch.isfinite(lp).all() and ((lp - tail).abs() < 2 * (far.detach().abs() - a).log() + 10).all()
+    lp.sum().backward()
+    assert torch.isfinite(far.grad).all() and far.grad[0] < 0 < far.grad[1]
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_monte_carlo_kl_matches_numerical_integration(prior, fresh_seed):
+    """kl_per_dim's estimate (closed form for the Gaussian) averaged over many draws equals the KL integrated
+    on a grid, for random posteriors; for the Gaussian prior the Monte Carlo form agrees with the closed one."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    mu = torch.randn(4, generator=g, dtype=torch.float64) * 1.5
+    var = torch.rand(4, generator=g, dtype=torch.float64) * 0.3 + 0.02
+    z_grid = torch.linspace(-15, 15, 60_001, dtype=torch.float64)[:, None]
+    log_q_grid = -0.5 * ((z_grid - mu) ** 2 / var + var.log() + math.log(2 * math.pi))
+    want = torch.trapezoid(log_q_grid.exp() * (log_q_grid - log_prior(z_grid, prior)), z_grid[:, 0], dim=0)
+    n = 400_000
+    z = mu + var.sqrt() * torch.randn(n, 4, generator=g, dtype=torch.float64)
+    draws = kl_per_dim(mu.expand(n, 4), var.expand(n, 4), z, prior)
+    if prior == "gaussian":  # the closed form, the same for every draw; then its Monte Carlo form
+        assert torch.allclose(draws.mean(0), want, rtol=1e-6, atol=1e-9)
+        draws = -0.5 * (var.log() + math.log(2 * math.pi) + 1) - log_prior(z, "gaussian")
+    se = draws.std(0) / n**0.5
+    # (+1e-4: inside the box the estimate hardly varies, and the grid integral has its own small error)
+    assert ((draws.mean(0) - want).abs() < 5 * se + 1e-4).all(), (draws.mean(0), want, se)
+
+
+def test_unknown_prior_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown prior 'box'"):
+        log_prior(torch.zeros(2), "box")

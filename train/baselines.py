@@ -77,12 +77,13 @@ def vae_beta(cfg) -> float:
 
 def vae_loss(model: VAE, x0: torch.Tensor, cfg, beta: float, generator: torch.Generator):
     """One minibatch of the negative ELBO (beta-weighted KL). Returns (loss, stats) like sami_loss."""
-    from train.objective import kl_std_normal, kl_term
+    from train.objective import kl_per_dim, kl_term
 
     mu, var = model.encoder(x0)
     n = torch.randn(mu.shape, generator=generator).to(x0.device)
     z = mu + var.sqrt() * n
     rec = model.nll(x0, z).mean()
-    loss = rec + beta * kl_term(mu, var, cfg.kl_free_bits)
-    kl = kl_std_normal(mu, var).mean()
+    kl_d = kl_per_dim(mu, var, z, cfg.prior, cfg.prior_width, cfg.prior_smooth)
+    loss = rec + beta * kl_term(kl_d, cfg.kl_free_bits)
+    kl = kl_d.sum(1).mean()
     return loss, {"loss": loss.item(), "rec": rec.item(), "kl": kl.item(), "beta": beta, "var0": var.mean().item()}

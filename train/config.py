@@ -57,6 +57,9 @@ class Config:
     kl_anneal_start: float = 1e-4  # beta starts at kl_anneal_start * kl_weight ...
     kl_anneal_frac: float = 0.5  # ... and grows exponentially to kl_weight over this fraction of training
     kl_free_bits: float = 0.0  # a floor (nats) on each latent dimension's batch-mean KL in the loss (0 = off)
+    prior: str = "gaussian"  # gaussian (the paper's N(0, I)) | smooth-uniform | logistic (objective.log_prior)
+    prior_width: float = 1.7320508075688772  # smooth-uniform: the box's half-width (sqrt(3): variance 1)
+    prior_smooth: float = 0.1  # smooth-uniform: the standard deviation of the Gaussian that smooths the box's edges
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
     loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
     guidance_scale: float = 1.0  # s in eps_hat during training; 1 is the exact ELBO

@@ -290,9 +290,10 @@ def run_checks(m, out_dir, pairs: int = 50, decode_samples: int = 2, seed: int =
     res["fold"], maps = fold_check(m)
     say(f"fold fraction {res['fold']['axes']['fold_fraction']:.3f} (z{res['fold']['z_x']}, z{res['fold']['z_y']})")
     plot_fold(maps, res["fold"], m.geometry, out_dir / "fold.png", m.name)
-    res["decode"], dec = decode_check(m, samples=decode_samples, seed=seed)
-    say(f"decode from the mean: median {res['decode']['median_px']:.2f} px, max {res['decode']['max_px']:.2f} px")
-    plot_decode(dec, res["decode"], m.geometry, out_dir / "decode.png", m.name)
+    if decode_samples > 0:
+        res["decode"], dec = decode_check(m, samples=decode_samples, seed=seed)
+        say(f"decode from the mean: median {res['decode']['median_px']:.2f} px, max {res['decode']['max_px']:.2f} px")
+        plot_decode(dec, res["decode"], m.geometry, out_dir / "decode.png", m.name)
     if pairs > 0:
         res["interpolation"], lines = interpolation_check(m, pairs, seed=seed)
         say(f"interpolation: {res['interpolation']['passed']}/{pairs} lines pass")
@@ -303,11 +304,12 @@ def run_checks(m, out_dir, pairs: int = 50, decode_samples: int = 2, seed: int =
 
 
 def summary(res: dict) -> dict:
-    fo, d = res["fold"]["axes"], res["decode"]
+    fo = res["fold"]["axes"]
     s = {"fold_fraction": round(fo["fold_fraction"], 3),
          "fold_fraction_per_background": [round(v, 3) for v in fo["fold_fraction_per_background"]],
-         "xy_rotation_deg": round(fo["rotation_deg"], 1), "xy_between_deg": round(fo["between_deg"], 1),
-         "decode_median_px": round(d["median_px"], 2), "decode_max_px": round(d["max_px"], 2)}
+         "xy_rotation_deg": round(fo["rotation_deg"], 1), "xy_between_deg": round(fo["between_deg"], 1)}
+    if "decode" in res:
+        s.update(decode_median_px=round(res["decode"]["median_px"], 2), decode_max_px=round(res["decode"]["max_px"], 2))
     if "interpolation" in res:
         s["interpolation_default_scale"] = f"{res['interpolation']['passed']}/{res['interpolation']['pairs']}"
     return s
@@ -331,7 +333,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="output directory (default: a run directory itself; for a bundle "
                     "./disk_checks/NAME)")
     ap.add_argument("--pairs", type=int, default=50, help="interpolation lines (default 50; 0 skips them)")
-    ap.add_argument("--decode-samples", type=int, default=2, help="samples per decoded grid position (default 2)")
+    ap.add_argument("--decode-samples", type=int, default=2,
+                    help="samples per decoded grid position (default 2; 0 skips decoding: a quick look at a fold)")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the bundle's for its sampler; a run: 100)")
     ap.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde"))
     ap.add_argument("--scale", type=float, help="guidance scale (default: the bundle's or the run's)")
