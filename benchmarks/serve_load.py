@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                 app = build_app(device=dev, threads=a.threads, max_batch_size=batch, batch_wait_s=0.01,
                                 precision=a.precision)
                 url = start(app, "127.0.0.1", port)
-                for _ in range(3):  # warm: the replica's first calls (OpenVINO compiles batch 1 here)
+                for _ in range(3):  # warm: the replica's first calls (OpenVINO compiled its batch ladder at start-up)
                     post(url, json.dumps({"n": 1, "format": "npy"}).encode(), a.timeout)
                 for rate in a.rates:
                     r = {"device": dev, "mode": mode, **run_rate(url, rate, a.seconds, a.max_in_flight, a.timeout, D,

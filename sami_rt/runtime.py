@@ -123,6 +123,12 @@ class Runtime:
     def latent_dim(self) -> int:
         return self.bundle.manifest.latent_dim
 
+    def warm_up(self, max_batch: int, log=None) -> int:
+        """Prepare the backend for calls of up to ``max_batch`` rows ahead of the first one: OpenVINO compiles its
+        batch ladder (``OpenVinoBackend.warm_up``); the other backends need nothing. Returns the compiles done."""
+        warm = getattr(self.backend, "warm_up", None)
+        return warm(max_batch, log=log) if warm is not None else 0
+
     def __repr__(self) -> str:
         b = self.bundle
         return f"Runtime({b.root}, image {b.manifest.image.shape}, latent {b.manifest.latent_dim}, T={b.manifest.T}, {self.backend.name})"

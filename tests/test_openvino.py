@@ -121,6 +121,31 @@ def test_compile_cache_one_compile_per_shape(bundle, fresh_seed):
     np.testing.assert_allclose(out5[:1], one, rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
 
 
+def test_warm_up_compiles_the_ladder_so_no_later_call_compiles(bundle, fresh_seed):
+    """Runtime.warm_up (what serve calls at start-up) compiles each graph at every ladder size up to the batch
+    asked for, once; afterwards no call of 1..max_batch rows compiles, and a second warm-up compiles nothing."""
+    pytest.importorskip("openvino")
+    from sami_rt.backends.openvino import batch_sizes
+
+    rt = Runtime(None, "openvino", 1, "f32")
+    rng = np.random.default_rng(fresh_seed)
+    max_batch = int(rng.integers(5, 13))
+    lines = []
+    done = rt.warm_up(max_batch, log=lines.append)
+    sizes = batch_sizes(max_batch)
+    assert sizes[-1] >= max_batch and len(lines) == len(sizes)
+    cached = {name: {dict(k)["x_t" if name != "encoder" else "x"][0] for k in rt.backend._compiled[name]}
+              for name in ("encoder", "denoiser", "guided_eps")}
+    assert all(set(sizes) <= got for got in cached.values()), cached
+    assert done <= 3 * len(sizes)  # the check against onnxruntime may have compiled a size already
+    c0 = rt.backend.compiles
+    for B in rng.permutation(np.arange(1, max_batch + 1))[:4]:
+        rt.backend.guided_eps(**feeds(bundle, "guided_eps", rng, int(B)))
+        rt.backend.encode(feeds(bundle, "encoder", rng, int(B))["x"])
+    assert rt.backend.compiles == c0 and rt.warm_up(max_batch) == 0
+    assert Runtime(None, "cpu", 1).warm_up(max_batch) == 0  # onnxruntime: nothing to prepare
+
+
 def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
     pytest.importorskip("openvino")
     seed = int(np.random.default_rng(fresh_seed).integers(2**31))

@@ -7,7 +7,7 @@ faster than a dynamic one. Batch sizes are rounded up to a ladder (1, 2, 3, 4, 6
 so that a server whose batches take every size from 1 to 16 compiles 8 shapes, not 16 (each compile stalls
 the requests behind it: benchmarks/RESULTS.md, issue 31). The compiled models are kept, least recently used
 evicted beyond ``MAX_COMPILED`` shapes per graph, so a repeated shape never recompiles (``compiles`` counts
-them).
+them); ``warm_up`` compiles the ladder up to a batch size ahead of time (``sami-rt serve`` does, at start-up).
 Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is bf16, which would
 change the samples' rounding without being asked. Calls are thread-safe: each compiled model keeps a pool
 of infer requests, one per concurrent caller.
@@ -131,7 +131,7 @@ class OpenVinoBackend:
 
     def compiled(self, name: str, feeds: dict[str, np.ndarray]) -> _Compiled:
         """The graph compiled for these inputs' shapes: from the cache, or compiled now (and kept)."""
-        key = tuple(a.shape for a in feeds.values())
+        key = tuple(sorted((k, a.shape) for k, a in feeds.items()))
         cache = self._compiled[name]
         with self._lock:
             c = cache.get(key)
@@ -150,6 +150,22 @@ class OpenVinoBackend:
             while len(cache) > MAX_COMPILED:
                 cache.popitem(last=False)
             return c
+
+    def warm_up(self, max_batch: int, graphs=RUNTIME_GRAPHS, log=None) -> int:
+        """Compile ``graphs`` now at every ladder size up to ``batch_bucket(max_batch)`` (``batch_sizes``), so that
+        no later call of up to ``max_batch`` rows stalls on a compile (a server's first requests). Only the
+        shapes matter: the arrays are placeholders and nothing runs. Returns the number of compiles done."""
+        before = self.compiles
+        sizes = batch_sizes(max_batch)
+        for B in sizes:
+            for name in graphs:
+                feeds = {d["name"]: np.zeros([B if dim == "batch" else dim for dim in d["shape"]],
+                                             np.int64 if d["dtype"] == "int64" else np.float32)
+                         for d in self.bundle.graphs[name].inputs}
+                self.compiled(name, feeds)
+            if log is not None:
+                log(f"OpenVINO: compiled {', '.join(graphs)} at batch {B} ({sizes.index(B) + 1}/{len(sizes)})")
+        return self.compiles - before
 
     def _run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         B = len(next(iter(feeds.values())))
@@ -179,6 +195,11 @@ def batch_bucket(B: int) -> int:
         return B
     p = 1 << (B - 1).bit_length()
     return 3 * p // 4 if 3 * p // 4 >= B else p
+
+
+def batch_sizes(max_batch: int) -> list[int]:
+    """The ladder's batch sizes that calls of 1..max_batch rows compile (the distinct ``batch_bucket`` values)."""
+    return sorted({batch_bucket(B) for B in range(1, max(1, int(max_batch)) + 1)})
 
 
 def _feeds(**arrays) -> dict[str, np.ndarray]:

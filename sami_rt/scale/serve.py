@@ -48,12 +48,15 @@ class SamiRT:
                  batch_wait_s: float = 0.01, max_n: int = serve_api.MAX_N,
                  max_body: int = serve_api.MAX_BODY_BYTES, precision: str = "auto"):
         self.rt = Runtime(model, device, threads, precision)
+        # OpenVINO compiles per batch size: every size a batch of one-sample requests can have, now, so that no
+        # request waits on a compile (benchmarks/RESULTS.md, issue 31's load curve)
+        compiled = self.rt.warm_up(max_batch_size)
         self.max_n, self.max_body = max_n, max_body
         # one thread runs the backend: sampling and encoding take turns, the event loop stays free to queue
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="sami-rt-backend")
         self.settings = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s, "max_n": max_n,
                          "threads": threads, "max_body_bytes": max_body,
-                         "max_image_pixels": serve_api.MAX_REQUEST_PIXELS}
+                         "max_image_pixels": serve_api.MAX_REQUEST_PIXELS, "compiled_at_start": compiled}
         self.batches: list[int] = []  # the number of requests in each batch run (GET /info reports the last few)
         self._generate.set_max_batch_size(max_batch_size)
         self._generate.set_batch_wait_timeout_s(batch_wait_s)
