@@ -174,21 +174,50 @@ def init_variance_head(layer: nn.Linear, var_init: float) -> None:
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
+ENCODER_POOLS = ("flatten", "spatial-softmax")
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps [B, C, H, W] -> [B, 3C]: per channel the expected position (x, then y, in [-1, 1] across the
+    map) under a softmax over the map of a 1x1-convolved copy (the keypoints of Finn et al. 2016's deep spatial
+    autoencoder), and the channel's mean. A position read this way moves smoothly and monotonically with what a
+    channel responds to, and the heads see it directly instead of a flattened map's weights."""
+
+    def __init__(self, channels: int, size: int, bias: bool = True):
+        super().__init__()
+        self.logits = nn.Conv2d(channels, channels, 1, bias=bias)
+        coords = torch.linspace(-1.0, 1.0, size)
+        self.register_buffer("grid_x", coords.repeat(size), persistent=False)  # row-major H*W: x varies fastest
+        self.register_buffer("grid_y", coords.repeat_interleave(size), persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.logits(h).flatten(2), dim=2)  # [B, C, H*W]
+        return torch.cat([w @ self.grid_x, w @ self.grid_y, h.flatten(2).mean(2)], dim=1)
+
+
 class ConvEncoder(nn.Module):
     """The paper's disks encoder: stride-2 convolutions with ReLU (or SiLU, whose input gradient, and so the
-    guidance, is smooth), then linear (or one-hidden-layer) heads."""
+    guidance, is smooth), then linear (or one-hidden-layer) heads on the flattened maps (``pool`` flatten, the
+    paper's) or on each channel's expected position and mean (``pool`` spatial-softmax, beyond the paper)."""
 
     def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False, var_init=0.0,
-                 act="relu"):
+                 act="relu", pool="flatten"):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown encoder activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+        if pool not in ENCODER_POOLS:
+            raise ValueError(f"unknown encoder pooling {pool!r}; expected one of {', '.join(ENCODER_POOLS)}")
         layers, c = [], channels
         for cout in conv:
             layers += [nn.Conv2d(c, cout, 4, stride=2, padding=1, bias=bias), ACTIVATIONS[act]()]
             c = cout
-        self.features = nn.Sequential(*layers, nn.Flatten())
-        n = c * (size // 2 ** len(conv)) ** 2
+        side = size // 2 ** len(conv)
+        if pool == "spatial-softmax":
+            self.features = nn.Sequential(*layers, SpatialSoftmax(c, side, bias))
+            n = 3 * c
+        else:
+            self.features = nn.Sequential(*layers, nn.Flatten())
+            n = c * side**2
         self.hidden = nn.Sequential(nn.Linear(n, hidden, bias=bias), ACTIVATIONS[act]()) if hidden else nn.Identity()
         n = hidden or n
         self.mu = nn.Linear(n, latent_dim, bias=bias)
@@ -246,7 +275,7 @@ def build_denoiser(cfg) -> UNet:
 def build_encoder(cfg) -> nn.Module:
     if cfg.encoder == "convnet":
         return ConvEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_channels, cfg.enc_hidden, cfg.enc_bias,
-                           cfg.enc_var_init, getattr(cfg, "enc_act", "relu"))
+                           cfg.enc_var_init, getattr(cfg, "enc_act", "relu"), getattr(cfg, "enc_pool", "flatten"))
     if cfg.encoder == "half-unet":
         return HalfUNetEncoder(cfg.channels, cfg.image_size, cfg.latent_dim, cfg.enc_unet_channels, cfg.enc_mult,
                                cfg.enc_res_blocks, cfg.enc_attention, cfg.enc_bias, cfg.enc_var_init)

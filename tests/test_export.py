@@ -15,7 +15,9 @@ from tests.conftest import tiny_config  # noqa: E402
 from train.loop import Trainer  # noqa: E402
 
 FAMILIES = {
-    "convnet-silu": dict(enc_act="silu", enc_hidden=16, enc_bias=True),
+    # SiLU and the spatial-softmax pooling (beyond the paper) in one export; the paper's flattened ReLU ConvNet is
+    # exported in test_frozen.py
+    "convnet-silu": dict(enc_act="silu", enc_hidden=16, enc_bias=True, enc_pool="spatial-softmax"),
     # one resolution level: attention at 16x16 in both networks (the ConvNet family's UNet has the two levels)
     "halfunet-attention": dict(encoder="half-unet", enc_unet_channels=8, enc_mult=(1,), enc_res_blocks=1,
                                enc_attention=(16,), enc_bias=True, unet_mult=(1,), unet_attention=(16,),

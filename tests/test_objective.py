@@ -14,6 +14,7 @@ from train.objective import (PRIORS, guidance, kl_per_dim, kl_std_normal, kl_ter
 
 @pytest.mark.parametrize("make", [
     lambda: ConvEncoder(1, 16, 3, (4, 8), hidden=16, bias=False),
+    lambda: ConvEncoder(1, 16, 3, (4, 8), hidden=0, bias=True, pool="spatial-softmax"),
     lambda: HalfUNetEncoder(3, 16, 5, ch=8, mult=(1, 2), res_blocks=1, attention=(8,)),
 ])
 @pytest.mark.parametrize("masked", [False, True])
@@ -196,3 +197,24 @@ def test_monte_carlo_kl_matches_numerical_integration(prior, fresh_seed):
 def test_unknown_prior_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown prior 'box'"):
         log_prior(torch.zeros(2), "box")
+
+
+def test_spatial_softmax_reads_a_keypoints_position(fresh_seed):
+    """SpatialSoftmax's x and y are the softmax-weighted means of the map's coordinates: a channel whose logits
+    peak sharply at one cell reads that cell's coordinates, and a map shifted one column moves x by one step."""
+    from sami_reference.nets import SpatialSoftmax
+
+    rng = torch.Generator().manual_seed(fresh_seed)
+    C, S = 3, 8
+    pool = SpatialSoftmax(C, S, bias=False)
+    with torch.no_grad():
+        pool.logits.weight.copy_(torch.eye(C).reshape(C, C, 1, 1) * 50.0)  # logits = 50 x the map itself
+    rows, cols = torch.randint(0, S, (C,), generator=rng), torch.randint(0, S - 1, (C,), generator=rng)
+    h = torch.zeros(1, C, S, S)
+    h[0, torch.arange(C), rows, cols] = 1.0
+    out = pool(h)[0]
+    coords = torch.linspace(-1, 1, S)
+    assert torch.allclose(out[:C], coords[cols], atol=1e-6) and torch.allclose(out[C:2 * C], coords[rows], atol=1e-6)
+    assert torch.allclose(out[2 * C:], torch.full((C,), 1.0 / S**2))
+    shifted = pool(torch.roll(h, 1, dims=3))[0]
+    assert torch.allclose(shifted[:C] - out[:C], torch.full((C,), 2.0 / (S - 1)), atol=1e-6)

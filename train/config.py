@@ -44,6 +44,7 @@ class Config:
     enc_hidden: int = 0  # convnet: width of a hidden MLP layer before the heads (0 = linear heads)
     enc_bias: bool = False
     enc_act: str = "relu"  # convnet: relu (the paper's) or silu
+    enc_pool: str = "flatten"  # convnet: flatten (the paper's) | spatial-softmax (per channel: expected x, y; mean)
     enc_var_init: float = 0.0  # initial posterior variance (0 = PyTorch's default initialisation, ~0.5)
     enc_mult: tuple[int, ...] = (1, 2, 2)  # half-unet
     enc_unet_channels: int = 64  # half-unet

@@ -178,6 +178,7 @@ class Architecture:
     enc_hidden: int
     enc_bias: bool
     enc_act: str
+    enc_pool: str
     enc_var_init: float
     enc_mult: tuple[int, ...]
     enc_unet_channels: int
@@ -188,7 +189,7 @@ class Architecture:
     def from_config(cls, config) -> "Architecture":
         """From a training configuration (a mapping, or an object with these attributes)."""
         get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
-        defaults = {"enc_act": "relu", "unet_dropout": 0.0}
+        defaults = {"enc_act": "relu", "enc_pool": "flatten", "unet_dropout": 0.0}
         vals = {}
         for f in fields(cls):
             v = get(f.name, defaults.get(f.name))
