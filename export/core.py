@@ -162,9 +162,10 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
                   fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
                   description: str = "", sampling_steps: int | None = None,
-                  begin: Callable[[str], None] | None = None) -> Path:
+                  begin: Callable[[str], None] | None = None, sampling_scale: float | None = None) -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded. ``log`` gets
-    a line per finished graph; ``begin`` (optional) the name of each graph as its work starts."""
+    a line per finished graph; ``begin`` (optional) the name of each graph as its work starts. ``sampling_scale``
+    replaces the run's own as the bundle's default guidance scale."""
     begin = begin or (lambda what: None)
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -175,6 +176,10 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
+    if sampling_scale is not None:
+        if not (0 < sampling_scale <= 1000):  # the runtime's own limit (sami_rt.runtime.scale_too_large)
+            raise ExportError(f"--sampling-scale must be above 0 and at most 1000, got {sampling_scale:g}")
+        cfg = cfg.replace(sampling_scale=float(sampling_scale))
     if cfg.model != "sami":
         raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "
                           "encoder) export to a bundle")

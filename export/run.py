@@ -29,6 +29,9 @@ def main(argv=None) -> int:
                     help="record N as the DDPM steps sampling takes by default (measure it first: python -m "
                          "benchmarks.sampler_steps --model BUNDLE for fewer than 100, or what the model is for, "
                          "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100")
+    ap.add_argument("--sampling-scale", type=float, default=None, metavar="S",
+                    help="record S as the guidance scale sampling takes by default (measure it first, e.g. python -m "
+                         "train.disk_checks RUN --scale S --seed 1); without it the run's sampling_scale")
     ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
                     "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
         print(f"exporting {args.source} -> {args.out}", flush=True)
         export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt,
                       log=stages.log, description=args.description, sampling_steps=args.sampling_steps,
-                      begin=stages.begin)
+                      sampling_scale=args.sampling_scale, begin=stages.begin)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

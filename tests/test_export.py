@@ -30,6 +30,7 @@ FAMILIES = {
 # against PyTorch at batches 1, 3 and 17 in test_frozen.py.
 FP16 = ("halfunet-attention",)
 SAMPLING_STEPS = {"halfunet-attention": 7}
+SAMPLING_SCALE = {"convnet-silu": 4.5}  # export/run.py --sampling-scale: replaces the run's (1) in the bundle
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def bundles(runs):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 export_bundle(d / "run", d / "bundle", fp16=name in FP16, log=EXPORT_SAID["lines"].append,
-                              sampling_steps=SAMPLING_STEPS.get(name))
+                              sampling_steps=SAMPLING_STEPS.get(name), sampling_scale=SAMPLING_SCALE.get(name))
             EXPORT_SAID["warnings"] += [f"{w.category.__name__}: {w.message}" for w in caught]
     finally:
         logging.getLogger().removeHandler(handler)
@@ -154,9 +155,12 @@ def test_round_trip_checkpoint_to_bundle_reader(bundles, family):
     assert set(b.graphs) == {"encoder", "denoiser", "guidance", "guided_eps"}
     from train.config import Config
 
-    assert Config.from_dict(b.manifest.training["config"]) == Config.from_dict(ck["config"])
-    assert b.manifest.sampling_scale == ck["config"]["sampling_scale"] == b.manifest.sampling_scale
-    assert b.manifest.sampling_scale == (2.5 if family == "halfunet-attention" else 1.0)
+    trained = Config.from_dict(ck["config"])
+    assert Config.from_dict(b.manifest.training["config"]) == trained.replace(
+        sampling_scale=SAMPLING_SCALE.get(family, trained.sampling_scale))
+    assert ck["config"]["sampling_scale"] == (2.5 if family == "halfunet-attention" else 1.0)
+    assert b.manifest.sampling_scale == SAMPLING_SCALE.get(family, ck["config"]["sampling_scale"])
+    assert b.manifest.training["config"]["sampling_scale"] == b.manifest.sampling_scale
     assert b.manifest.sampling_steps == SAMPLING_STEPS.get(family)  # None: the runtime's 100 (T = 50 here: 50)
     errs = b.manifest.export["validation"]["relative_error"]
     assert set(errs["guidance"]) == {"1", "3", "17"} and max(errs["guidance"].values()) < 1e-4
@@ -195,6 +199,8 @@ def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family, fresh_s
 def test_a_step_count_beyond_the_models_T_is_refused_before_the_export(runs, tmp_path):
     with pytest.raises(ExportError, match="--sampling-steps must be from 1 to the model's T=50, got 51"):
         export_bundle(runs["convnet-silu"] / "run", tmp_path / "b", sampling_steps=51, log=lambda s: None)
+    with pytest.raises(ExportError, match="--sampling-scale must be above 0 and at most 1000, got 0"):
+        export_bundle(runs["convnet-silu"] / "run", tmp_path / "b", sampling_scale=0.0, log=lambda s: None)
     assert not (tmp_path / "b").exists()
 
 

@@ -287,14 +287,16 @@ PRESETS: dict[str, Config] = {
     ),
 }
 
-# Three latent dimensions for the disks' three factors (benchmarks/kl_search.py, RESULTS.md): the KL weight
-# alone collapses the code between 3 and 5 (x and y go first), and below that x and y share two axes, rotated
-# and folded. With free bits (2.5 nats per dimension) a large KL weight (100) cannot collapse it and pushes
-# every dimension to the same small information, which gave one axis per factor (single-axis R^2 0.76 /
-# 0.81 / 0.98, MIG 0.34) at this encoder lr; at 3e-3 x and y were rotated again (one seed each: not a
-# robust recipe). An encoder trained against a frozen denoiser: give --denoiser, e.g. the
-# disks-small bundle's denoiser.onnx with --denoiser-param eps.
-PRESETS["disks-3d"] = PRESETS["disks-small"].replace(latent_dim=3, steps=1500, kl_weight=100.0, kl_free_bits=2.5)
+# Three latent dimensions for the disks' three factors, trained jointly with the denoiser (issue 29; RESULTS.md
+# "Issue 29: a fold-free Cartesian code"): the disks-small recipe with two options beyond the paper. The paper's
+# own recipe (bias-free flattened ConvNet, uniform t, plain loss, N(0, I), KL annealed to 1) collapsed by KL
+# weight ~0.1 with a folded, weak code on the way; flattened encoders folded under either prior. What gave one
+# Cartesian axis per factor, on two seeds: the encoder reads positions by a spatial softmax (enc_pool), and the
+# prior is a smoothed box (prior smooth-uniform), which squeezes no rim and is not rotation invariant, so the
+# x-y rotation decays during training. KL weight annealed from 1e-4 of 1 to 1 over the first 2,000 steps.
+PRESETS["disks-3d"] = PRESETS["disks-small"].replace(
+    latent_dim=3, enc_hidden=0, enc_pool="spatial-softmax", prior="smooth-uniform", kl_weight=1.0,
+    kl_anneal_start=1e-4, kl_anneal_frac=1 / 3, steps=6000)
 
 
 def field_help(width: int = 110) -> str:
