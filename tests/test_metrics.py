@@ -184,7 +184,9 @@ def test_rotated_duplicated_and_random_codes_score_less(coded):
     assert dup["mig"] < perm["mig"] - 0.2  # factor 0's two axes leave no gap
     assert dup["dci_completeness"] < perm["dci_completeness"] - 0.1
     assert dup["modularity"] > 0.95 and dup["factor_vae"] > 0.97  # each axis still carries one factor
-    assert rnd["mig"] < 0.03 and rnd["sap"] < 0.03 and rnd["dci_informativeness"] < 0.3
+    # a random code's SAP is the gap between two chance accuracies on 400 test codes: 0.003-0.039 over the seeds
+    # tried (0.03 failed at seeds 5 and 13, 2 of 14); a permuted factor code's was 0.26-0.33 at those two
+    assert rnd["mig"] < 0.03 and rnd["sap"] < 0.08 and rnd["dci_informativeness"] < 0.3
     # votes carry no factor: chance is 1/3 in expectation; with 64-code batches out of groups of ~50-70 test codes
     # the argmin repeats per group, so one draw scatters widely around it, but far below a factor code's ~1
     assert rnd["factor_vae"] < 0.7
