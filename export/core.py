@@ -19,6 +19,7 @@ from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
 from sami_rt.contract.format import GRAPHS
 from sami_rt.contract.manifest import EngineEntry, FileEntry, Manifest, VarianceRange
 from sami_rt.errors import ExportError  # re-exported: callers import it from here
+from sami_rt.runtime import MAX_SCALE
 from train.config import Config
 from train.nets import SAMI
 from train.objective import guidance, guided_eps
@@ -177,8 +178,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
     if sampling_scale is not None:
-        if not (0 < sampling_scale <= 1000):  # the runtime's own limit (sami_rt.runtime.scale_too_large)
-            raise ExportError(f"--sampling-scale must be above 0 and at most 1000, got {sampling_scale:g}")
+        if not (0 < sampling_scale <= MAX_SCALE):  # the runtime's own limit
+            raise ExportError(f"--sampling-scale must be above 0 and at most {MAX_SCALE:g}, got {sampling_scale:g}")
         cfg = cfg.replace(sampling_scale=float(sampling_scale))
     if cfg.model != "sami":
         raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "

@@ -20,9 +20,6 @@ import torch
 from sami_reference.guidance import LOG_2PI, guidance, guided_eps, log_q  # noqa: F401 (re-exported)
 
 
-def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag var) || N(0, I)) per sample [B]."""
-    return 0.5 * (var + mu**2 - 1.0 - torch.log(var)).sum(dim=1)
 
 
 PRIORS = ("gaussian", "smooth-uniform", "logistic")
@@ -50,6 +47,11 @@ def log_prior(z: torch.Tensor, kind: str, width: float = 3**0.5, smooth: float =
         y = z / s
         return -y - 2 * torch.nn.functional.softplus(-y) - math.log(s)
     raise ValueError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
+
+
+def kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag var) || N(0, I)) per sample [B] (kl_per_dim's closed form, summed over dimensions)."""
+    return kl_per_dim(mu, var).sum(dim=1)
 
 
 def kl_per_dim(mu: torch.Tensor, var: torch.Tensor, z: torch.Tensor | None = None, prior: str = "gaussian",

@@ -157,14 +157,14 @@ class OpenVinoBackend:
         shapes matter: the arrays are placeholders and nothing runs. Returns the number of compiles done."""
         before = self.compiles
         sizes = batch_sizes(max_batch)
-        for B in sizes:
+        for i, B in enumerate(sizes, 1):
             for name in graphs:
                 feeds = {d["name"]: np.zeros([B if dim == "batch" else dim for dim in d["shape"]],
                                              np.int64 if d["dtype"] == "int64" else np.float32)
                          for d in self.bundle.graphs[name].inputs}
                 self.compiled(name, feeds)
             if log is not None:
-                log(f"OpenVINO: compiled {', '.join(graphs)} at batch {B} ({sizes.index(B) + 1}/{len(sizes)})")
+                log(f"OpenVINO: compiled {', '.join(graphs)} at batch {B} ({i}/{len(sizes)})")
         return self.compiles - before
 
     def _run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
