@@ -39,7 +39,7 @@ def launch(name: str, overrides: list[str], out: Path, steps: int, args) -> subp
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "train" / "run.py"), "--config", "fashion-mnist", "--no-eval", "--out", str(d),
-           "--steps", str(steps), "--device", args.device, "--sample-every", "0", "--ckpt-every", str(max(steps // 4, 1)),
+           "--steps", str(steps), "--device", args.device, "--sample-every", "0", "--ckpt-every", str(args.ckpt_every or max(steps // 4, 1)),
            "--seed", str(args.seed), *(["--data-path", args.data_path] if args.data_path else []), *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(d / "train.log", "w")
@@ -63,8 +63,7 @@ def probe(run_dir: Path, args, baselines: dict) -> dict:
     model = model.to(dev).eval()
     x_tr, y_tr = load_fashion_mnist(cfg.data_path, "train", cfg.image_size)
     x_te, y_te = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
-    order = np.random.default_rng(args.seed).permutation(len(x_tr))
-    fit, val = np.sort(order[: args.n_fit]), np.sort(order[args.n_fit : args.n_fit + args.n_val])
+    fit, val = split_indices(len(x_tr), cfg.n_train, args)
 
     @torch.no_grad()
     def enc(x):
@@ -88,7 +87,49 @@ def probe(run_dir: Path, args, baselines: dict) -> dict:
                       "top_k": {"k": ks, "code": [linear_probe(mu_fit[:, order[:k]], y_tr.numpy()[fit], mu[:, order[:k]],
                                                                y, args.seed)["accuracy"] for k in ks]},
                       "median_posterior_var": float(np.median(var))}
+    if args.keeping:
+        out["val"]["class_keeping"] = keeping(model, cfg, x_tr[val], y_tr.numpy()[val], dev, args)
     return out
+
+
+def split_indices(n: int, n_train: int, args) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) indices into the training split: a run trained on the first ``n_train`` images (> 0) is
+    fitted on a seeded draw from them and validated on a draw from the images it never saw; a run trained
+    on all of them, on two disjoint draws from the whole split."""
+    rng = np.random.default_rng(args.seed)
+    if n_train:
+        if n - n_train < args.n_val:
+            raise SystemExit(f"--n-val {args.n_val} needs that many held-out training images; the runs leave "
+                             f"{n - n_train} (--n-train {n_train})")
+        return np.sort(rng.permutation(n_train)[: args.n_fit]), np.sort(n_train + rng.permutation(n - n_train)[: args.n_val])
+    order = rng.permutation(n)
+    return np.sort(order[: args.n_fit]), np.sort(order[args.n_fit : args.n_fit + args.n_val])
+
+
+def keeping(model, cfg, x_val, y_val, dev, args) -> dict:
+    """Class keeping on the first ``--keeping-guides`` validation images, ``--keeping-per-guide`` guided
+    samples each (z a posterior sample), at each ``SCALE:STEPS`` of ``--keeping`` (DDPM), judged by the
+    project's classifier (train/fid.py)."""
+    import torch
+
+    from sami_rt.sampling.schedule import make_abar
+    from train.fid import fashion_feature_net, generate_samples, predict
+
+    abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
+    net, acc = fashion_feature_net(cfg, device=str(dev))
+    G, K = args.keeping_guides, args.keeping_per_guide
+    x, y = x_val[:G].to(dev), y_val[:G]
+    with torch.no_grad():
+        mu, var = model.encoder(x)
+    g = torch.Generator().manual_seed(7)
+    z = (mu[:, None] + var.sqrt()[:, None] * torch.randn(G, K, cfg.latent_dim, generator=g).to(dev)).reshape(G * K, -1)
+    res = {"guides": G, "per_guide": K, "classifier_test_accuracy": round(acc, 4),
+           "classifier_on_guides": float((predict(net, x.cpu()) == y).mean())}
+    for item in args.keeping:
+        scale, steps = item.split(":")
+        s = generate_samples(model, cfg.replace(sampling_scale=float(scale)), abar, G * K, z, int(steps), 3)
+        res[item] = float((predict(net, s.cpu()).reshape(G, K) == y[:, None]).mean())
+    return res
 
 
 def main() -> None:
@@ -101,9 +142,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate-steps", type=int, default=300)
     ap.add_argument("--steps", type=int, default=0, help="steps of every run (0: from the measured rate)")
+    ap.add_argument("--train-minutes", type=float, default=0.0,
+                    help="stop runs still training after this long (each is probed at its last checkpoint; 0 = never)")
+    ap.add_argument("--ckpt-every", type=int, default=0, help="checkpoint interval (0: a quarter of the steps)")
     ap.add_argument("--n-fit", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=5000)
     ap.add_argument("--n-test", type=int, default=5000)
+    ap.add_argument("--keeping", nargs="*", default=[], metavar="SCALE:STEPS",
+                    help="class keeping on validation guides at these guidance scales and DDPM steps")
+    ap.add_argument("--keeping-guides", type=int, default=100)
+    ap.add_argument("--keeping-per-guide", type=int, default=4)
     args = ap.parse_args()
     report_machine()
     runs = [(r.split(":", 1)[0], shlex.split(r.split(":", 1)[1]) if ":" in r else []) for r in args.run]
@@ -120,13 +168,25 @@ def main() -> None:
         steps = max(args.rate_steps, int(rate * (args.minutes * 60 - (time.time() - t0)) / max(1.0, 0.8 * len(runs))))
         print(f"rate {rate:.1f} steps/s alone ({name}, start-up included): {steps} steps each", flush=True)
     procs = {name: launch(name, ov, args.out, steps, args) for name, ov in runs}
+    t_launch, stopped = time.time(), set()
+    while any(p.poll() is None for p in procs.values()):
+        if args.train_minutes and time.time() - t_launch > args.train_minutes * 60:
+            for name, p in procs.items():  # the budget is spent: each run keeps its last checkpoint
+                if p.poll() is None:
+                    p.terminate()
+                    stopped.add(name)
+            for p in procs.values():
+                p.wait()
+            break
+        time.sleep(1)
     for name, p in procs.items():
-        p.wait()
-        print(f"{name}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
+        print(f"{name}: {'stopped at the time limit' if name in stopped else f'exit {p.returncode}'} after "
+              f"{time.time() - t0:.0f} s", flush=True)
     res = {"steps": steps, "runs": {}, "baselines": {}}
     for name, ov in runs:
         try:
-            res["runs"][name] = {"overrides": ov, **probe(args.out / name, args, res["baselines"])}
+            res["runs"][name] = {"overrides": ov, "stopped_early": name in stopped,
+                             **probe(args.out / name, args, res["baselines"])}
         except Exception as e:  # a failed run is a row too
             res["runs"][name] = {"overrides": ov, "error": f"{type(e).__name__}: {e}"}
         print(f"{name}: probed after {time.time() - t0:.0f} s", flush=True)

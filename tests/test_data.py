@@ -58,6 +58,13 @@ def test_fashion_mnist_reader_on_idx_files(tmp_path, fresh_seed):
     assert x.shape == (5, 1, 32, 32) and torch.equal(y, torch.from_numpy(labels))
     np.testing.assert_allclose(x[:, 0, 2:30, 2:30].numpy(), imgs / 127.5 - 1, atol=1e-6)
     assert (x[:, 0, :2] == -1).all()  # padding is black
+    # --n-train N trains on the first N images of the split and leaves the rest for validation
+    from train.config import get_config
+    from train.data import BatchSource
+
+    src = BatchSource(get_config("fashion-mnist").replace(data_path=str(tmp_path), n_train=3))
+    assert len(src) == 3 and torch.equal(src.images, x[:3])
+    assert len(BatchSource(get_config("fashion-mnist").replace(data_path=str(tmp_path)))) == 5
     with pytest.raises(DataError, match="split 'test' not found"):
         load_fashion_mnist(str(tmp_path), "test")
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", 5, 28, 28) + b"\x01" * 10))

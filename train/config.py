@@ -15,7 +15,7 @@ class Config:
     data_path: str = ""  # folder / CelebA root / Fashion-MNIST directory ('' = Debian package) / dSprites .npz
     image_size: int = 32
     channels: int = 1
-    n_train: int = 2000  # disks, dsprites: number of training images (0 = a fresh image for every draw)
+    n_train: int = 2000  # disks, dsprites: number of training images (0 = a fresh image for every draw); fashion-mnist: the first n of the training split (0 = all; the rest is a validation split)
     data_seed: int = 0
     disk_radius: float = 4.0
     disk_foreground: float = 0.5  # disk intensity in [0, 1]
@@ -61,6 +61,8 @@ class Config:
     prior: str = "gaussian"  # gaussian (the paper's N(0, I)) | smooth-uniform | logistic (objective.log_prior)
     prior_width: float = 1.7320508075688772  # smooth-uniform: the box's half-width (sqrt(3): variance 1)
     prior_smooth: float = 0.1  # smooth-uniform: the standard deviation of the Gaussian that smooths the box's edges
+    aux_contrast: float = 0.0  # weight of an augmentation-invariance (InfoNCE) term on the posterior means (train/contrast.py; 0 = off, the paper's objective)
+    aux_temperature: float = 0.2  # aux_contrast: the InfoNCE temperature
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
     loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
     guidance_scale: float = 1.0  # s in eps_hat during training; 1 is the exact ELBO

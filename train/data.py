@@ -233,6 +233,8 @@ class BatchSource:
                 self.images = self.dsprites(sample_classes(cfg.n_train if split == "train" else cfg.eval_n, g))
         elif cfg.dataset == "fashion-mnist":
             self.images, _ = load_fashion_mnist(cfg.data_path, split, cfg.image_size)
+            if split == "train" and cfg.n_train:  # the rest of the training split is left for validation
+                self.images = self.images[: cfg.n_train]
         elif cfg.dataset == "folder":
             self.lazy = ImageFolder(cfg.data_path, cfg.image_spec())
         elif cfg.dataset == "celeba":

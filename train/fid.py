@@ -46,14 +46,17 @@ def default_cache() -> Path:
     return Path(os.environ.get("SAMI_CACHE", Path.home() / ".cache" / "sami-rt"))
 
 
-def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 8, seed: int = 0, lr: float = 1e-3, progress=print) -> FeatureNet:
-    """Adam (learning rate ``lr``), batch 128, ``epochs`` passes over (x, y) in a seeded order."""
+def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 8, seed: int = 0, lr: float = 1e-3, progress=print,
+                      device: str = "cpu") -> FeatureNet:
+    """Adam (learning rate ``lr``), batch 128, ``epochs`` passes over (x, y) in a seeded order, on ``device``
+    (the same recipe anywhere; the weights differ between devices only by rounding). Returned on the CPU."""
     torch.manual_seed(seed)
-    net = FeatureNet(x.shape[1], int(y.max()) + 1)
+    net = FeatureNet(x.shape[1], int(y.max()) + 1).to(device)
     opt = torch.optim.Adam(net.parameters(), lr)
     g = torch.Generator().manual_seed(seed)
+    x, y = x.to(device), y.to(device)
     for ep in range(epochs):
-        order = torch.randperm(len(x), generator=g)
+        order = torch.randperm(len(x), generator=g).to(device)
         for lo in range(0, len(x), 128):
             i = order[lo : lo + 128]
             loss = nn.functional.cross_entropy(net(x[i]), y[i])
@@ -61,12 +64,12 @@ def train_feature_net(x: torch.Tensor, y: torch.Tensor, epochs: int = 8, seed: i
             loss.backward()
             opt.step()
         progress(f"feature network: epoch {ep + 1}/{epochs}, last batch loss {loss.item():.3f}")
-    return net.eval()
+    return net.cpu().eval()
 
 
-def fashion_feature_net(cfg, cache: Path | None = None, progress=print) -> tuple[FeatureNet, float]:
-    """The project's Fashion-MNIST feature network for the run's image size, trained once and cached
-    (``$SAMI_CACHE``, default ~/.cache/sami-rt); returns it and its test-set class accuracy."""
+def fashion_feature_net(cfg, cache: Path | None = None, progress=print, device: str = "cpu") -> tuple[FeatureNet, float]:
+    """The project's Fashion-MNIST feature network for the run's image size, trained once (on ``device``) and
+    cached (``$SAMI_CACHE``, default ~/.cache/sami-rt); returns it, on the CPU, and its test-set class accuracy."""
     from sami_rt.media.files import atomic_path
     from train.data import load_fashion_mnist
 
@@ -80,7 +83,7 @@ def fashion_feature_net(cfg, cache: Path | None = None, progress=print) -> tuple
     else:
         progress(f"training the Fashion-MNIST feature network (once; cached as {path})")
         x_tr, y_tr = load_fashion_mnist(cfg.data_path, "train", cfg.image_size)
-        net = train_feature_net(x_tr, y_tr, progress=progress)
+        net = train_feature_net(x_tr, y_tr, progress=progress, device=device)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save(net.state_dict(), tmp)

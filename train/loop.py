@@ -28,6 +28,7 @@ from train.eval_protocol import Stages
 from train.io import CHECKPOINT, atomic_path, checkpoint_path, load_checkpoint, write_json  # noqa: F401 (re-exported)
 from train.nets import SAMI
 from train.baselines import vae_beta, vae_loss
+from train.contrast import ProjectionHead, contrast_loss
 from train.objective import kl_weight, sami_loss
 from train.sampling import sample, save_grid
 from train.threads import choose as choose_threads, pinned as threads_pinned
@@ -150,6 +151,11 @@ class Trainer:
         lr_enc = cfg.enc_lr or cfg.lr
         groups = [{"params": self.model.encoder.parameters(), "lr": lr_enc, "base_lr": lr_enc}]
         self.baseline = cfg.model != "sami"
+        # the augmentation-invariance term's projection head (train/contrast.py): trained, checkpointed, never exported
+        self.head = ProjectionHead(cfg.latent_dim).to(self.device) if cfg.aux_contrast else None
+        if self.head is not None:
+            self.dist.broadcast_params(self.head)
+            groups.append({"params": self.head.parameters(), "lr": lr_enc, "base_lr": lr_enc})
         if self.baseline:
             groups.insert(0, {"params": self.model.decoder.parameters(), "lr": cfg.lr, "base_lr": cfg.lr})
         elif not cfg.denoiser:  # a frozen denoiser never reaches the optimiser
@@ -171,6 +177,7 @@ class Trainer:
                 "architecture": self.cfg.architecture().to_json() if self.cfg.model == "sami" else None,
                 "abar": torch.from_numpy(self.abar_np),
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                "head": self.head.state_dict() if self.head is not None else None,
                 "rng": rng, "threads": self.threads_chosen}
 
     def _restore(self) -> None:
@@ -183,6 +190,11 @@ class Trainer:
                                f"resume it with the same number (this run has {self.dist.world})")
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
+        if self.head is not None:
+            if ck.get("head") is None:
+                raise RuntimeError(f"{self.run_dir / CHECKPOINT} was trained without --aux-contrast; resume it "
+                                   "with --aux-contrast 0")
+            self.head.load_state_dict(ck["head"])
         self.opt.load_state_dict(ck["opt"])
         r = ck["rng"][self.dist.rank]
         self.gen.set_state(r["gen"].cpu())
@@ -210,6 +222,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.head is not None:
+            params += list(self.head.parameters())
         self.dist.average_grads(params)
         if cfg.grad_clip > 0:
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
@@ -228,8 +242,14 @@ class Trainer:
         cfg = self.cfg
         x0 = self.data.sample(cfg.batch // self.dist.world, self.gen).to(self.device)
         if self.baseline:
-            return vae_loss(self.model, x0, cfg, beta, self.gen)
-        return sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
+            loss, stats = vae_loss(self.model, x0, cfg, beta, self.gen)
+        else:
+            loss, stats = sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
+        if self.head is not None:
+            nce = contrast_loss(self.model.encoder, self.head, x0, cfg.aux_temperature, self.gen)
+            loss = loss + cfg.aux_contrast * nce
+            stats.update(loss=loss.item(), contrast=nce.item())
+        return loss, stats
 
     def _probe_step(self) -> None:
         """A training step's forward and backward passes, leaving the weights, the optimiser and every random
