@@ -19,7 +19,6 @@ prints a table; every run's log is DIR/NAME/train.log.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sami_rt.hardware.cpuinfo import report_machine
+from train.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,7 +190,7 @@ def main() -> None:
         except Exception as e:  # a failed run is a row too
             res["runs"][name] = {"overrides": ov, "error": f"{type(e).__name__}: {e}"}
         print(f"{name}: probed after {time.time() - t0:.0f} s", flush=True)
-    (args.out / "sweep.json").write_text(json.dumps(res, indent=1))
+        write_json(args.out / "sweep.json", res)  # what is probed so far survives a later failure or time limit
     print(f"\n{steps} steps each; probe fit on {args.n_fit} training images, scored on {args.n_val} other training "
           f"images (val) and test images 0-{args.n_test - 1} (test)")
     print("| run | overrides | val: code | val: PCA | val: pixels | test: code | test: PCA | test: pixels | "

@@ -76,6 +76,14 @@ def test_training_with_the_term_resumes_exactly_and_keeps_the_head_out_of_the_mo
     assert plain["head"] is None
     enc = [k for k in full["model"] if k.startswith("encoder.")]
     assert any(not torch.equal(full["model"][k], plain["model"][k]) for k in enc)
+    # contrasting posterior samples instead of means is another run, resumed as exactly
+    cs = cfg.replace(aux_contrast_input="sample")
+    Trainer(cs, tmp_path / "sfull").run()
+    Trainer(cs, tmp_path / "spart").run(until=3)
+    Trainer(cs, tmp_path / "spart", resume=True).run()
+    sfull, spart = load_checkpoint(tmp_path / "sfull" / CHECKPOINT), load_checkpoint(tmp_path / "spart" / CHECKPOINT)
+    assert all(torch.equal(sfull["model"][k], spart["model"][k]) for k in sfull["model"])
+    assert any(not torch.equal(sfull["model"][k], full["model"][k]) for k in enc)
     # resuming a run trained without the head, with it, is one clear error
     with pytest.raises(RuntimeError, match="without --aux-contrast"):
         Trainer(cfg, tmp_path / "plain", resume=True)

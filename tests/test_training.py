@@ -83,6 +83,11 @@ def test_cli_overrides_and_their_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--config", "disks", "--eval-protocol", "slow"])
     assert e.value.code == 2 and "--eval-protocol expects quick or full, got 'slow'" in capsys.readouterr().err
+    for args, msg in ((["--aux-contrast-input", "median"], "--aux-contrast-input expects one of mean, sample"),
+                      (["--aux-contrast", "-1"], "--aux-contrast must be 0 (off) or positive")):
+        with pytest.raises(SystemExit) as e:
+            main(["--config", "fashion-mnist", *args])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
     r = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), "--config", "disks", "--lr", "fast"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--lr expects a float, got 'fast'" in r.stderr

@@ -63,6 +63,7 @@ class Config:
     prior_smooth: float = 0.1  # smooth-uniform: the standard deviation of the Gaussian that smooths the box's edges
     aux_contrast: float = 0.0  # weight of an augmentation-invariance (InfoNCE) term on the posterior means (train/contrast.py; 0 = off, the paper's objective)
     aux_temperature: float = 0.2  # aux_contrast: the InfoNCE temperature
+    aux_contrast_input: str = "mean"  # aux_contrast: what InfoNCE compares: mean (posterior means) | sample (posterior samples, which also taxes a wide posterior)
     t_power: float = 1.0  # t = floor(T * u^(1/t_power)), u ~ U(0,1): 1 uniform, > 1 biased to high noise
     loss_weight: str = "none"  # lambda_t: none | snr-trunc | inv-snr-trunc (see objective.loss_weight)
     guidance_scale: float = 1.0  # s in eps_hat during training; 1 is the exact ELBO

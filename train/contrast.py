@@ -69,12 +69,21 @@ def info_nce(h1: torch.Tensor, h2: torch.Tensor, temperature: float) -> torch.Te
     return F.cross_entropy(sim, target)
 
 
+INPUTS = ("mean", "sample")
+
+
 def contrast_loss(encoder, head: ProjectionHead, x0: torch.Tensor, temperature: float,
-                  generator: torch.Generator) -> torch.Tensor:
-    """InfoNCE between the posterior means of two augmented views of each image of x0."""
+                  generator: torch.Generator, on: str = "mean") -> torch.Tensor:
+    """InfoNCE between two augmented views of each image of x0, compared through their posterior means
+    (``on="mean"``) or reparameterised posterior samples (``"sample"``: a wide posterior then blurs the
+    comparison, so the term also keeps the posterior narrow)."""
+    if on not in INPUTS:
+        raise ValueError(f"unknown aux_contrast_input {on!r}; expected one of {', '.join(INPUTS)}")
     B = x0.shape[0]
     u = augment_params(2 * B, generator)
     views = augment(torch.cat([x0, x0]), u)
-    mu, _ = encoder(views)
+    mu, var = encoder(views)
+    if on == "sample":
+        mu = mu + var.sqrt() * torch.randn(mu.shape, generator=generator).to(mu.device)
     h = head(mu)
     return info_nce(h[:B], h[B:], temperature)

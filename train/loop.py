@@ -246,7 +246,7 @@ class Trainer:
         else:
             loss, stats = sami_loss(self.model, x0, self.abar, cfg, beta, self.gen)
         if self.head is not None:
-            nce = contrast_loss(self.model.encoder, self.head, x0, cfg.aux_temperature, self.gen)
+            nce = contrast_loss(self.model.encoder, self.head, x0, cfg.aux_temperature, self.gen, cfg.aux_contrast_input)
             loss = loss + cfg.aux_contrast * nce
             stats.update(loss=loss.item(), contrast=nce.item())
         return loss, stats

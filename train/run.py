@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.eval_protocol not in PROTOCOLS:
         ap.error(f"--eval-protocol expects quick or full, got {cfg.eval_protocol!r}")
+    from train.contrast import INPUTS
+
+    if cfg.aux_contrast_input not in INPUTS:
+        ap.error(f"--aux-contrast-input expects one of {', '.join(INPUTS)}, got {cfg.aux_contrast_input!r}")
+    if cfg.aux_contrast < 0:
+        ap.error(f"--aux-contrast must be 0 (off) or positive, got {cfg.aux_contrast}")
     if cfg.eval_steps < 1:
         ap.error(f"--eval-steps must be at least 1, got {cfg.eval_steps}")
     if cfg.model != "sami" and cfg.denoiser:
