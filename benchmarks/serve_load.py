@@ -31,17 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-
-def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+if __package__ in (None, ""):  # run as a file (python benchmarks/serve_load.py): its sibling needs the root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.serve_throughput import free_port, load  # noqa: E402
 
 
 def post(url: str, body: bytes, timeout: float) -> None:
