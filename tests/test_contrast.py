@@ -85,5 +85,7 @@ def test_training_with_the_term_resumes_exactly_and_keeps_the_head_out_of_the_mo
     assert all(torch.equal(sfull["model"][k], spart["model"][k]) for k in sfull["model"])
     assert any(not torch.equal(sfull["model"][k], full["model"][k]) for k in enc)
     # resuming a run trained without the head, with it, is one clear error
-    with pytest.raises(RuntimeError, match="without --aux-contrast"):
+    with pytest.raises(RuntimeError, match="trained with --aux-contrast 0"):
         Trainer(cfg, tmp_path / "plain", resume=True)
+    with pytest.raises(RuntimeError, match="trained with --aux-contrast 1.0"):  # and the other way round
+        Trainer(cfg.replace(aux_contrast=0.0), tmp_path / "full", resume=True)

@@ -1,8 +1,8 @@
-"""An augmentation-invariance term on the encoder's posterior means (``--aux-contrast W``; 0, the default, is
-the paper's objective alone).
+"""An augmentation-invariance term on the encoder's code (``--aux-contrast W``; 0, the default, is the paper's
+objective alone).
 
 Two randomly augmented views of each training image are encoded; a projection head maps each posterior mean
-to a vector, and the InfoNCE loss (SimCLR's NT-Xent, Chen et al. 2020) asks every view to pick its partner
+(or, with ``--aux-contrast-input sample``, a reparameterised posterior sample) to a vector, and the InfoNCE loss (SimCLR's NT-Xent, Chen et al. 2020) asks every view to pick its partner
 out of the other 2B - 1 views of the batch by cosine similarity at temperature ``aux_temperature``. The code
 then keeps what survives the augmentations (what an item is) and the diffusion term keeps what the denoiser
 needs from it; the head is discarded after training (never exported: the code is the posterior mean).

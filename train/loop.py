@@ -190,10 +190,11 @@ class Trainer:
                                f"resume it with the same number (this run has {self.dist.world})")
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
+        if (self.head is None) != (ck.get("head") is None):
+            was = ck.get("config", {}).get("aux_contrast", 0)
+            raise RuntimeError(f"{self.run_dir / CHECKPOINT} was trained with --aux-contrast {was}; resume it with "
+                               f"that (the optimiser's state holds the term's head or none)")
         if self.head is not None:
-            if ck.get("head") is None:
-                raise RuntimeError(f"{self.run_dir / CHECKPOINT} was trained without --aux-contrast; resume it "
-                                   "with --aux-contrast 0")
             self.head.load_state_dict(ck["head"])
         self.opt.load_state_dict(ck["opt"])
         r = ck["rng"][self.dist.rank]
