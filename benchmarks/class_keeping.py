@@ -4,11 +4,11 @@ FEATURE_NET_VERSION) puts in the guide's class, with the classifier's accuracy o
 guides. It follows train/evaluate.py's protocol (its noise stream differs: this draws only the class-keeping
 latents), so a model's figure moves by the protocol's own spread between the two.
 
-    python -m benchmarks.class_keeping RUN_DIR_OR_BUNDLE [--threads 1] [--scale S] [--first I] [--guides G]
-        [--per-guide K] [--steps N] [--knn]
+    python -m benchmarks.class_keeping RUN_DIR_OR_BUNDLE [--threads 1] [--scale S] [--split test|train] [--first I]
+        [--guides G] [--per-guide K] [--steps N] [--knn]
 
---first/--guides pick other test images as guides (e.g. a selection set disjoint from the acceptance's 0-15 for
-choosing a guidance scale); --scale samples at another guidance scale than the model's, --steps with another
+--first/--guides pick other test images as guides, --split train training images (the split to choose a
+guidance scale or a step count on, leaving every test image for reporting); --scale samples at another guidance scale than the model's, --steps with another
 number of DDPM steps (default 100, the evaluation's). --knn adds how much of the class the code holds at all,
 linear or not: the accuracy of a 10-nearest-neighbour vote on posterior means (each axis divided by its spread
 over the fitting set), fitted on 10,000 training images, scored on test images 0-1,999. Guided samples cannot
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("source", type=Path, help="run directory or bundle directory")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scale", type=float, help="guidance scale (default: the model's sampling scale)")
-    ap.add_argument("--first", type=int, default=0, help="index of the first guide in the test split (default 0)")
+    ap.add_argument("--split", choices=("test", "train"), default="test", help="the split the guides come from")
+    ap.add_argument("--first", type=int, default=0, help="index of the first guide in that split (default 0)")
     ap.add_argument("--guides", type=int, default=16, help="number of guides (default 16)")
     ap.add_argument("--per-guide", type=int, default=8, help="samples per guide (default 8)")
     ap.add_argument("--steps", type=int, default=100, help="DDPM sampling steps (default 100, the evaluation's)")
@@ -68,11 +69,11 @@ def main(argv=None) -> int:
         cfg = cfg.replace(sampling_scale=a.scale)
     t0 = time.time()
     net, acc = fashion_feature_net(cfg)
-    x, y = load_fashion_mnist("", "test", cfg.image_size)
+    x, y = load_fashion_mnist("", a.split, cfg.image_size)
     G, K, i0 = a.guides, a.per_guide, a.first
     x, y = x[i0:i0 + G], y[i0:i0 + G]
     if len(x) < G:
-        sys.exit(f"the test split has {len(x) + i0} images; --first {i0} --guides {G} runs past its end")
+        sys.exit(f"the {a.split} split has {len(x) + i0} images; --first {i0} --guides {G} runs past its end")
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         mu, var = model.encoder(x)
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     labels, guide_pred = y.numpy()[:G], predict(net, x[:G])
     pred = predict(net, s).reshape(G, K)
     print(json.dumps(dict(source=str(a.source), step=step, kl_weight=cfg.kl_weight, scale=cfg.sampling_scale,
-                          guides=[i0, i0 + G], samples_per_guide=K, steps=a.steps,
+                          split=a.split, guides=[i0, i0 + G], samples_per_guide=K, steps=a.steps,
                           feature_net=FEATURE_NET_VERSION, net_test_accuracy=round(acc, 4),
                           net_accuracy_on_guides=float((guide_pred == labels).mean()),
                           class_keeping=float((pred == labels[:, None]).mean()),
