@@ -8,8 +8,8 @@ latents), so a model's figure moves by the protocol's own spread between the two
         [--guides G] [--per-guide K] [--steps N] [--knn]
 
 --first/--guides pick other test images as guides, --split train training images (the split to choose a
-guidance scale or a step count on, leaving every test image for reporting); --scale samples at another guidance scale than the model's, --steps with another
-number of DDPM steps (default 100, the evaluation's). --knn adds how much of the class the code holds at all,
+guidance scale or a step count on, leaving every test image for reporting); --scale samples at another
+guidance scale than the model's, --steps with another number of DDPM steps (default 100, the evaluation's). --knn adds how much of the class the code holds at all,
 linear or not: the accuracy of a 10-nearest-neighbour vote on posterior means (each axis divided by its spread
 over the fitting set), fitted on 10,000 training images, scored on test images 0-1,999. Guided samples cannot
 keep the class much more often than the code itself tells it.

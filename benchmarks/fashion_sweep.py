@@ -7,13 +7,18 @@ validation split and on the test split (issue 30: choose on validation, report o
 Each ``--run NAME:OVERRIDES`` is ``train/run.py --config fashion-mnist --no-eval OVERRIDES`` in a process of
 its own, all at once. Their number of steps is ``--steps``, or, by default, set so that they end within
 ``--minutes``: a first ``--rate-steps`` run of the last configuration, alone, measures the rate (start-up
-included). The KL annealing and learning-rate schedule follow the steps, so every run is a complete run of its length.
+included). The KL annealing and learning-rate schedule follow the steps, so every run is a complete run of its
+length, unless ``--train-minutes M`` stops the runs still training after M minutes (each is then probed at its
+last checkpoint, every ``--ckpt-every`` steps, and its row says so).
 
 Probe (train/natural.py ``probe_baselines``, the evaluation's own): the EMA encoder's posterior means of
 ``--n-fit`` training images (seeded draw) fit a logistic regression; it is scored on ``--n-val`` other
 training images (validation: the split to choose on) and on the first ``--n-test`` test images (report only).
-The same probe on raw pixels and on PCA of the code's size sits beside each. Writes DIR/sweep.json and
-prints a table; every run's log is DIR/NAME/train.log.
+Runs given ``--n-train N`` never train on training images N and up: the fit comes from the first N and the
+validation images from the rest. The same probe on raw pixels and on PCA of the code's size sits beside each.
+``--keeping SCALE:STEPS ...`` adds class keeping on the first ``--keeping-guides`` validation images
+(``--keeping-per-guide`` guided DDPM samples each, the project's classifier). Writes DIR/sweep.json (after each
+run's probe) and prints a table; every run's log is DIR/NAME/train.log.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def launch(name: str, overrides: list[str], out: Path, steps: int, args) -> subp
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "train" / "run.py"), "--config", "fashion-mnist", "--no-eval", "--out", str(d),
-           "--steps", str(steps), "--device", args.device, "--sample-every", "0", "--ckpt-every", str(args.ckpt_every or max(steps // 4, 1)),
+           "--steps", str(steps), "--device", args.device, "--sample-every", "0",
+           "--ckpt-every", str(args.ckpt_every or max(steps // 4, 1)),
            "--seed", str(args.seed), *(["--data-path", args.data_path] if args.data_path else []), *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(d / "train.log", "w")
@@ -101,7 +107,8 @@ def split_indices(n: int, n_train: int, args) -> tuple[np.ndarray, np.ndarray]:
         if n - n_train < args.n_val:
             raise SystemExit(f"--n-val {args.n_val} needs that many held-out training images; the runs leave "
                              f"{n - n_train} (--n-train {n_train})")
-        return np.sort(rng.permutation(n_train)[: args.n_fit]), np.sort(n_train + rng.permutation(n - n_train)[: args.n_val])
+        return (np.sort(rng.permutation(n_train)[: args.n_fit]),
+                np.sort(n_train + rng.permutation(n - n_train)[: args.n_val]))
     order = rng.permutation(n)
     return np.sort(order[: args.n_fit]), np.sort(order[args.n_fit : args.n_fit + args.n_val])
 
@@ -186,7 +193,7 @@ def main() -> None:
     for name, ov in runs:
         try:
             res["runs"][name] = {"overrides": ov, "stopped_early": name in stopped,
-                             **probe(args.out / name, args, res["baselines"])}
+                                 **probe(args.out / name, args, res["baselines"])}
         except Exception as e:  # a failed run is a row too
             res["runs"][name] = {"overrides": ov, "error": f"{type(e).__name__}: {e}"}
         print(f"{name}: probed after {time.time() - t0:.0f} s", flush=True)
