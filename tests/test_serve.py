@@ -78,8 +78,10 @@ def url():
     import ray
     from ray import serve
 
+    from sami_rt.scale.ray_util import serve_env_defaults
     from sami_rt.scale.serve import build_app, start
 
+    serve_env_defaults()  # the proxy's start-up allowance of `sami-rt serve` (slow on busy cores)
     # a new instance for these tests alone, never a cluster that `ray start` left running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              object_store_memory=200 * 2**20)  # responses go through HTTP, not the object store

@@ -1,6 +1,8 @@
 """The `sami-rt serve` command around Ray, with a fake Ray: one line for each failure and a clean-up of only
 what it started (the service itself runs on a local Ray instance in test_serve.py)."""
 
+import os
+
 import pytest
 
 pytest.importorskip("ray")
@@ -88,3 +90,15 @@ def test_serve_command_fails_in_one_line_and_cleans_up_only_what_it_started(case
     want = [] if case == "bad address" else (["ray.shutdown"] if started else
                                              (["serve.delete sami-rt"] if deployed else []))
     assert fake.calls == want
+
+
+def test_serve_gives_the_proxy_a_start_up_allowance_unless_the_environment_sets_one(monkeypatch):
+    from sami_rt.scale.ray_util import SERVE_ENV_DEFAULTS, serve_env_defaults
+
+    key = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+    monkeypatch.delenv(key, raising=False)
+    serve_env_defaults()
+    assert os.environ[key] == SERVE_ENV_DEFAULTS[key] == "30"
+    monkeypatch.setenv(key, "7")
+    serve_env_defaults()
+    assert os.environ[key] == "7"  # the user's value stands

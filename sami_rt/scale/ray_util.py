@@ -50,6 +50,18 @@ def check_reachable(address: str, what: str, timeout: float = 5.0) -> None:
         raise BackendError(f"{what}: no Ray cluster answers at {address} ({e.strerror or e})") from None
 
 
+# Ray Serve gives its HTTP proxy 3 readiness checks of 5 s each, then kills it and fails serve.start. On two
+# busy cores the proxy's start (its imports) took longer (issue 31's serving tests failed so with both cores
+# held by training runs); a local instance started here gives it 30 s a check unless the environment says.
+SERVE_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+
+
+def serve_env_defaults() -> None:
+    """Set SERVE_ENV_DEFAULTS where the environment sets nothing (before ``ray.init``: Ray's processes inherit it)."""
+    for k, v in SERVE_ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
 def connect(address: str | None, what: str, serve: bool = False, **init_kw):
     """Ray, initialised: the instance this process already runs, else the one ``ray_address`` names. Returns
     (ray, started): started is True when this call started a new local instance (the caller shuts it down).
@@ -59,6 +71,8 @@ def connect(address: str | None, what: str, serve: bool = False, **init_kw):
         return ray, False
     where = ray_address(address)
     check_reachable(where, what)
+    if serve:
+        serve_env_defaults()
     try:
         ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True, **init_kw)
