@@ -30,6 +30,7 @@ import shlex
 import subprocess
 import sys
 import time
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -57,28 +58,20 @@ def launch(name: str, overrides: list[str], out: Path, steps: int, args) -> subp
 def probe(run_dir: Path, args, baselines: dict) -> dict:
     """The run's code probed on both splits; the pixel and PCA rows (the same for every run) are computed once,
     into ``baselines``, with the first run probed."""
-    import torch
-
     from train.data import load_fashion_mnist
     from train.evaluate import load_model
     from train.labelled import linear_probe
+    from train.loop import pick_device
     from train.natural import TOP_K, probe_baselines
+    from train.nets import encode
 
     model, cfg, _, step = load_model(run_dir)
-    dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(args.device)
     model = model.to(dev).eval()
     x_tr, y_tr = load_fashion_mnist(cfg.data_path, "train", cfg.image_size)
     x_te, y_te = load_fashion_mnist(cfg.data_path, "test", cfg.image_size)
     fit, val = split_indices(len(x_tr), cfg.n_train, args)
-
-    @torch.no_grad()
-    def enc(x):
-        mus, vars_ = [], []
-        for lo in range(0, len(x), 1000):
-            mu, var = model.encoder(x[lo : lo + 1000].to(dev))
-            mus.append(mu.cpu())
-            vars_.append(var.cpu())
-        return torch.cat(mus).numpy().astype(np.float64), torch.cat(vars_).numpy().astype(np.float64)
+    enc = partial(encode, model, batch=1000)
 
     mu_fit, _ = enc(x_tr[fit])
     out = {"step": int(step), "config": {k: v for k, v in cfg.to_dict().items() if not isinstance(v, (list, dict))}}
@@ -120,10 +113,10 @@ def keeping(model, cfg, x_val, y_val, dev, args) -> dict:
     import torch
 
     from sami_rt.sampling.schedule import make_abar
-    from train.fid import fashion_feature_net, generate_samples, predict
+    from train.fid import generate_samples, predict
 
     abar = make_abar(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
-    net, acc = fashion_feature_net(cfg, device=str(dev))
+    net, acc = classifier(cfg.data_path, cfg.image_size, str(dev))
     G, K = args.keeping_guides, args.keeping_per_guide
     x, y = x_val[:G].to(dev), y_val[:G]
     with torch.no_grad():
@@ -137,6 +130,16 @@ def keeping(model, cfg, x_val, y_val, dev, args) -> dict:
         s = generate_samples(model, cfg.replace(sampling_scale=float(scale)), abar, G * K, z, int(steps), 3)
         res[item] = float((predict(net, s.cpu()).reshape(G, K) == y[:, None]).mean())
     return res
+
+
+@cache
+def classifier(data_path: str, image_size: int, device: str):
+    """The project's classifier and its test accuracy (train/fid.py), once per sweep."""
+    from train.config import get_config
+    from train.fid import fashion_feature_net
+
+    return fashion_feature_net(get_config("fashion-mnist").replace(data_path=data_path, image_size=image_size),
+                               device=device)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Serving under load (issue 31): p50 and p99 latency of one-sample generate requests against the offered load
 (requests per second), open loop and bounded, batched and unbatched, for each backend.
 
-    python benchmarks/serve_load.py [--devices cpu openvino] [--rates 2 5 10 20 40] [--seconds 10]
-                                    [--max-in-flight 64] [--batch 16] [--plot benchmarks/serve_load.png]
+    python -m benchmarks.serve_load [--devices cpu openvino] [--rates 2 5 10 20 40] [--seconds 10]
+                                   [--max-in-flight 64] [--batch 16] [--plot benchmarks/serve_load.png]
 
 For each device (``--device`` of ``sami-rt serve``; ``openvino`` skipped where it is not installed) and each
 mode (``unbatched``: max_batch_size 1; ``batched``: max_batch_size ``--batch``, 10 ms wait), one replica with
@@ -31,9 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file (python benchmarks/serve_load.py): its sibling needs the root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.serve_throughput import free_port, load  # noqa: E402
+from benchmarks.serve_throughput import free_port, load
 
 
 def post(url: str, body: bytes, timeout: float) -> None:

@@ -20,8 +20,6 @@ import torch
 from sami_reference.guidance import LOG_2PI, guidance, guided_eps, log_q  # noqa: F401 (re-exported)
 
 
-
-
 PRIORS = ("gaussian", "smooth-uniform", "logistic")
 
 
