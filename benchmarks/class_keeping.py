@@ -5,11 +5,13 @@ guides. It follows train/evaluate.py's protocol (its noise stream differs: this 
 latents), so a model's figure moves by the protocol's own spread between the two.
 
     python -m benchmarks.class_keeping RUN_DIR_OR_BUNDLE [--threads 1] [--scale S] [--split test|train] [--first I]
-        [--guides G] [--per-guide K] [--steps N] [--knn]
+        [--guides G] [--per-guide K] [--steps N] [--interval LO HI] [--knn] [--device cuda] [--data-path DIR]
 
 --first/--guides pick other test images as guides, --split train training images (the split to choose a
 guidance scale or a step count on, leaving every test image for reporting); --scale samples at another
-guidance scale than the model's, --steps with another number of DDPM steps (default 100, the evaluation's). --knn adds how much of the class the code holds at all,
+guidance scale than the model's, --steps with another number of DDPM steps (default 100, the evaluation's),
+--interval with the scale only at noise levels t / (T - 1) in [LO, HI] (1, the exact model, elsewhere; default:
+a bundle's interval, a run's every level). --knn adds how much of the class the code holds at all,
 linear or not: the accuracy of a 10-nearest-neighbour vote on posterior means (each axis divided by its spread
 over the fitting set), fitted on 10,000 training images, scored on test images 0-1,999. Guided samples cannot
 keep the class much more often than the code itself tells it.
@@ -26,22 +28,23 @@ import time
 from pathlib import Path
 
 from sami_rt.hardware.cpuinfo import report_machine
+from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 
 
 def load(src: Path):
-    """(model, cfg, abar as numpy, step) from a bundle directory or a run directory."""
+    """(model, cfg, abar as numpy, step, guidance interval) from a bundle directory or a run directory."""
     if (src / "manifest.json").is_file():
         from sami_reference import load_reference
         from sami_rt.contract.bundle import read_bundle
         from train.config import Config
 
         model, abar = load_reference(read_bundle(src))
-        cfg = Config.from_dict(read_bundle(src, verify=False).manifest.training["config"])
-        return model, cfg, abar.numpy(), "bundle"
+        manifest = read_bundle(src, verify=False).manifest
+        return model, Config.from_dict(manifest.training["config"]), abar.numpy(), "bundle", manifest.sampling_interval
     from train.loop import load_run
 
     model, cfg, abar, step = load_run(src)
-    return model, cfg, getattr(abar, "numpy", lambda: abar)(), step
+    return model, cfg, getattr(abar, "numpy", lambda: abar)(), step, FULL_INTERVAL
 
 
 def main(argv=None) -> int:
@@ -54,7 +57,11 @@ def main(argv=None) -> int:
     ap.add_argument("--guides", type=int, default=16, help="number of guides (default 16)")
     ap.add_argument("--per-guide", type=int, default=8, help="samples per guide (default 8)")
     ap.add_argument("--steps", type=int, default=100, help="DDPM sampling steps (default 100, the evaluation's)")
+    ap.add_argument("--interval", type=float, nargs=2, metavar=("LO", "HI"),
+                    help="guide at the scale only at noise levels t / (T - 1) in [LO, HI] (default: a bundle's)")
     ap.add_argument("--knn", action="store_true", help="also the 10-NN class accuracy of posterior means")
+    ap.add_argument("--device", default="cpu", help="torch device to sample on (default cpu)")
+    ap.add_argument("--data-path", default="", help="Fashion-MNIST directory (default: the Debian package's)")
     a = ap.parse_args(argv)
     report_machine()
     import torch
@@ -63,13 +70,14 @@ def main(argv=None) -> int:
     from train.fid import FEATURE_NET_VERSION, fashion_feature_net, generate_samples, predict
 
     torch.set_num_threads(a.threads)
-    model, cfg, abar, step = load(a.source)
-    cfg = cfg.replace(data_path="")
+    model, cfg, abar, step, interval = load(a.source)
+    interval = check_interval(interval if a.interval is None else a.interval)
+    cfg = cfg.replace(data_path=a.data_path)
     if a.scale is not None:
         cfg = cfg.replace(sampling_scale=a.scale)
     t0 = time.time()
     net, acc = fashion_feature_net(cfg)
-    x, y = load_fashion_mnist("", a.split, cfg.image_size)
+    x, y = load_fashion_mnist(a.data_path, a.split, cfg.image_size)
     G, K, i0 = a.guides, a.per_guide, a.first
     x, y = x[i0:i0 + G], y[i0:i0 + G]
     if len(x) < G:
@@ -80,11 +88,13 @@ def main(argv=None) -> int:
     z = (mu[:, None] + var.sqrt()[:, None] * torch.randn(G, K, cfg.latent_dim, generator=g)).reshape(-1, cfg.latent_dim)
     if not 1 <= a.steps <= cfg.T:
         sys.exit(f"error: --steps must be 1..{cfg.T} (the model's T), got {a.steps}")
-    s = generate_samples(model, cfg, abar, G * K, z, a.steps, 3)
+    s = generate_samples(model.to(a.device), cfg, abar, G * K, z, a.steps, 3, interval).cpu()
+    model.cpu()
     labels, guide_pred = y.numpy()[:G], predict(net, x[:G])
     pred = predict(net, s).reshape(G, K)
     print(json.dumps(dict(source=str(a.source), step=step, kl_weight=cfg.kl_weight, scale=cfg.sampling_scale,
-                          split=a.split, guides=[i0, i0 + G], samples_per_guide=K, steps=a.steps,
+                          interval=list(interval), split=a.split, guides=[i0, i0 + G], samples_per_guide=K,
+                          steps=a.steps,
                           feature_net=FEATURE_NET_VERSION, net_test_accuracy=round(acc, 4),
                           net_accuracy_on_guides=float((guide_pred == labels).mean()),
                           class_keeping=float((pred == labels[:, None]).mean()),

@@ -160,13 +160,25 @@ def validate_fp16(name: str, path16: Path, path32: Path, cfg: Config, seed: int,
     return errors
 
 
+def check_sampling_interval(interval) -> tuple[float, float]:
+    """--sampling-interval as the manifest records it (None: every level), or ExportError in one sentence."""
+    from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
+
+    try:
+        return FULL_INTERVAL if interval is None else check_interval(interval)
+    except ValueError as e:
+        raise ExportError(f"--sampling-interval: {e}") from None
+
+
 def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: bool = True, validate: bool = True,
                   fp16: bool = False, tensorrt: bool = False, log: Callable[[str], None] = print,
                   description: str = "", sampling_steps: int | None = None,
-                  begin: Callable[[str], None] | None = None, sampling_scale: float | None = None) -> Path:
+                  begin: Callable[[str], None] | None = None, sampling_scale: float | None = None,
+                  sampling_interval=None) -> Path:
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded. ``log`` gets
     a line per finished graph; ``begin`` (optional) the name of each graph as its work starts. ``sampling_scale``
-    replaces the run's own as the bundle's default guidance scale."""
+    replaces the run's own as the bundle's default guidance scale; ``sampling_interval`` (lo, hi) limits it to
+    those noise levels (default: every level)."""
     begin = begin or (lambda what: None)
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -177,6 +189,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             raise ExportError(str(e)) from None
     model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
+    sampling_interval = check_sampling_interval(sampling_interval)
     if sampling_scale is not None:
         if not (0 < sampling_scale <= MAX_SCALE):  # the runtime's own limit
             raise ExportError(f"--sampling-scale must be above 0 and at most {MAX_SCALE:g}, got {sampling_scale:g}")
@@ -260,6 +273,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
             flops={} if external else count_flops(model, abar, cfg),
             sampling_scale=float(cfg.sampling_scale), sampling_steps=sampling_steps, description=description,
+            sampling_interval=sampling_interval,
             variance_range=vrange,
             training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
             evaluation=ev.get("summary", {}),

@@ -32,6 +32,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sampling-scale", type=float, default=None, metavar="S",
                     help="record S as the guidance scale sampling takes by default (measure it first, e.g. python -m "
                          "train.disk_checks RUN --scale S --seed 1); without it the run's sampling_scale")
+    ap.add_argument("--sampling-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="record that the scale applies only at noise levels t / (T - 1) in [LO, HI], 1 elsewhere "
+                         "(measure it first: python -m benchmarks.disks_guidance, benchmarks/class_keeping.py "
+                         "--interval); without it every level")
     ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
                     "by `sami-rt info` (e.g. what to use it for)")
     args = ap.parse_args(argv)
@@ -43,7 +47,8 @@ def main(argv=None) -> int:
         print(f"exporting {args.source} -> {args.out}", flush=True)
         export_bundle(args.source, args.out, args.opset, args.ema, not args.no_validate, args.fp16, args.tensorrt,
                       log=stages.log, description=args.description, sampling_steps=args.sampling_steps,
-                      sampling_scale=args.sampling_scale, begin=stages.begin)
+                      sampling_scale=args.sampling_scale, sampling_interval=args.sampling_interval,
+                      begin=stages.begin)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,7 +16,8 @@ from sami_rt.errors import InputError
 from sami_rt.media.images import from_model, load_images
 from sami_rt.sampling.loop import SamplingError, initial_noise, model_step, run_loop
 from sami_rt.sampling.rng import GUIDE_STEP, batch_normals
-from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
+from sami_rt.sampling.schedule import (FULL_INTERVAL, check_interval, dpmpp_2m_coefficients, guidance_weights, respace,
+                                       step_coefficients)
 from sami_rt.video.encode import encode_frames
 
 
@@ -72,7 +73,8 @@ class Samples:
 @dataclass
 class GeneratePlan:
     """A checked ``generate`` call ready to sample (``Runtime.plan_generate``): its latents ``z`` [n, D] (None:
-    unconditional), ``mask`` [1, D], the guidance ``scale`` and the sampler's ``coeffs``."""
+    unconditional), ``mask`` [1, D], the guidance ``scale`` and the sampler's ``coeffs`` (with ``guidance``, the
+    per-step weights of the guidance ``interval``)."""
 
     n: int
     seed: int
@@ -85,6 +87,7 @@ class GeneratePlan:
     coeffs: dict
     notes: list[str]
     guide: np.ndarray | None = None  # the guide image in model space, loaded once [1, C, H, W]
+    interval: tuple = FULL_INTERVAL  # the noise levels guided at ``scale`` (coeffs["guidance"] per step)
 
     def row_guidance(self, D: int) -> tuple:
         """(z, mask, scale) with one row per sample, as ``Runtime.sample_rows`` takes them (Nones unguided)."""
@@ -175,7 +178,7 @@ class Runtime:
                  sampler: str = "ddpm", eta: float | None = None, seed: int = 0, scale: float | None = None,
                  mask: Sequence[int] | np.ndarray | None = None, guide_mean: bool = False, batch: int = 64,
                  progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-                 use_cpp: bool | None = None) -> Samples:
+                 use_cpp: bool | None = None, interval=None) -> Samples:
         """Draw ``n`` images.
 
         Args:
@@ -192,15 +195,18 @@ class Runtime:
             scale: guidance scale s > 0 in eps_hat = eps - s sqrt(1 - abar_t) g (default: the bundle's
                 ``default_scale``; 1 is the exact model).
             mask: latent dimensions to guide (indices, or a 0/1 vector of length D); others are left free.
+            interval: (lo, hi), 0 <= lo < hi <= 1: the noise levels (fractions t / (T - 1), 0 the least noisy)
+                where the steps guide at ``scale``; steps outside it guide at 1, the exact model (default: the
+                bundle's ``sampling_interval``, (0, 1) unless its export set one).
         """
         t0 = time.perf_counter()
-        p = self.plan_generate(guide, z, n, steps, sampler, eta, seed, scale, mask, guide_mean)
+        p = self.plan_generate(guide, z, n, steps, sampler, eta, seed, scale, mask, guide_mean, interval)
         x = self.sample_plan(p, batch=batch, progress=progress, cancel=cancel, use_cpp=use_cpp)
         return p.samples(x, time.perf_counter() - t0)
 
     def plan_generate(self, guide=None, z=None, n: int = 1, steps: int | None = None, sampler: str = "ddpm",
                       eta: float | None = None, seed: int = 0, scale: float | None = None, mask=None,
-                      guide_mean: bool = False) -> GeneratePlan:
+                      guide_mean: bool = False, interval=None) -> GeneratePlan:
         """``generate``'s arguments checked (InputError, one sentence) and made ready to sample: the latents
         (the guide encoded, its posterior sample drawn), the mask and the sampler's coefficients. ``generate``
         is ``plan_generate`` then ``sample_rows``; ``sami_rt.scale.batching`` samples many plans' rows together."""
@@ -225,6 +231,10 @@ class Runtime:
                                  f"the exact model), got {_show(scale)}")
         if scale > MAX_SCALE:
             raise InputError(scale_too_large(scale))
+        try:
+            interval = check_interval(b.manifest.sampling_interval if interval is None else interval)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
@@ -237,7 +247,8 @@ class Runtime:
         levels = respace(b.manifest.T, int(steps))
         co = (dpmpp_2m_coefficients(b.manifest.abar, levels, sde=sampler == "dpmpp-2m-sde") if multistep
               else step_coefficients(b.manifest.abar, levels, eta))
-        return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes, guide_x)
+        co["guidance"] = guidance_weights(co["t"], b.manifest.T, interval)
+        return GeneratePlan(int(n), seed, int(steps), sampler, eta, scale, zz, m, co, notes, guide_x, interval)
 
     def sample_plan(self, p: GeneratePlan, batch: int = 64, progress=None, cancel=None, use_cpp=None) -> np.ndarray:
         """The images of one plan (``generate`` after ``plan_generate``): rows 0..n-1 keyed by its seed."""
@@ -264,7 +275,8 @@ class Runtime:
                 backend = model_step(self.backend, ts, B)
             else:
                 backend = model_step(self.backend, ts, B, np.ascontiguousarray(z[lo:hi]),
-                                     np.ascontiguousarray(mask[lo:hi]), np.ascontiguousarray(scale[lo:hi]))
+                                     np.ascontiguousarray(mask[lo:hi]), np.ascontiguousarray(scale[lo:hi]),
+                                     coeffs.get("guidance"))
 
             def prog(i, total, k=k):
                 if progress is not None:

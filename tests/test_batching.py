@@ -19,7 +19,7 @@ def rt1():
 
 def random_request(r: np.random.Generator, D: int) -> dict:
     """A generate request with arguments drawn at random: guide (a file, pixels), latents or none; sampler,
-    steps, eta, seed, scale, mask, guide_mean."""
+    steps, eta, seed, scale, guidance interval, mask, guide_mean."""
     n = int(r.integers(1, 4))
     sampler = str(r.choice(SAMPLERS))
     req = {"n": n, "sampler": sampler, "steps": int(r.integers(2, 4)), "seed": int(r.integers(0, 2**63))}
@@ -35,6 +35,9 @@ def random_request(r: np.random.Generator, D: int) -> dict:
         req["eta"] = float(r.uniform(0, 1))
     if kind < 3 and r.integers(2):
         req["scale"] = float(r.uniform(0.5, 3))
+    if kind < 3 and r.integers(3) == 0:  # a guidance interval: requests of different ones never share a loop
+        lo, hi = sorted(r.uniform(0, 1, 2))
+        req["interval"] = (float(lo), float(hi))
     if kind < 3 and r.integers(3) == 0:
         req["mask"] = (r.random(D) < 0.5) if r.integers(2) else sorted(r.choice(D, 2, replace=False).tolist())
     return req
@@ -130,3 +133,19 @@ def test_sample_plan_is_generate_after_plan_generate(rt1, fresh_seed):
     args = {"guide": GUIDES[0], "n": 3, "steps": 2, "sampler": "ddim", "eta": 0.5, "seed": int(r.integers(2**63))}
     plan = rt1.plan_generate(**args)
     np.testing.assert_array_equal(rt1.sample_plan(plan, batch=2), rt1.generate(**args).x)
+
+
+def test_the_serve_api_takes_a_guidance_interval_and_refuses_a_bad_one(rt1):
+    """POST /generate's ``interval`` reaches Runtime.generate as (lo, hi); a malformed one is one sentence."""
+    from sami_rt.scale import serve_api
+    from sami_rt.scale.batching import plan_request
+
+    args, _, _, _ = serve_api.generate_args({"n": 1, "interval": [0.2, 0.6]}, rt1)
+    assert args["interval"] == (0.2, 0.6) and plan_request(rt1, args).interval == (0.2, 0.6)
+    assert serve_api.info(rt1)["default_interval"] == [0.0, 1.0]
+    for bad in ([0.2], ["0", 1], [True, 1], 0.5):
+        with pytest.raises(InputError, match="interval must be two numbers"):
+            serve_api.generate_args({"interval": bad}, rt1)
+    args, _, _, _ = serve_api.generate_args({"interval": [0.6, 0.2]}, rt1)
+    with pytest.raises(InputError, match="a guidance interval needs 0 <= LO < HI <= 1"):
+        plan_request(rt1, args)

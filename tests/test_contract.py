@@ -177,3 +177,33 @@ def test_a_recorded_step_count_is_ddpms_default_and_is_checked(tmp_path, fresh_s
         m["sampling"]["steps"] = bad
         with pytest.raises(BundleError, match="sampling.steps must be a whole number of steps from 1 to T=400"):
             Manifest.from_json(m, "m.json")
+
+
+def test_a_recorded_guidance_interval_is_the_default_and_is_checked(tmp_path, fresh_seed):
+    """manifest sampling.interval (export/run.py or export/annotate.py --sampling-interval): the noise levels
+    generate guides at the bundle's scale unless told; a bundle without it guides at every level."""
+    pytest.importorskip("torch")
+    from export.annotate import annotate
+    from sami_rt.errors import BundleError
+    from sami_rt.runtime import Runtime
+
+    rng = np.random.default_rng(fresh_seed)
+    lo = float(rng.uniform(0.1, 0.4))
+    hi = float(rng.uniform(0.5, 0.9))
+    dst = tmp_path / "b"
+    shutil.copytree(SHIPPED["disks-small"], dst)
+    assert annotate(dst, log=lambda line: None, sampling_interval=(lo, hi), sampling_scale=5.0)
+    rt, plain = Runtime(dst, device="cpu"), Runtime(SHIPPED["disks-small"], device="cpu")
+    assert rt.bundle.manifest.sampling_interval == (lo, hi) and plain.bundle.manifest.sampling_interval == (0.0, 1.0)
+    m = json.loads(rt.bundle.manifest.dumps())
+    assert m["sampling"]["interval"] == [lo, hi]
+    assert "interval" not in json.loads(plain.bundle.manifest.dumps())["sampling"]  # every level: not written
+    z = rng.normal(size=(2, rt.latent_dim)).astype(np.float32)
+    kw = dict(z=z, n=2, steps=20, seed=int(rng.integers(2**31)))
+    got = rt.generate(**kw).x
+    np.testing.assert_array_equal(got, plain.generate(scale=5.0, interval=(lo, hi), **kw).x)
+    assert np.abs(got - plain.generate(scale=5.0, **kw).x).max() > 1e-3  # every level guided at 5 differs
+    for bad in ([0.5, 0.5], [0.6, 0.2], [-0.1, 1], [0, 2], [0.2], "0 1", None):
+        m["sampling"]["interval"] = bad
+        with pytest.raises(BundleError, match="sampling.interval: a guidance interval"):
+            Manifest.from_json(m, "m.json")

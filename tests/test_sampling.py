@@ -75,7 +75,7 @@ def reference():
     return rt, model
 
 
-def _torch_loop(model, bundle, seed, z, mask, steps, eta, scale):
+def _torch_loop(model, bundle, seed, z, mask, steps, eta, scale, interval=(0.0, 1.0)):
     """train.sampling.sample driven by the runtime's x_T and step noise (Philox keyed by seed, sample, step)."""
     shape = bundle.manifest.image.shape
 
@@ -85,28 +85,32 @@ def _torch_loop(model, bundle, seed, z, mask, steps, eta, scale):
     x_init = torch.from_numpy(initial_noise(seed, np.arange(N), shape))
     return sample(model, bundle.manifest.abar, (N, *shape), z=None if z is None else torch.from_numpy(z), steps=steps,
                   eta=eta, scale=scale, mask=None if mask is None else torch.from_numpy(mask), batch=3,
-                  x_init=x_init, noise=noise).numpy()
+                  x_init=x_init, noise=noise, interval=interval).numpy()
 
 
-CASES = {  # sampler, steps, eta (None: the sampler's), guided, mask
-    "ddpm": ("ddpm", 25, None, True, None),
-    "ddim-masked": ("ddim", 20, None, True, [0, 2, 5]),
-    "eta-0.4-masked": ("ddim", 15, 0.4, True, [1, 3]),
-    "unconditional": ("ddpm", 20, None, False, None),
+CASES = {  # sampler, steps, eta (None: the sampler's), guided, mask, guidance interval
+    "ddpm": ("ddpm", 25, None, True, None, (0.0, 1.0)),
+    "ddim-masked": ("ddim", 20, None, True, [0, 2, 5], (0.0, 1.0)),
+    "eta-0.4-masked": ("ddim", 15, 0.4, True, [1, 3], (0.0, 1.0)),
+    "unconditional": ("ddpm", 20, None, False, None, (0.0, 1.0)),
+    "ddpm-interval": ("ddpm", 25, None, True, None, (0.2, 0.6)),
 }
 
 
 def _run_both(rt, model, case, seed, use_cpp):
-    sampler, steps, eta, guided, mask = CASES[case]
+    sampler, steps, eta, guided, mask, interval = CASES[case]
     rng = np.random.default_rng(seed)
     D = rt.latent_dim
     z = rng.standard_normal((N, D)).astype(np.float32) if guided else None
-    scale = float(rng.uniform(1.0, 4.0))
+    scale = float(rng.uniform(2.0, 4.0))
     got = rt.generate(z=z, n=N, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, batch=2,
-                      use_cpp=use_cpp).x
+                      use_cpp=use_cpp, interval=interval).x
     m = None if mask is None else np.repeat(rt._mask(mask), N, axis=0)
     eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else eta  # as Runtime.generate reads it
-    want = _torch_loop(model, rt.bundle, seed, z, m, steps, eta, scale)
+    want = _torch_loop(model, rt.bundle, seed, z, m, steps, eta, scale, interval)
+    if interval != (0.0, 1.0):  # the interval must matter: the same call guided at the scale on every level differs
+        full = _torch_loop(model, rt.bundle, seed, z, m, steps, eta, scale)
+        assert np.abs(full - want).max() > 1e-3, np.abs(full - want).max()
     return got, want
 
 

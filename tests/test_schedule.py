@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from sami_rt.sampling.schedule import make_abar, respace, step_coefficients
+from sami_rt.sampling.schedule import (check_interval, guidance_weights, make_abar, respace, step_coefficients,
+                                       step_scale)
 
 
 def test_linear_abar_matches_product_of_alphas():
@@ -55,3 +56,28 @@ def test_ddim_with_the_true_noise_stays_on_the_forward_process(fresh_seed):
         a_s = abar[co["t"][i + 1]] if i + 1 < len(co["t"]) else 1.0
         np.testing.assert_allclose(x, np.sqrt(a_s) * x0 + np.sqrt(1 - a_s) * eps, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(x, x0, atol=1e-9)
+
+
+def test_guidance_weights_mark_the_levels_inside_the_interval(fresh_seed):
+    """Closed form: step i is inside when lo <= t_i / (T - 1) <= hi; its scale is s inside and 1 outside."""
+    rng = np.random.default_rng(fresh_seed)
+    T, steps = int(rng.integers(50, 1000)), int(rng.integers(5, 50))
+    lo, hi = sorted(rng.uniform(0, 1, 2))
+    ts = respace(T, steps)
+    w = guidance_weights(ts, T, (lo, hi))
+    want = [1.0 if lo <= t / (T - 1) <= hi else 0.0 for t in ts]
+    assert w.tolist() == want, (lo, hi, ts)
+    w = guidance_weights(ts, T, (0.25, 0.75))  # a fixed interval holds both kinds of step
+    assert 0 < w.sum() < len(ts) and w[0] == 0 and w[-1] == 0
+    np.testing.assert_array_equal(guidance_weights(ts, T), np.ones(len(ts)))  # the default guides every step
+    s = float(rng.uniform(2, 20))
+    assert step_scale(s, 1.0) == s and step_scale(s, 0.0) == 1.0
+    rows = rng.uniform(1, 5, 4)
+    np.testing.assert_allclose(step_scale(rows, 0.0), 1.0)
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.5), (0.6, 0.2), (-0.1, 0.5), (0.2, 1.5), (0.1,), "ab", 3.0,
+                                 (float("nan"), 1.0)])
+def test_a_bad_guidance_interval_is_one_sentence(bad):
+    with pytest.raises(ValueError, match="guidance interval"):
+        check_interval(bad)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from train.factor_figures import best_distinct_axes, find_disks, judge_path
+from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 from train.io import write_json
 
 FOLD_GRID, DECODE_GRID, POINTS = 41, 7, 10
@@ -87,7 +88,7 @@ class RuntimeModel:
     (seed of the row, index 0), so rows with one seed share their noise."""
 
     def __init__(self, model, threads: int = 1, steps: int | None = None, sampler: str = "ddpm",
-                 scale: float | None = None):
+                 scale: float | None = None, interval=None):
         from sami_rt.runtime import Runtime, default_steps
 
         self.rt = Runtime(model, device="cpu", threads=threads)
@@ -97,12 +98,14 @@ class RuntimeModel:
         self.sampler = sampler
         self.steps = int(steps or default_steps(b, sampler))
         self.scale = float(b.manifest.sampling_scale if scale is None else scale)
+        self.interval = tuple(b.manifest.sampling_interval if interval is None else interval)
 
     def encode(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         return np.concatenate([self.rt.backend.encode(x[lo:lo + batch])[0] for lo in range(0, len(x), batch)])
 
     def decode(self, z: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        p = self.rt.plan_generate(z=z, n=len(z), steps=self.steps, sampler=self.sampler, scale=self.scale)
+        p = self.rt.plan_generate(z=z, n=len(z), steps=self.steps, sampler=self.sampler, scale=self.scale,
+                                  interval=self.interval)
         zz, mask, scale = p.row_guidance(self.latent_dim)
         return self.rt.sample_rows(p.coeffs, np.asarray(seeds, np.uint64), np.zeros(len(z), np.int64), zz, mask, scale)
 
@@ -111,8 +114,9 @@ class TorchModel(RuntimeModel):
     """A training run's model in PyTorch behind the same interface (the same sampling loop and noise)."""
 
     def __init__(self, model, cfg, abar, steps: int = 100, sampler: str = "ddpm", scale: float | None = None,
-                 name: str = "run"):
-        self.model, self.abar = model, np.asarray(abar, np.float64)
+                 name: str = "run", interval=None, device: str = "cpu"):
+        self.model, self.abar, self.device = model.to(device), np.asarray(abar, np.float64), device
+        self.interval = FULL_INTERVAL if interval is None else check_interval(interval)
         self.name, self.latent_dim, self.geometry = name, cfg.latent_dim, Geometry.from_config(cfg)
         self.sampler, self.steps = sampler, int(min(steps, len(self.abar)))
         self.scale = float(cfg.sampling_scale if scale is None else scale)
@@ -121,33 +125,41 @@ class TorchModel(RuntimeModel):
         import torch
 
         with torch.no_grad():
-            return np.concatenate([self.model.encoder(torch.from_numpy(x[lo:lo + batch]))[0].numpy()
-                                   for lo in range(0, len(x), batch)]).astype(np.float64)
+            mu = [self.model.encoder(torch.from_numpy(x[lo:lo + batch]).to(self.device))[0].cpu().numpy()
+                  for lo in range(0, len(x), batch)]
+        return np.concatenate(mu).astype(np.float64)
 
     def guided_eps(self, x_t, t, z, mask, scale):  # the backends' interface, numpy in and out
         import torch
 
         from sami_reference.guidance import guided_eps
 
-        s1m = torch.from_numpy(np.sqrt(1 - self.abar[t])).float()
-        out = guided_eps(self.model.denoiser, self.model.encoder, torch.from_numpy(np.array(x_t)), torch.from_numpy(t),
-                         torch.from_numpy(z), s1m, torch.from_numpy(scale), torch.from_numpy(mask))
-        return out.detach().numpy()
+        def dev(a):
+            return torch.from_numpy(np.asarray(a)).to(self.device)
 
-    def decode(self, z: np.ndarray, seeds: np.ndarray, batch: int = 64) -> np.ndarray:
+        s1m = dev(np.sqrt(1 - self.abar[t])).float()
+        out = guided_eps(self.model.denoiser, self.model.encoder, dev(np.array(x_t)), dev(t), dev(z), s1m, dev(scale),
+                         dev(mask))
+        return out.detach().cpu().numpy()
+
+    def decode(self, z: np.ndarray, seeds: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Images of latents ``z`` (noise keyed by (seed, row 0), so the batch size changes nothing: 64 rows a
+        call on the CPU, 256 on an accelerator unless ``batch`` is given)."""
         from sami_rt.sampling.loop import initial_noise, model_step, run_loop
-        from sami_rt.sampling.schedule import dpmpp_2m_coefficients, respace, step_coefficients
+        from sami_rt.sampling.schedule import dpmpp_2m_coefficients, guidance_weights, respace, step_coefficients
 
         lv = respace(len(self.abar), self.steps)
         co = (dpmpp_2m_coefficients(self.abar, lv, sde=self.sampler.endswith("sde")) if self.sampler.startswith("dpmpp")
               else step_coefficients(self.abar, lv, 1.0 if self.sampler == "ddpm" else 0.0))
         z = np.asarray(z, np.float32)
+        batch = batch or (64 if self.device == "cpu" else 256)
         seeds, out = np.asarray(seeds, np.uint64), []
         for lo in range(0, len(z), batch):
             zz, s = np.ascontiguousarray(z[lo:lo + batch]), seeds[lo:lo + batch]
             idx = np.zeros(len(zz), np.int64)
             x = initial_noise(s, idx, (1, self.geometry.size, self.geometry.size))
-            step = model_step(self, co["t"], len(zz), zz, np.ones_like(zz), np.full(len(zz), self.scale, np.float32))
+            step = model_step(self, co["t"], len(zz), zz, np.ones_like(zz), np.full(len(zz), self.scale, np.float32),
+                              guidance_weights(co["t"], len(self.abar), self.interval))
             out.append(np.clip(run_loop(step, x, co, s, idx), -1, 1))
         return np.concatenate(out)
 
@@ -218,7 +230,8 @@ def decode_check(m, n: int = DECODE_GRID, samples: int = 2, seed: int = 0) -> tu
     ok = np.isfinite(err)
     e = err[ok]
     return ({"grid": n, "samples_per_position": samples, "backgrounds": bgs.tolist(), "images": len(f),
-             "scale": m.scale, "sampler": m.sampler, "steps": m.steps, "no_disk": int((~ok).sum()),
+             "scale": m.scale, "interval": list(getattr(m, "interval", FULL_INTERVAL)), "sampler": m.sampler,
+             "steps": m.steps, "no_disk": int((~ok).sum()),
              "several_blobs": int((counts > 1).sum()),
              "median_px": _median(err),
              "mean_px": float(np.mean(e)) if len(e) else float("nan"),
@@ -272,7 +285,8 @@ def interpolation_check(m, pairs: int = 50, points: int = POINTS, seed: int = 0)
     imgs = m.decode(z, np.repeat(seed + 1_000 + np.arange(pairs), points)).reshape(pairs, points, g.size, g.size)
     lines = [judge_images(imgs[i], np.stack([A[i, :2], B[i, :2]]), g.foreground) for i in range(pairs)]
     verdicts = [r["verdict"] for r in lines]
-    return ({"pairs": pairs, "points": points, "scale": m.scale, "sampler": m.sampler, "steps": m.steps,
+    return ({"pairs": pairs, "points": points, "scale": m.scale,
+             "interval": list(getattr(m, "interval", FULL_INTERVAL)), "sampler": m.sampler, "steps": m.steps,
              "passed": verdicts.count("pass"), "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))},
              "min_peak": MIN_PEAK, "max_step_allowed": MAX_STEP, "min_distance_px": MIN_DISTANCE,
              "lines": [{"a": A[i].tolist(), "b": B[i].tolist(), **lines[i]} for i in range(pairs)]},
@@ -338,8 +352,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="sampling steps (default: the bundle's for its sampler; a run: 100)")
     ap.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde"))
     ap.add_argument("--scale", type=float, help="guidance scale (default: the bundle's or the run's)")
+    ap.add_argument("--interval", type=float, nargs=2, metavar=("LO", "HI"),
+                    help="guide at --scale only at noise levels t / (T - 1) in [LO, HI], at 1 elsewhere (default: "
+                         "the bundle's interval; a run: all levels)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="threads (default 1)")
+    ap.add_argument("--device", default="cpu", help="a run directory's torch device (cpu, cuda; default cpu)")
     a = ap.parse_args(argv)
     src = Path(a.model)
     if (src / "config.json").is_file() and (src / "checkpoint.pt").is_file():
@@ -349,10 +367,11 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(a.threads)
         model, cfg, abar, _ = load_run(src)
-        m = TorchModel(model, cfg, abar.numpy(), a.steps or 100, a.sampler, a.scale, src.resolve().name)
+        m = TorchModel(model, cfg, abar.numpy(), a.steps or 100, a.sampler, a.scale, src.resolve().name, a.interval,
+                       a.device)
         out = a.out or src
     else:
-        m = RuntimeModel(a.model, a.threads, a.steps, a.sampler, a.scale)
+        m = RuntimeModel(a.model, a.threads, a.steps, a.sampler, a.scale, a.interval)
         out = a.out or Path("disk_checks") / m.name
     res = run_checks(m, out, a.pairs, a.decode_samples, a.seed)
     print(json.dumps(res["summary"], indent=2))

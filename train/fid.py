@@ -137,9 +137,10 @@ def class_keeping(net: FeatureNet, samples: torch.Tensor, guide_labels: np.ndarr
 
 
 @torch.no_grad()
-def generate_samples(model, cfg, abar, n: int, z: torch.Tensor | None, steps: int, seed: int) -> torch.Tensor:
-    """SAMI: DDPM samples, guided by z at the run's sampling scale (None: unconditional). A VAE baseline:
-    its decoder's mean image of z (None: z drawn from the prior)."""
+def generate_samples(model, cfg, abar, n: int, z: torch.Tensor | None, steps: int, seed: int,
+                     interval=(0.0, 1.0)) -> torch.Tensor:
+    """SAMI: DDPM samples, guided by z at the run's sampling scale over the guidance ``interval`` (None:
+    unconditional). A VAE baseline: its decoder's mean image of z (None: z drawn from the prior)."""
     g = torch.Generator().manual_seed(seed)
     if cfg.model != "sami":
         if z is None:
@@ -148,7 +149,7 @@ def generate_samples(model, cfg, abar, n: int, z: torch.Tensor | None, steps: in
     from train.sampling import sample
 
     return sample(model, abar, (n, cfg.channels, cfg.image_size, cfg.image_size), z=z, steps=min(steps, cfg.T),
-                  scale=float(cfg.sampling_scale), generator=g)
+                  scale=float(cfg.sampling_scale), generator=g, interval=interval)
 
 
 def sample_quality(model, cfg, abar, out_dir: Path, n: int = 1000, steps: int = 100, seed: int = 0,

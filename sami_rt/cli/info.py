@@ -7,6 +7,7 @@ import click
 import numpy as np
 
 from sami_rt.cli.shared import friendly, model_options, open_runtime
+from sami_rt.sampling.schedule import FULL_INTERVAL
 
 WIDTH = 110  # a value longer than this is cut, saying how many entries it has
 
@@ -52,6 +53,9 @@ def info(model, device, threads, list_):
     click.echo(f"graphs: {', '.join(sorted(b.graphs))}" + (f"; float16: {', '.join(sorted(b.graphs_fp16))}"
                                                           if b.graphs_fp16 else ""))
     click.echo(f"guidance scale for sampling: {b.manifest.sampling_scale:g}" + (" (the exact model)" if b.manifest.sampling_scale == 1 else ""))
+    if tuple(b.manifest.sampling_interval) != FULL_INTERVAL:
+        lo, hi = b.manifest.sampling_interval
+        click.echo(f"guidance interval: the scale at noise levels t / (T - 1) in [{lo:g}, {hi:g}], 1 elsewhere")
     click.echo(f"default sampling: ddpm, {default_steps(b, 'ddpm')} steps"
                + (" (recorded in the bundle)" if b.manifest.sampling_steps else ""))
     click.echo(f"backend: {backend}")

@@ -59,7 +59,8 @@ def main():
 @sampling_options
 @model_options
 @friendly
-def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, interval, scale, batch, model, device,
+             threads):
     """Draw samples, guided by an image's latent or unconditional.
 
     \b
@@ -82,11 +83,11 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
         what = f"{n} samples guided by {guide.name}" + (f" on axes {','.join(map(str, mask))}" if mask else "")
     else:
         what = f"{n} unconditional samples"
-    title = sampling_title(rt, what, sampler, steps, scale, guided=bool(guide))
+    title = sampling_title(rt, what, sampler, steps, scale, guided=bool(guide), interval=interval)
     check_grid_fits(out, rt, n, zoom=zoom, title=title, lead="guide" if guide else None)
     s = run_with_progress("sampling", rt.generate, guide=str(guide) if guide else None, n=n, steps=steps,
                           sampler=sampler, eta=eta, seed=seed, scale=scale, mask=mask, guide_mean=guide_mean,
-                          batch=batch)
+                          batch=batch, interval=interval)
     for note in s.notes:
         click.echo(f"note: {note}", err=True)
     write_grid(out, s, s.guide, zoom=zoom, title=title)  # the guide as the runtime loaded it, once
@@ -106,7 +107,7 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, s
 @sampling_options
 @model_options
 @friendly
-def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, interval, scale, batch, model, device, threads):
     """Decode n points on the line between two images' posterior means.
 
     \b
@@ -117,9 +118,11 @@ def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, mod
     image_input(a)
     image_input(b)
     rt = open_runtime(model, device, threads)
-    title = sampling_title(rt, f"A = {a.name}, B = {b.name}, z = (1 - t) mu_A + t mu_B", sampler, steps, scale)
+    title = sampling_title(rt, f"A = {a.name}, B = {b.name}, z = (1 - t) mu_A + t mu_B", sampler, steps, scale,
+                           interval=interval)
     check_grid_fits(out, rt, n, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
-    s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch)
+    s = rt.interpolate(str(a), str(b), n, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale, batch=batch,
+                       interval=interval)
     write_grid(out, s, ncol=n, zoom=zoom, labels=interpolation_labels(n), title=title)
     write_latents(npz, s, t=np.linspace(0.0, 1.0, n, dtype=np.float32))
     click.echo(f"{n} images -> {out}, latents -> {npz}")
@@ -140,7 +143,8 @@ def interpolate(a, b, n, out, zoom, steps, sampler, eta, seed, scale, batch, mod
 @sampling_options
 @model_options
 @friendly
-def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, scale, batch, model, device, threads):
+def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, interval, scale, batch, model, device,
+             threads):
     """Decode an image's latent with one dimension moved by offsets (in the code's spread by default).
 
     \b
@@ -170,11 +174,11 @@ def traverse(image, axis, values, unit, out, zoom, steps, sampler, eta, seed, sc
             click.echo(f"note: offsets of at most 3 posterior sds ({3 * size:.3g} on z{axis}) stay inside what "
                        f"{image.name} itself pins down, so the tiles may look alike; for visible changes give "
                        "larger --values or --unit value", err=True)
-    title = sampling_title(rt, f"{image.name}, axis z{axis} {moved}", sampler, steps, scale)
+    title = sampling_title(rt, f"{image.name}, axis z{axis} {moved}", sampler, steps, scale, interval=interval)
     labels = traversal_labels(axis, vals, unit)
     check_grid_fits(out, rt, len(vals), ncol=len(vals), zoom=zoom, labels=labels, title=title, lead="image")
     s = rt.traverse(x, axis, vals, unit=unit, steps=steps, sampler=sampler, eta=eta, seed=seed, scale=scale,
-                    batch=batch)
+                    batch=batch, interval=interval)
     write_grid(out, s, x, ncol=len(vals), zoom=zoom, labels=labels, title=title, lead="image")
     write_latents(npz, s, axis=axis, values=np.asarray(vals), unit=unit)
     how = f"set to {values}" if unit == "value" else f"moved by {values} {unit}s"

@@ -73,7 +73,7 @@ def serve(model, device, precision, host, port, replicas, threads, max_batch_siz
     \b
     Endpoints:
       POST /generate  {"guide": base64 image | "z": [...], "n", "steps", "sampler", "eta",
-                       "seed", "scale", "mask", "guide_mean", "format": png|npy|npz|json}
+                       "seed", "scale", "interval", "mask", "guide_mean", "format": png|npy|npz|json}
       POST /encode    {"image": base64 image} or {"images": [...]} -> posterior means and variances
       GET  /health    GET /info
 

@@ -18,6 +18,7 @@ from sami_rt.backends.precision import PRECISIONS
 from sami_rt.errors import InputError, SamiError
 from sami_rt.media.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
 from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
+from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 
 
 
@@ -59,6 +60,10 @@ def sampling_options(fn):
     fn = click.option("--scale", type=float, default=None, callback=_positive_scale,
                       help="Guidance scale s > 0 (default: the model's, shown by `sami-rt info`; 1 is the exact "
                       "model).")(fn)
+    fn = click.option("--interval", type=float, nargs=2, default=None, callback=_interval, metavar="LO HI",
+                      help="Guide at --scale only at the noise levels t / (T - 1) in [LO, HI] (0 the least noisy), "
+                      "at 1 (the exact model) elsewhere (default: the model's, shown by `sami-rt info`; 0 1 guides "
+                      "every step).")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses noise keyed by (seed, i).")(fn)
     fn = click.option("--eta", type=click.FloatRange(min=0), default=None,
                       help="DDIM eta (ddpm: 1, ddim: 0; the dpmpp samplers take none).")(fn)
@@ -69,6 +74,16 @@ def sampling_options(fn):
                       help="Sampling steps (default: for ddpm the steps the bundle records (`sami-rt info`), else 100; 50 for "
                       "ddim, 20 for the dpmpp samplers).")(fn)
     return fn
+
+
+def _interval(ctx, param, value):
+    """--interval: refused before any work unless 0 <= LO < HI <= 1 (as Runtime.generate)."""
+    if value is None:
+        return None
+    try:
+        return check_interval(value)
+    except ValueError as e:
+        raise click.ClickException(f"--interval: {e}") from None
 
 
 def _positive_scale(ctx, param, value):
@@ -215,15 +230,19 @@ def write_grid(path: Path, samples, lead_x=None, ncol=8, zoom=None, labels=None,
                                     lead=lead_x is not None))
 
 
-def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = True) -> str:
-    """A grid's title: the model, what the tiles are, and how they were sampled (the sampler, its steps and the
-    guidance scale as they will run: the bundle's defaults where none was given)."""
+def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = True, interval=None) -> str:
+    """A grid's title: the model, what the tiles are, and how they were sampled (the sampler, its steps, the
+    guidance scale and its interval where it is not every level, as they will run: the bundle's defaults where
+    none was given)."""
     from sami_rt.runtime import default_steps
 
     steps = default_steps(rt.bundle, sampler) if steps is None else steps
     how = f"{sampler} {steps} steps"
     if guided:
         how += f", scale {rt.bundle.manifest.sampling_scale if scale is None else scale:g}"
+        lo, hi = rt.bundle.manifest.sampling_interval if interval is None else interval
+        if (lo, hi) != FULL_INTERVAL:
+            how += f" at levels {lo:g}-{hi:g}"
     return f"{rt.bundle.root.name}: {what}; {how}"
 
 

@@ -19,6 +19,7 @@ from sami_rt._version import __version__
 from sami_rt.contract.format import (FORMAT, FORMAT_VERSION, GRAPHS, PARAMETERISATIONS, READABLE_VERSIONS, TRT_PROFILE,
                                      Architecture, ImageSpec, Preprocess, is_finite_number, preprocess_for)
 from sami_rt.errors import BundleError
+from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Manifest:
     sami_rt_version: str = ""
     variance_range: VarianceRange | None = None  # the posterior variances training-distribution images gave
     sampling_steps: int | None = None  # DDPM steps sampling takes unless told otherwise (None: the runtime's 100)
+    sampling_interval: tuple = FULL_INTERVAL  # the noise levels (fractions of T - 1) the scale applies at; 1 elsewhere
 
     @property
     def T(self) -> int:
@@ -165,6 +167,8 @@ class Manifest:
         m["sampling"] = {"scale": float(self.sampling_scale)}
         if self.sampling_steps is not None:
             m["sampling"]["steps"] = int(self.sampling_steps)
+        if tuple(self.sampling_interval) != FULL_INTERVAL:
+            m["sampling"]["interval"] = [float(v) for v in self.sampling_interval]
         if self.variance_range is not None:
             m["posterior_variance"] = self.variance_range.to_json()
         for key in ("training", "evaluation", "export"):
@@ -245,6 +249,10 @@ def parse_manifest(m, where: str) -> "Manifest":
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= len(abar)):
         raise BundleError(f"{where}: sampling.steps must be a whole number of steps from 1 to T={len(abar)}, "
                           f"got {steps!r:.60}")
+    try:
+        interval = check_interval(sampling.get("interval", FULL_INTERVAL))
+    except ValueError as e:
+        raise BundleError(f"{where}: sampling.interval: {e}") from None
     if "architecture" in m:
         arch = Architecture.from_json(m["architecture"], where)
     else:
@@ -280,7 +288,8 @@ def parse_manifest(m, where: str) -> "Manifest":
     return Manifest(ImageSpec(C, H, W, pre), D, abar, {k: v for k, v in sched.items() if k != "abar"}, param, arch,
                graphs, graphs_fp16, engines, reference, dict(flops), float(s), training, evaluation,
                desc if isinstance(desc, str) else str(desc), m.get("export") or {}, int(version),
-               str(m.get("sami_rt_version", "")), variance_range=vrange, sampling_steps=steps)
+               str(m.get("sami_rt_version", "")), variance_range=vrange, sampling_steps=steps,
+                    sampling_interval=interval)
 
 
 def _variance_range(v, where: str) -> VarianceRange:

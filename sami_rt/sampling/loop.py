@@ -21,6 +21,7 @@ import numpy as np
 
 from sami_rt.errors import Cancelled, SamplingError
 from sami_rt.sampling.rng import INIT_STEP, batch_normals, row_seeds
+from sami_rt.sampling.schedule import step_scale
 
 # cpp_ext/sampler.cpp's __version__ that this module calls (2: the previous-step terms; 3: a seed per row)
 LOOP_VERSION = "3"
@@ -82,12 +83,22 @@ def loop_numpy(backend: StepFn, x: np.ndarray, c_x, c_eps, sigma, seed, indices,
     return len(c_x)
 
 
-def model_step(model, ts, batch: int, z=None, mask=None, scale=None) -> StepFn:
+def model_step(model, ts, batch: int, z=None, mask=None, scale=None, weights=None) -> StepFn:
     """The loop's ``backend(x_t, i)`` for a model with the backends' interface (numpy arrays in and out): its
     ``guided_eps`` at level ``ts[i]`` with latents ``z``, ``mask`` and ``scale`` (one row per sample), or
-    its ``denoise`` where ``z`` is None (unconditional sampling). ``Runtime.generate`` samples through it,
-    and so does the bench's comparison baseline."""
+    its ``denoise`` where ``z`` is None (unconditional sampling). ``weights`` (one per step, None: all 1, the
+    coefficients' ``guidance`` entry) limits the scale to a guidance interval: step i guides at
+    ``1 + (scale - 1) * weights[i]`` (``sami_rt.sampling.schedule.step_scale``). ``Runtime.generate`` samples
+    through it, and so does the bench's comparison baseline."""
     t = np.empty(batch, dtype=np.int64)
+    if z is not None and weights is not None and np.any(np.asarray(weights) != 1.0):
+        base = np.asarray(scale, dtype=np.float64)
+        per_step = [np.ascontiguousarray(step_scale(base, float(w)), dtype=np.float32) for w in weights]
+
+        def step(x_t, i):
+            t.fill(ts[i])
+            return model.guided_eps(x_t, t, z, mask, per_step[i])
+        return step
     if z is None:
         def step(x_t, i):
             t.fill(ts[i])

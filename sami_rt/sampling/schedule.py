@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 SCHEDULES = ("linear", "cosine", "scaled-linear")
+FULL_INTERVAL = (0.0, 1.0)  # the guidance interval that guides every step at the sampling scale
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -50,6 +51,34 @@ def respace(T: int, steps: int) -> np.ndarray:
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and the model's T={T}, got {steps}")
     return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(np.int64))[::-1].copy()
+
+
+def check_interval(interval) -> tuple[float, float]:
+    """A guidance interval as (lo, hi) floats with 0 <= lo < hi <= 1, or ValueError in one sentence."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"a guidance interval is two numbers LO HI, got {interval!r}") from None
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"a guidance interval needs 0 <= LO < HI <= 1 (fractions of the noise levels, 0 the least "
+                         f"noisy), got {lo:g} {hi:g}")
+    return lo, hi
+
+
+def guidance_weights(timesteps: np.ndarray, T: int, interval=FULL_INTERVAL) -> np.ndarray:
+    """Per step of ``timesteps`` (levels 0 .. T-1): 1.0 where the level's fraction t / (T - 1) of the schedule lies
+    in the guidance interval [lo, hi], else 0.0 (float64). A step's guidance scale is ``step_scale(s, w)``:
+    the sampling scale s inside the interval, the exact model (1) outside it (guidance limited to an interval of
+    noise levels, Kynkaanniemi et al. 2024, with the exact posterior rather than none outside)."""
+    lo, hi = check_interval(interval)
+    u = np.asarray(timesteps, dtype=np.float64) / max(T - 1, 1)
+    return ((u >= lo) & (u <= hi)).astype(np.float64)
+
+
+def step_scale(scale, weight: float):
+    """The guidance scale of one step: ``1 + (scale - 1) * weight`` (scale where the weight is 1, 1 where it
+    is 0), for a scalar or an array of per-row scales."""
+    return 1.0 + (scale - 1.0) * weight if weight != 1.0 else scale
 
 
 def step_coefficients(abar: np.ndarray, timesteps: np.ndarray, eta: float) -> dict[str, np.ndarray]:

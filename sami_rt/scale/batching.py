@@ -22,7 +22,7 @@ import numpy as np
 from sami_rt.errors import InputError, SamplingError
 from sami_rt.runtime import GeneratePlan, Runtime
 
-REQUEST_KEYS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean")
+REQUEST_KEYS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean", "interval")
 
 
 def plan_request(runtime: Runtime, request: dict) -> GeneratePlan:
@@ -35,7 +35,7 @@ def plan_request(runtime: Runtime, request: dict) -> GeneratePlan:
 
 def group_key(plan: GeneratePlan) -> tuple:
     """Plans with equal keys sample in one loop: the same coefficients, and the same graph (guided or not)."""
-    return plan.sampler, plan.steps, plan.eta, plan.z is None
+    return plan.sampler, plan.steps, plan.eta, plan.interval, plan.z is None
 
 
 def sample_plans(runtime: Runtime, plans: Sequence[GeneratePlan], batch: int = 64, use_cpp: bool | None = None

@@ -3,15 +3,15 @@
 One deployment, ``SamiRT``: each replica opens one ``Runtime`` (one backend thread by default) and answers
 
 - ``POST /generate``: a JSON object with ``guide`` (a base64 PNG or JPEG) or ``z`` (a list, [n, D] or [D]),
-  ``n``, ``steps``, ``sampler``, ``eta``, ``seed``, ``scale``, ``mask``, ``guide_mean`` (as
+  ``n``, ``steps``, ``sampler``, ``eta``, ``seed``, ``scale``, ``interval``, ``mask``, ``guide_mean`` (as
   ``Runtime.generate``) and ``format`` (``png`` grid, ``npy``, ``npz`` or ``json`` arrays);
 - ``POST /encode``: ``image`` (base64) or ``images`` (a list) -> posterior means and variances;
 - ``GET /health`` (200 and the model's name) and ``GET /info`` (the model, its defaults, the batching).
 
 Concurrent generate requests are gathered by ``@serve.batch`` (up to ``max_batch_size`` requests, waiting at
 most ``batch_wait_s`` for more) and answered by ``sami_rt.scale.batching.generate_batch``: the requests that share a
-sampler, steps, eta and guidance (latents, or none) run as one loop, each sample keyed by its own request's
-seed, so a response equals what ``Runtime.generate`` gives for the same arguments, bit for bit on the CPU
+sampler, steps, eta, guidance interval and guidance (latents, or none) run as one loop, each sample keyed by its own
+request's seed, so a response equals what ``Runtime.generate`` gives for the same arguments, bit for bit on the CPU
 backend with one thread (the default), within floating-point rounding otherwise. A bad request gets status 400 and
 ``{"error": one sentence}`` (``serve_api``: an ``InputError`` or ``ImageError``); a body above the limit
 (``max_body``, 8 MiB by default) 413 before it is read, an image above 2048x2048 pixels 400 before it is

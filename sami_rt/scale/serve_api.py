@@ -21,7 +21,8 @@ from sami_rt.media.grids import auto_zoom, labelled_grid
 from sami_rt.media.images import decode_image, from_model, header_size, load_cv2
 from sami_rt.runtime import SAMPLERS, Runtime, default_steps
 
-GENERATE_FIELDS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "mask", "guide_mean", "format")
+GENERATE_FIELDS = ("guide", "z", "n", "steps", "sampler", "eta", "seed", "scale", "interval", "mask", "guide_mean",
+                   "format")
 GENERATE_FORMATS = ("png", "npy", "npz", "json")
 ENCODE_FIELDS = ("image", "images", "format")
 ENCODE_FORMATS = ("json", "npz")
@@ -141,6 +142,11 @@ def generate_args(obj: dict, rt: Runtime, max_n: int = MAX_N) -> tuple[dict, str
             raise InputError(f"{k} must be a number, got {v!r}")
     if obj.get("eta") is not None:
         args["eta"] = obj["eta"]
+    if obj.get("interval") is not None:
+        iv = obj["interval"]
+        if not isinstance(iv, list) or len(iv) != 2 or not all(_is_number(v) for v in iv):
+            raise InputError(f"interval must be two numbers [lo, hi], got {json.dumps(iv)[:40]}")
+        args["interval"] = (float(iv[0]), float(iv[1]))  # Runtime.generate checks 0 <= lo < hi <= 1
     if "guide_mean" in obj:
         if not isinstance(obj["guide_mean"], bool):
             raise InputError(f"guide_mean must be true or false, got {obj['guide_mean']!r}")
@@ -225,4 +231,5 @@ def info(rt: Runtime, **server) -> dict:
     b = rt.bundle
     return {"model": b.root.name, "image_shape": list(b.manifest.image.shape), "latent_dim": b.manifest.latent_dim, "T": b.manifest.T,
             "samplers": list(SAMPLERS), "default_steps": {s: default_steps(b, s) for s in SAMPLERS},
-            "default_scale": b.manifest.sampling_scale, "backend": rt.backend.name, **server}
+            "default_scale": b.manifest.sampling_scale, "default_interval": list(b.manifest.sampling_interval),
+            "backend": rt.backend.name, **server}
