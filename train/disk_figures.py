@@ -10,6 +10,12 @@ import numpy as np
 from train.io import atomic_path
 
 
+
+def _levels(d: dict) -> str:
+    """A title's guidance interval, where the scale did not apply at every noise level."""
+    lo, hi = d.get("interval", (0.0, 1.0))
+    return "" if (lo, hi) == (0.0, 1.0) else f" at levels {lo:g}-{hi:g}, 1 elsewhere"
+
 def _pyplot():
     try:
         import matplotlib
@@ -98,8 +104,8 @@ def plot_decode(dec, d: dict, g, path: Path, name: str) -> None:
         ax.set_title(f"background {b:.2f}: median error {med:.2f} px", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
     fig.colorbar(q, ax=axs[0].tolist(), label="position error (px)")
-    fig.suptitle(f"{name}: decoded from the posterior mean (scale {d['scale']:g}, {d['sampler']} {d['steps']} steps): "
-                 f"median {d['median_px']:.2f} px, max {d['max_px']:.2f} px", fontsize=10)
+    fig.suptitle(f"{name}: decoded from the posterior mean (scale {d['scale']:g}{_levels(d)}, {d['sampler']} "
+                 f"{d['steps']} steps): median {d['median_px']:.2f} px, max {d['max_px']:.2f} px", fontsize=10)
     _save(fig, plt, path)
 
 
@@ -127,7 +133,8 @@ def plot_lines(lines, it: dict, g, path: Path, name: str, rows: int = 10) -> Non
         ax.text(1.1, 0.5, verdicts[i], transform=ax.transAxes, va="center", fontsize=8,
                 color="green" if verdicts[i] == "pass" else "red")
     fig.suptitle(f"{name}: decoded along z = (1 - l) mu(A) + l mu(B), the same noise along a row "
-                 f"(scale {it['scale']:g}, {it['sampler']} {it['steps']} steps): {it['passed']}/{it['pairs']} pass",
+                 f"(scale {it['scale']:g}{_levels(it)}, {it['sampler']} {it['steps']} steps): "
+                 f"{it['passed']}/{it['pairs']} pass",
                  fontsize=9)
     fig.tight_layout()
     _save(fig, plt, path, dpi=100)
