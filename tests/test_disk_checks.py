@@ -174,6 +174,23 @@ def test_interpolation_lines_share_their_noise_and_an_exact_model_passes_them(fr
     assert out["verdicts"].get("blobs", 0) >= 1, out["verdicts"]
 
 
+def test_two_draws_and_two_checks_never_share_a_rows_noise(fresh_seed):
+    """A validation draw (seed k) and a report draw (seed k + 1) decode the same grid with disjoint noise: the
+    seeds of one draw's decode and interpolation rows meet neither each other nor the other draw's."""
+    rng = np.random.default_rng(fresh_seed)
+    g = random_geometry(rng)
+    k, pairs = int(rng.integers(10_000)), int(rng.integers(3, 7))
+    seen = {}
+    for seed in (k, k + 1):
+        m = Synthetic(g)
+        decode_check(m, samples=2, seed=seed)
+        interpolation_check(m, pairs, seed=seed)
+        seen[seed] = [set(m.seen[0].tolist()), set(m.seen[1].tolist())]
+        assert len(seen[seed][0]) == 2 * 3 * 7 * 7 and len(seen[seed][1]) == pairs
+        assert not seen[seed][0] & seen[seed][1]
+    assert not (seen[k][0] | seen[k][1]) & (seen[k + 1][0] | seen[k + 1][1])
+
+
 def test_run_checks_writes_the_json_and_labelled_figures(fresh_seed, tmp_path):
     rng = np.random.default_rng(fresh_seed)
     g = random_geometry(rng)

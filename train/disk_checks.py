@@ -218,12 +218,20 @@ def fold_check(m, n: int = FOLD_GRID) -> dict:
     return out, maps
 
 
+def draw_seeds(seed: int, part: int, n: int) -> np.ndarray:
+    """The sampling seeds of ``n`` rows of one check (``part`` 0: decoding, 1: interpolation) in the draw ``seed``:
+    seed * 2**32 + part * 2**31 + row, so no two draws or checks share a row's noise (draws 0 and 1 are a
+    validation and a report draw of the same grid)."""
+    return (np.uint64(seed) * np.uint64(2**32) + np.uint64(part) * np.uint64(2**31)
+            + np.arange(n, dtype=np.uint64))
+
+
 def decode_check(m, n: int = DECODE_GRID, samples: int = 2, seed: int = 0) -> tuple[dict, tuple]:
     g = m.geometry
     pos, bgs = g.positions(n), g.backgrounds()
     f = np.array([[x, y, b] for b in bgs for y in pos for x in pos for _ in range(samples)])
     mu = m.encode(g.render(f))
-    imgs = m.decode(mu, seed + np.arange(len(f)))
+    imgs = m.decode(mu, draw_seeds(seed, 0, len(f)))
     counts, centres = find_disks(imgs[:, 0], g.foreground)
     err = np.hypot(*(centres - f[:, :2]).T)
     inner = np.all((f[:, :2] > pos[0] + 1e-9) & (f[:, :2] < pos[-1] - 1e-9), axis=1)
@@ -282,7 +290,7 @@ def interpolation_check(m, pairs: int = 50, points: int = POINTS, seed: int = 0)
     mu = m.encode(g.render(np.r_[A, B]))
     lam = np.linspace(0, 1, points)[None, :, None]
     z = ((1 - lam) * mu[:pairs, None] + lam * mu[pairs:, None]).reshape(-1, mu.shape[1])
-    imgs = m.decode(z, np.repeat(seed + 1_000 + np.arange(pairs), points)).reshape(pairs, points, g.size, g.size)
+    imgs = m.decode(z, np.repeat(draw_seeds(seed, 1, pairs), points)).reshape(pairs, points, g.size, g.size)
     lines = [judge_images(imgs[i], np.stack([A[i, :2], B[i, :2]]), g.foreground) for i in range(pairs)]
     verdicts = [r["verdict"] for r in lines]
     return ({"pairs": pairs, "points": points, "scale": m.scale,
