@@ -10,11 +10,11 @@ import numpy as np
 from train.io import atomic_path
 
 
-
 def _levels(d: dict) -> str:
     """A title's guidance interval, where the scale did not apply at every noise level."""
     lo, hi = d.get("interval", (0.0, 1.0))
     return "" if (lo, hi) == (0.0, 1.0) else f" at levels {lo:g}-{hi:g}, 1 elsewhere"
+
 
 def _pyplot():
     try:
