@@ -231,10 +231,7 @@ class Runtime:
                                  f"the exact model), got {_show(scale)}")
         if scale > MAX_SCALE:
             raise InputError(scale_too_large(scale))
-        try:
-            interval = check_interval(b.manifest.sampling_interval if interval is None else interval)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        interval = check_interval(b.manifest.sampling_interval if interval is None else interval)  # InputError
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {_show(seed)}")
         notes: list[str] = []
@@ -271,12 +268,9 @@ class Runtime:
             B, idx = hi - lo, np.asarray(indices[lo:hi], dtype=np.int64)
             s = seed[lo:hi] if per_row else seed
             x = initial_noise(s, idx, shape)
-            if z is None:
-                backend = model_step(self.backend, ts, B)
-            else:
-                backend = model_step(self.backend, ts, B, np.ascontiguousarray(z[lo:hi]),
-                                     np.ascontiguousarray(mask[lo:hi]), np.ascontiguousarray(scale[lo:hi]),
-                                     coeffs.get("guidance"))
+            guided = () if z is None else (*(np.ascontiguousarray(a[lo:hi]) for a in (z, mask, scale)),
+                                           coeffs.get("guidance"))
+            backend = model_step(self.backend, ts, B, *guided)
 
             def prog(i, total, k=k):
                 if progress is not None:

@@ -169,8 +169,10 @@ def test_interpolation_lines_share_their_noise_and_an_exact_model_passes_them(fr
         return ((1 - lam) * ends[:, :1] + lam * ends[:, 1:]).reshape(-1, 1, g.size, g.size)
 
     out, _ = interpolation_check(Synthetic(g, draw=crossfade), pairs, seed=seed)
-    # two half-contrast ghosts mid-line: two blobs, or (where both stay under 0.6 of the contrast) too faint
-    assert out["passed"] == 0 and set(out["verdicts"]) <= {"blobs", "faint"} and sum(out["verdicts"].values()) == pairs
+    # two half-contrast ghosts mid-line: two blobs, or (where both stay under 0.6 of the contrast) too faint, or
+    # (where only one ghost at a time clears the blob threshold) a centre that jumps from A's place to B's
+    assert out["passed"] == 0 and set(out["verdicts"]) <= {"blobs", "faint", "jump"}
+    assert sum(out["verdicts"].values()) == pairs
     assert out["verdicts"].get("blobs", 0) >= 1, out["verdicts"]
 
 

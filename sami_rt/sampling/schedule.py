@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from sami_rt.errors import InputError
+
 SCHEDULES = ("linear", "cosine", "scaled-linear")
 FULL_INTERVAL = (0.0, 1.0)  # the guidance interval that guides every step at the sampling scale
 
@@ -54,13 +56,14 @@ def respace(T: int, steps: int) -> np.ndarray:
 
 
 def check_interval(interval) -> tuple[float, float]:
-    """A guidance interval as (lo, hi) floats with 0 <= lo < hi <= 1, or ValueError in one sentence."""
+    """A guidance interval as (lo, hi) floats with 0 <= lo < hi <= 1, or InputError (a ValueError) in one
+    sentence."""
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"a guidance interval is two numbers LO HI, got {interval!r}") from None
+        raise InputError(f"a guidance interval is two numbers LO HI, got {interval!r}") from None
     if not (0.0 <= lo < hi <= 1.0):
-        raise ValueError(f"a guidance interval needs 0 <= LO < HI <= 1 (fractions of the noise levels, 0 the least "
+        raise InputError(f"a guidance interval needs 0 <= LO < HI <= 1 (fractions of the noise levels, 0 the least "
                          f"noisy), got {lo:g} {hi:g}")
     return lo, hi
 
