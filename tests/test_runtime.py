@@ -157,7 +157,11 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     assert grid.ndim == 3 and grid.shape[1] == PAD + 5 * (96 + PAD) and 96 + 2 * PAD < grid.shape[0] < 2 * 96
     z = np.load(tmp_path / "g.npz")
     assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, D)
-    assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}" in r.stdout and float(z["scale"]) == SCALE
+    assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}," in r.stdout and float(z["scale"]) == SCALE
+    r = run_cli("generate", "--guide", str(EXAMPLES / "guide.png"), "-n", "2", "--steps", "3", "-o", "h.png",
+                "--interval", "0.25", "1", cwd=tmp_path)  # the summary names the levels where not every one
+    assert r.returncode == 0
+    assert f"2 samples, 3 ddpm steps at guidance scale {SCALE:g} at noise levels 0.25-1," in r.stdout
 
 
 def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path, fresh_seed):
