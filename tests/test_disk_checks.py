@@ -168,12 +168,16 @@ def test_interpolation_lines_share_their_noise_and_an_exact_model_passes_them(fr
         ends = g.render(z.reshape(-1, 10, 3)[:, [0, -1]].reshape(-1, 3))[:, 0].reshape(-1, 2, g.size, g.size)
         return ((1 - lam) * ends[:, :1] + lam * ends[:, 1:]).reshape(-1, 1, g.size, g.size)
 
-    out, _ = interpolation_check(Synthetic(g, draw=crossfade), pairs, seed=seed)
+    out, (A, B, _, verdicts) = interpolation_check(Synthetic(g, draw=crossfade), pairs, seed=seed)
     # two half-contrast ghosts mid-line: two blobs, or (where both stay under 0.6 of the contrast) too faint, or
-    # (where only one ghost at a time clears the blob threshold) a centre that jumps from A's place to B's
-    assert out["passed"] == 0 and set(out["verdicts"]) <= {"blobs", "faint", "jump"}
-    assert sum(out["verdicts"].values()) == pairs
-    assert out["verdicts"].get("blobs", 0) >= 1, out["verdicts"]
+    # (where only one ghost at a time clears the blob threshold) a centre that jumps from A's place to B's. Ends
+    # closer than a diameter (the check allows 8 px) overlap, and their cross-fade is one blob that moves: the
+    # judge cannot tell that from motion, so only lines whose disks lie apart must fail.
+    apart = np.hypot(*(A[:, :2] - B[:, :2]).T) > 2 * g.radius + 1
+    assert sum(out["verdicts"].values()) == pairs and out["passed"] <= (~apart).sum()
+    assert {v for v, a in zip(verdicts, apart) if a} <= {"blobs", "faint", "jump"}, (verdicts, apart)
+    if apart.any():
+        assert out["verdicts"].get("blobs", 0) >= 1, out["verdicts"]
 
 
 def test_two_draws_and_two_checks_never_share_a_rows_noise(fresh_seed):
