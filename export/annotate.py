@@ -28,8 +28,7 @@ def annotate(root: Path, log=print, sampling_steps: int | None = None, sampling_
     """Add the variance range (and the sampling defaults and description given) to the bundle at ``root``; False
     (and a line saying why) where its data cannot be read here. Raises SamiError for a bundle that does not
     load or a default out of range."""
-    from export.core import check_sampling_interval, check_sampling_steps, variance_range
-    from sami_rt.runtime import MAX_SCALE
+    from export.core import check_sampling_interval, check_sampling_scale, check_sampling_steps, variance_range
     from sami_rt.contract.bundle import read_bundle, write_manifest
     from sami_rt.errors import ExportError
     from sami_rt.runtime import Runtime
@@ -38,8 +37,7 @@ def annotate(root: Path, log=print, sampling_steps: int | None = None, sampling_
     rt = Runtime(root, device="cpu")
     b = rt.bundle
     check_sampling_steps(sampling_steps, b.manifest.T)
-    if sampling_scale is not None and not 0 < sampling_scale <= MAX_SCALE:
-        raise ExportError(f"--sampling-scale must be above 0 and at most {MAX_SCALE:g}, got {sampling_scale:g}")
+    check_sampling_scale(sampling_scale)
     interval = None if sampling_interval is None else check_sampling_interval(sampling_interval)
     cfg_dict = (b.manifest.training or {}).get("config")
     if not isinstance(cfg_dict, dict):

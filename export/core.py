@@ -190,9 +190,8 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
     sampling_interval = check_sampling_interval(sampling_interval)
+    check_sampling_scale(sampling_scale)
     if sampling_scale is not None:
-        if not (0 < sampling_scale <= MAX_SCALE):  # the runtime's own limit
-            raise ExportError(f"--sampling-scale must be above 0 and at most {MAX_SCALE:g}, got {sampling_scale:g}")
         cfg = cfg.replace(sampling_scale=float(sampling_scale))
     if cfg.model != "sami":
         raise ExportError(f"{source} is a {cfg.model} baseline: only SAMI models (a diffusion decoder guided by the "
@@ -291,6 +290,13 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def check_sampling_scale(scale: float | None) -> None:
+    """A default guidance scale to record (``--sampling-scale``) is above 0 and at most the runtime's MAX_SCALE:
+    ExportError before any work."""
+    if scale is not None and not 0 < scale <= MAX_SCALE:
+        raise ExportError(f"--sampling-scale must be above 0 and at most {MAX_SCALE:g}, got {scale:g}")
 
 
 def check_sampling_steps(steps: int | None, T: int) -> None:

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.factor_figures import best_distinct_axes, find_disks, judge_path
 from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
+from train.factor_figures import best_distinct_axes, find_disks, judge_path
 from train.io import write_json
 
 FOLD_GRID, DECODE_GRID, POINTS = 41, 7, 10
@@ -153,13 +153,14 @@ class TorchModel(RuntimeModel):
               else step_coefficients(self.abar, lv, 1.0 if self.sampler == "ddpm" else 0.0))
         z = np.asarray(z, np.float32)
         batch = batch or (64 if self.device == "cpu" else 256)
+        weights = guidance_weights(co["t"], len(self.abar), self.interval)
         seeds, out = np.asarray(seeds, np.uint64), []
         for lo in range(0, len(z), batch):
             zz, s = np.ascontiguousarray(z[lo:lo + batch]), seeds[lo:lo + batch]
             idx = np.zeros(len(zz), np.int64)
             x = initial_noise(s, idx, (1, self.geometry.size, self.geometry.size))
             step = model_step(self, co["t"], len(zz), zz, np.ones_like(zz), np.full(len(zz), self.scale, np.float32),
-                              guidance_weights(co["t"], len(self.abar), self.interval))
+                              weights)
             out.append(np.clip(run_loop(step, x, co, s, idx), -1, 1))
         return np.concatenate(out)
 

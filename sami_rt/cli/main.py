@@ -13,11 +13,10 @@ from sami_rt.cli.corpus import encode_corpus
 from sami_rt.cli.encode import encode
 from sami_rt.cli.info import info
 from sami_rt.cli.serve import serve
-from sami_rt.cli.shared import (check_grid_fits, friendly, grid_outputs, image_input, model_options, open_runtime,
-                                run_with_progress, sampling_options, sampling_title, write_grid, write_latents,
-                                zoom_option)
+from sami_rt.cli.shared import (check_grid_fits, friendly, grid_outputs, image_input, interval_levels, model_options,
+                                open_runtime, run_with_progress, sampling_options, sampling_title, write_grid,
+                                write_latents, zoom_option)
 from sami_rt.errors import InputError
-from sami_rt.sampling.schedule import FULL_INTERVAL
 
 GRID_HELP = ("in the format its extension names (.png, .jpg, .bmp, .webp, .tif); the latents go to the same name "
              "with .npz")
@@ -94,9 +93,8 @@ def generate(guide, n, axes, guide_mean, out, zoom, steps, sampler, eta, seed, i
     write_grid(out, s, s.guide, zoom=zoom, title=title)  # the guide as the runtime loaded it, once
     write_latents(npz, s)
     first = " (the framed first tile: the guide)" if guide else ""
-    lo, hi = rt.bundle.manifest.sampling_interval if interval is None else interval
-    levels = f" at noise levels {lo:g}-{hi:g}" if (lo, hi) != FULL_INTERVAL else ""
-    guided = f" at guidance scale {s.scale:g}{levels}" if s.scale is not None else ""
+    levels = interval_levels(rt, interval)
+    guided = "" if s.scale is None else f" at guidance scale {s.scale:g}" + (f" at noise {levels}" if levels else "")
     click.echo(f"{n} samples, {s.steps} {sampler} steps{guided}, {s.seconds:.2f} s -> {out}{first}, latents -> {npz}")
 
 

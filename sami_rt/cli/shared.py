@@ -240,10 +240,16 @@ def sampling_title(rt, what: str, sampler: str, steps, scale, guided: bool = Tru
     how = f"{sampler} {steps} steps"
     if guided:
         how += f", scale {rt.bundle.manifest.sampling_scale if scale is None else scale:g}"
-        lo, hi = rt.bundle.manifest.sampling_interval if interval is None else interval
-        if (lo, hi) != FULL_INTERVAL:
-            how += f" at levels {lo:g}-{hi:g}"
+        levels = interval_levels(rt, interval)
+        how += f" at {levels}" if levels else ""
     return f"{rt.bundle.root.name}: {what}; {how}"
+
+
+def interval_levels(rt, interval=None) -> str:
+    """'levels LO-HI' for the guidance interval a call runs with (``interval``, else the bundle's), or '' where
+    the scale applies at every level."""
+    lo, hi = rt.bundle.manifest.sampling_interval if interval is None else interval
+    return "" if (lo, hi) == FULL_INTERVAL else f"levels {lo:g}-{hi:g}"
 
 
 def write_latents(npz: Path, s, **extra) -> None:

@@ -289,7 +289,7 @@ def parse_manifest(m, where: str) -> "Manifest":
                graphs, graphs_fp16, engines, reference, dict(flops), float(s), training, evaluation,
                desc if isinstance(desc, str) else str(desc), m.get("export") or {}, int(version),
                str(m.get("sami_rt_version", "")), variance_range=vrange, sampling_steps=steps,
-                    sampling_interval=interval)
+               sampling_interval=interval)
 
 
 def _variance_range(v, where: str) -> VarianceRange:
