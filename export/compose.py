@@ -151,3 +151,32 @@ def compose_guided_eps(denoiser, guidance, abar: np.ndarray, C: int, H: int, W: 
     model.ir_version = max(denoiser.ir_version, guidance.ir_version)
     onnx.checker.check_model(model)
     return model
+
+
+def unshare_weights(model):
+    """Give every node after the first that reads a weight (an initializer of 2 or more dimensions) its own
+    copy of it, in place; returns the number of copies made.
+
+    The guidance reads each encoder weight twice, in the forward convolution or product and in its input
+    gradient (a ConvTranspose, or a MatMul through a Transpose). OpenVINO 2026.4.1's CPU plugin computes the
+    second of two such nodes wrongly when they share one constant and the weight is square in its channels
+    (a 64x64 1x1 convolution of disks-3d's encoder, celeba64's 128x128 3x3 ones and 256x256 heads; an
+    ONNX pair of a Conv and a ConvTranspose on one 64x64 weight reproduces it, a second identical initializer
+    cures it; benchmarks/RESULTS.md). onnxruntime gives the same values either way."""
+    _, _, _, numpy_helper = _onnx()
+    g = model.graph
+    weights = {i.name: i for i in g.initializer if len(i.dims) >= 2}
+    seen: dict[str, int] = {}
+    copies = 0
+    for node in g.node:
+        for k, name in enumerate(node.input):
+            if name not in weights:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] == 1:
+                continue
+            copy = numpy_helper.from_array(numpy_helper.to_array(weights[name]), f"{name}__use{seen[name]}")
+            g.initializer.append(copy)
+            node.input[k] = copy.name
+            copies += 1
+    return copies

@@ -13,7 +13,8 @@ own keep the traced backward within operators the ONNX exporter knows:
 - ``empty_permuted`` -> zeros (only ever a buffer that is overwritten).
 
 GroupNorm is swapped for an equivalent module of elementary operations before tracing, so that its
-backward is elementary too.
+backward is elementary too, and the encoder's variance is computed on columns padded to 16
+(``EXPORT_VAR_WIDTH``, nets._var), so that no row's rounding depends on the batch it is in.
 
 Half precision (``precision="float16"``): the denoiser and the encoder's trunk run in float16; the encoder's
 mean and variance heads, the log-likelihood and so the division by the variance stay in float32, and
@@ -95,9 +96,16 @@ class PlainGroupNorm(nn.Module):
         return h * self.weight.reshape(shape) + self.bias.reshape(shape)
 
 
+EXPORT_VAR_WIDTH = 16  # a multiple of every CPU vector width in floats (SSE 4, AVX 8, AVX-512 16)
+
+
 def export_copy(module: nn.Module) -> nn.Module:
-    """A frozen copy in eval mode with GroupNorm replaced by PlainGroupNorm."""
+    """A frozen copy in eval mode with GroupNorm replaced by PlainGroupNorm and the encoder's variance computed
+    on padded columns (``var_width``, see nets._var: batch-invariant rounding in onnxruntime)."""
     m = copy.deepcopy(module).eval().requires_grad_(False)
+    for mod in m.modules():
+        if hasattr(mod, "var_width"):
+            mod.var_width = EXPORT_VAR_WIDTH
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():

@@ -153,7 +153,18 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def _var(h: torch.Tensor) -> torch.Tensor:
+def _var(h: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """softplus(h)^2 + VAR_FLOOR, computed on h's last axis zero-padded to a multiple of ``width`` columns.
+
+    The exported graphs use width 16 (``export.graphs.export_copy``): onnxruntime computes the last, partial
+    vector of an elementwise transcendental op (Softplus, Log, Exp) with scalar code, so without the padding an
+    element's variance, and the guidance through it, changed in its last bits with the batch size wherever
+    batch x latent_dim is not a multiple of the vector width (disks-3d, 3 dimensions). The padded columns are
+    sliced away; the value is the same function of h."""
+    d = h.shape[-1]
+    pad = -d % width
+    if pad:
+        return (F.softplus(F.pad(h, (0, pad))) ** 2 + VAR_FLOOR)[..., :d]
     return F.softplus(h) ** 2 + VAR_FLOOR
 
 
@@ -200,6 +211,8 @@ class ConvEncoder(nn.Module):
     guidance, is smooth), then linear (or one-hidden-layer) heads on the flattened maps (``pool`` flatten, the
     paper's) or on each channel's expected position and mean (``pool`` spatial-softmax, beyond the paper)."""
 
+    var_width = 1  # columns the variance's softplus is padded to (_var); exported copies use 16
+
     def __init__(self, channels=1, size=32, latent_dim=3, conv=(32, 64), hidden=0, bias=False, var_init=0.0,
                  act="relu", pool="flatten"):
         super().__init__()
@@ -228,7 +241,7 @@ class ConvEncoder(nn.Module):
         return self.hidden(self.features(x))
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h), _var(self.var(h))
+        return self.mu(h), _var(self.var(h), self.var_width)
 
     def trunk_modules(self) -> list[nn.Module]:
         """Modules a half-precision export may run in float16: none. The guidance of a ReLU network is
@@ -242,6 +255,8 @@ class ConvEncoder(nn.Module):
 
 class HalfUNetEncoder(nn.Module):
     """UNet down and mid blocks (no time input), global average pooling, two MLP heads (mean, variance)."""
+
+    var_width = 1  # columns the variance's softplus is padded to (_var); exported copies use 16
 
     def __init__(self, channels=3, size=64, latent_dim=256, ch=64, mult=(1, 2, 2, 2), res_blocks=1,
                  attention=(), bias=True, var_init=0.0):
@@ -258,7 +273,7 @@ class HalfUNetEncoder(nn.Module):
         return F.silu(self.norm(h)).mean(dim=(2, 3))  # (B, C)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h), _var(self.var(h))
+        return self.mu(h), _var(self.var(h), self.var_width)
 
     def trunk_modules(self) -> list[nn.Module]:
         return [self.down, self.norm]

@@ -142,7 +142,7 @@ def test_the_serve_api_takes_a_guidance_interval_and_refuses_a_bad_one(rt1):
 
     args, _, _, _ = serve_api.generate_args({"n": 1, "interval": [0.2, 0.6]}, rt1)
     assert args["interval"] == (0.2, 0.6) and plan_request(rt1, args).interval == (0.2, 0.6)
-    assert serve_api.info(rt1)["default_interval"] == [0.0, 1.0]
+    assert serve_api.info(rt1)["default_interval"] == list(rt1.bundle.manifest.sampling_interval)
     for bad in ([0.2], ["0", 1], [True, 1], 0.5):
         with pytest.raises(InputError, match="interval must be two numbers"):
             serve_api.generate_args({"interval": bad}, rt1)

@@ -12,7 +12,7 @@ import pytest
 from sami_rt.contract.bundle import BundleError, read_bundle
 from sami_rt.contract.manifest import GUIDE_VARIANCE_MARGIN, Manifest, VarianceRange, mean_log_variance
 from sami_rt.media.disks import render_disks
-from sami_rt.runtime import DEFAULT_MODEL, Runtime
+from sami_rt.runtime import MODELS_DIR, Runtime
 
 GUIDE = Path(__file__).resolve().parents[1] / "examples" / "guide.png"
 
@@ -25,22 +25,23 @@ def _disks(rng, n, cfg):
     return (2 * render_disks(f, size, r, cfg["disk_foreground"]) - 1).astype(np.float32)[:, None]
 
 
+DISKS_SMALL = MODELS_DIR / "disks-small"  # the model whose v1 manifest is kept below, and whose range the tests quote
 V1_MANIFEST = Path(__file__).resolve().parent / "data" / "manifests_v1" / "disks-small.json"
 
 
 def _v1_copy(root: Path) -> Path:
-    """A copy of the shipped disks model with the manifest it shipped with before the range was recorded."""
-    shutil.copytree(DEFAULT_MODEL, root)
+    """A copy of the shipped disks-small model with the manifest it shipped with before the range was recorded."""
+    shutil.copytree(DISKS_SMALL, root)
     shutil.copy(V1_MANIFEST, root / "manifest.json")
     return root
 
 
 @pytest.fixture(scope="module")
 def ranged(tmp_path_factory):
-    """The shipped disks model, whose manifest records the range of the export's 256 held-out disks (added by
+    """The shipped disks-small model, whose manifest records the range of the export's 256 held-out disks (added by
     ``export/annotate.py``; that draw spans -5.19 .. -1.74; 7 of 20,000 other disks fell below it by more than
     the margin, down to -6.44)."""
-    return DEFAULT_MODEL
+    return DISKS_SMALL
 
 
 def _noise(rng):
@@ -101,7 +102,7 @@ def test_annotate_adds_the_exports_range_to_an_older_bundle_and_changes_nothing_
     twin = variance_range(lambda x: model.encoder(x)[1], Config.from_dict(b.manifest.training["config"]), lines.append)
     assert abs(twin.low - r.low) < 1e-4 and abs(twin.high - r.high) < 1e-4
     # and what the shipped bundle records is this measurement
-    shipped = read_bundle(DEFAULT_MODEL).manifest.variance_range
+    shipped = read_bundle(DISKS_SMALL).manifest.variance_range
     assert abs(shipped.low - r.low) < 1e-5 and abs(shipped.high - r.high) < 1e-5
 
 
@@ -122,7 +123,7 @@ def test_the_cli_prints_the_note_on_stderr(ranged, tmp_path, fresh_seed):
 
 
 def test_the_record_round_trips_through_the_contract_and_is_checked():
-    m = read_bundle(DEFAULT_MODEL, verify=False).manifest
+    m = read_bundle(DISKS_SMALL, verify=False).manifest
     r = VarianceRange(-5.5, -1.6, (0.01, 0.99), 256)
     back = Manifest.from_json(json.loads(m.replace(variance_range=r).dumps()), "m.json")
     assert back.variance_range == r

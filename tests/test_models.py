@@ -16,7 +16,7 @@ def cli(*args, cwd=None):
 
 def test_every_shipped_model_loads_by_name():
     shipped = shipped_models()
-    assert "disks-small" in shipped and shipped["disks-small"] == DEFAULT_MODEL
+    assert {"disks-3d", "disks-small", "fashion-mnist"} <= set(shipped) and shipped["disks-3d"] == DEFAULT_MODEL
     for name, path in shipped.items():
         assert resolve_model(name) == path
         assert Runtime(name, device="cpu").bundle.root.resolve() == path.resolve()
@@ -24,7 +24,7 @@ def test_every_shipped_model_loads_by_name():
 
 def test_a_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
     local = tmp_path / "disks-small"
-    shutil.copytree(DEFAULT_MODEL, local)
+    shutil.copytree(shipped_models()["disks-3d"], local)  # another model under a shipped one's name
     monkeypatch.chdir(tmp_path)
     assert resolve_model("disks-small").resolve() == local.resolve()
 
@@ -42,6 +42,6 @@ def test_info_list_names_every_shipped_model_and_the_default():
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stdout.splitlines() if not ln.startswith(" ")]
     assert {ln.split(":")[0].replace(" (default)", "") for ln in lines} == set(shipped_models())
-    assert any(ln.startswith("disks-small (default):") for ln in lines)
+    assert [ln.split(":")[0] for ln in lines if "(default)" in ln] == ["disks-3d (default)"]
     r = cli("info", "--model", "disks-small", "--device", "cpu")
     assert r.returncode == 0 and "latent dim" in r.stdout

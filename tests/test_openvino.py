@@ -15,13 +15,16 @@ from sami_rt.cli.main import main
 from sami_rt.contract.format import GRAPHS
 from sami_rt.runtime import Runtime, resolve_model
 
+# The model these tests run OpenVINO on: disks-small, whose guidance scale of 3 keeps float32 rounding between the
+# backends within their tolerances (the default, disks-3d, samples at 50: test_the_default_model_opens_and_agrees).
+OV_MODEL = "disks-small"
 NO_BF16 = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx avx2 fma\n"
 AMX = "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    return read_bundle(resolve_model(None))
+    return read_bundle(resolve_model(OV_MODEL))
 
 
 @pytest.fixture
@@ -127,7 +130,7 @@ def test_warm_up_compiles_the_ladder_so_no_later_call_compiles(bundle, fresh_see
     pytest.importorskip("openvino")
     from sami_rt.backends.openvino import batch_sizes
 
-    rt = Runtime(None, "openvino", 1, "f32")
+    rt = Runtime(OV_MODEL, "openvino", 1, "f32")
     rng = np.random.default_rng(fresh_seed)
     max_batch = int(rng.integers(5, 13))
     lines = []
@@ -143,13 +146,14 @@ def test_warm_up_compiles_the_ladder_so_no_later_call_compiles(bundle, fresh_see
         rt.backend.guided_eps(**feeds(bundle, "guided_eps", rng, int(B)))
         rt.backend.encode(feeds(bundle, "encoder", rng, int(B))["x"])
     assert rt.backend.compiles == c0 and rt.warm_up(max_batch) == 0
-    assert Runtime(None, "cpu", 1).warm_up(max_batch) == 0  # onnxruntime: nothing to prepare
+    assert Runtime(OV_MODEL, "cpu", 1).warm_up(max_batch) == 0  # onnxruntime: nothing to prepare
 
 
 def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
     pytest.importorskip("openvino")
     seed = int(np.random.default_rng(fresh_seed).integers(2**31))
-    ov, ort = Runtime(device="openvino", threads=1, precision="f32"), Runtime(device="cpu", threads=1)
+    ov = Runtime(OV_MODEL, device="openvino", threads=1, precision="f32")
+    ort = Runtime(OV_MODEL, device="cpu", threads=1)
     a, b = ov.generate(n=3, seed=seed, steps=5), ort.generate(n=3, seed=seed, steps=5)
     np.testing.assert_allclose(a.x, b.x, atol=1e-4)
     assert ov.backend.name.startswith("OpenVINO") and ov.backend.precision == "float32"
@@ -157,11 +161,12 @@ def test_generate_through_the_loop_matches_onnxruntime(fresh_seed):
 
 def test_bf16_without_cpu_support_is_one_line_and_float32(cpu_without_bf16, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
-    rt = Runtime(device="openvino", threads=1, precision="bf16")
+    rt = Runtime(OV_MODEL, device="openvino", threads=1, precision="bf16")
     assert rt.backend.precision == "float32" and len(rt.backend.notes) == 1
     assert "neither AMX-BF16 nor AVX512-BF16" in rt.backend.notes[0] and "running float32" in rt.backend.notes[0]
     monkeypatch.chdir(tmp_path)
-    r = invoke("generate", "-n", "1", "--steps", "2", "--device", "openvino", "--precision", "bf16", "-o", "g.png")
+    r = invoke("generate", "--model", OV_MODEL, "-n", "1", "--steps", "2", "--device", "openvino", "--precision", "bf16",
+               "-o", "g.png")
     assert r.exit_code == 0, r.stderr
     notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "running float32" in notes[0], r.stderr
@@ -201,12 +206,13 @@ def test_bench_openvino_bf16_json_has_the_same_layout(tmp_path):
     layouts = []
     for device, precision in (("cpu", "auto"), ("openvino", "bf16")):
         out = tmp_path / f"{device}.json"
-        r = invoke("bench", "--device", device, "--precision", precision, *quick, "--json", out)
+        r = invoke("bench", "--model", OV_MODEL, "--device", device, "--precision", precision, *quick, "--json", out)
         assert r.exit_code == 0, r.stderr
         assert "CPU: " in r.stdout and "peak RSS" in r.stdout
         layouts.append(_layout(json.loads(out.read_text())))
     assert layouts[0] == layouts[1]
-    r = invoke("bench", "--compare", "--batch", "2", "--repeats", "2", "--warmup", "0", "--json", tmp_path / "c.json")
+    r = invoke("bench", "--model", OV_MODEL, "--compare", "--batch", "2", "--repeats", "2", "--warmup", "0",
+               "--json", tmp_path / "c.json")
     assert r.exit_code == 0, r.stderr
     res = json.loads((tmp_path / "c.json").read_text())
     labels = set(res["meta"]["entries"])
@@ -231,3 +237,49 @@ def test_a_graph_openvino_gets_wrong_is_refused(bundle, monkeypatch, tmp_path):
         open_backend(bundle, "openvino", 1, "f32")
     be = open_backend(bundle, "auto", 1, "bf16")  # auto falls back to onnxruntime, with a note
     assert be.name.startswith("onnxruntime")
+
+
+def test_the_default_model_opens_and_agrees(tmp_path, monkeypatch, fresh_seed):
+    """disks-3d through OpenVINO: its check against onnxruntime passes (it failed, 1.1 of the guidance term's
+    range, while a square weight was shared by a Conv and its ConvTranspose), and guided_eps agrees at batch 5."""
+    pytest.importorskip("openvino")
+    import sami_rt.backends.openvino_check as chk
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    b = read_bundle(resolve_model(None))
+    ov = open_backend(b, "openvino", 1, "f32")
+    errs = chk.errors_against_onnxruntime(ov, b)
+    assert all(e < 1e-4 for e in errs.values()), errs
+    f = feeds(b, "guided_eps", np.random.default_rng(fresh_seed), 5)
+    want = open_backend(b, "cpu", 1, "f32").guided_eps(**f)
+    assert np.abs(ov.guided_eps(**f) - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_a_weight_shared_by_a_conv_and_its_transpose_is_unshared_and_openvino_agrees(fresh_seed):
+    """The minimal case of the OpenVINO fault (export/compose.py, unshare_weights): a Conv and a ConvTranspose
+    on one 64x64 weight, as a guidance graph has them; unshared, OpenVINO agrees with onnxruntime."""
+    ov_mod = pytest.importorskip("openvino")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.compose import unshare_weights
+
+    rng = np.random.default_rng(fresh_seed)
+    C, H = 64, 16
+    w = numpy_helper.from_array((rng.standard_normal((C, C, 3, 3)) * 0.1).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], strides=[2, 2], pads=[1] * 4, kernel_shape=[3, 3]),
+             helper.make_node("ConvTranspose", ["g", "W"], ["gx"], strides=[2, 2], pads=[1] * 4, kernel_shape=[3, 3],
+                              output_padding=[1, 1])]
+    io = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    graph = helper.make_graph(nodes, "pair", [io("x", [2, C, H, H]), io("g", [2, C, H // 2, H // 2])],
+                              [io("y", None), io("gx", None)], [w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert unshare_weights(m) == 1 and [n.input[1] for n in m.graph.node] == ["W", "W__use2"]
+    feed = {"x": rng.standard_normal((2, C, H, H)).astype(np.float32),
+            "g": rng.standard_normal((2, C, H // 2, H // 2)).astype(np.float32)}
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    core = ov_mod.Core()
+    c = core.compile_model(core.read_model(m.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = c(feed)
+    for i, w_ in enumerate(want):
+        assert np.abs(got[c.outputs[i]] - w_).max() <= 1e-5 * np.abs(w_).max(), i

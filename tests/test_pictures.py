@@ -169,7 +169,9 @@ def test_titles_name_the_model_and_how_it_sampled(fresh_seed):
     from sami_rt.runtime import Runtime
 
     rng = np.random.default_rng(fresh_seed)
-    rt = Runtime(device="cpu")
+    default = Runtime(device="cpu")  # disks-3d: 100 DDPM steps, its scale over part of the noise levels
+    assert sampling_title(default, "what", "ddpm", None, None) == "disks-3d: what; ddpm 100 steps, scale 50 at levels 0.05-1"
+    rt = Runtime("disks-small", device="cpu")  # a recorded step count, the scale at every level
     assert sampling_title(rt, "what", "ddpm", None, None) == "disks-small: what; ddpm 10 steps, scale 3"
     steps, scale = int(rng.integers(1, 400)), float(np.round(rng.uniform(0.5, 9), 2))
     assert sampling_title(rt, "w", "ddim", steps, scale) == f"disks-small: w; ddim {steps} steps, scale {scale:g}"
@@ -206,7 +208,10 @@ def test_interpolate_and_traverse_caption_every_tile_under_a_title(command, tmp_
         args = [GUIDE, EXAMPLES / "guide_light.png", "-n", n]
     else:
         vals = ",".join(f"{v:g}" for v in np.round(rng.normal(size=n) * 2, 1))
-        args = [GUIDE, "--axis", int(rng.integers(8)), f"--values={vals}", "--unit", "sd"]
+        from sami_rt.runtime import DEFAULT_MODEL, read_bundle
+
+        D = read_bundle(DEFAULT_MODEL, verify=False).manifest.latent_dim
+        args = [GUIDE, "--axis", int(rng.integers(D)), f"--values={vals}", "--unit", "sd"]
     r = invoke(command, *args, "--steps", 3, "-o", "p.png", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     g = read_rgb(tmp_path / "p.png")

@@ -15,6 +15,8 @@ from tests.helpers import EXAMPLES, ROOT, cli_env, run_cli
 
 _SHIPPED = read_bundle(DEFAULT_MODEL, verify=False)
 D, SCALE = _SHIPPED.manifest.latent_dim, _SHIPPED.manifest.sampling_scale  # the shipped model's latent dimension and guidance scale
+LEVELS = "" if tuple(_SHIPPED.manifest.sampling_interval) == (0.0, 1.0) else " at noise levels {:g}-{:g}".format(
+    *_SHIPPED.manifest.sampling_interval)  # generate's summary names the bundle's interval where it is not all
 
 
 def test_default_model_is_a_valid_bundle(rt):
@@ -157,7 +159,7 @@ def test_cli_generate_writes_a_grid_and_latents(tmp_path):
     assert grid.ndim == 3 and grid.shape[1] == PAD + 5 * (96 + PAD) and 96 + 2 * PAD < grid.shape[0] < 2 * 96
     z = np.load(tmp_path / "g.npz")
     assert z["x"].shape == (4, 1, 32, 32) and z["z"].shape == (4, D)
-    assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}," in r.stdout and float(z["scale"]) == SCALE
+    assert f"4 samples, 10 ddpm steps at guidance scale {SCALE:g}{LEVELS}," in r.stdout and float(z["scale"]) == SCALE
     r = run_cli("generate", "--guide", str(EXAMPLES / "guide.png"), "-n", "2", "--steps", "3", "-o", "h.png",
                 "--interval", "0.25", "1", cwd=tmp_path)  # the summary names the levels where not every one
     assert r.returncode == 0
@@ -173,7 +175,7 @@ def test_generate_defaults_to_the_bundles_guidance_scale(rt, tmp_path, fresh_see
     dst = tmp_path / "bundle"
     shutil.copytree(DEFAULT_MODEL, dst)
     m = json.loads((dst / "manifest.json").read_text())
-    m["sampling"] = {"scale": s}
+    m["sampling"]["scale"] = s  # the bundle's interval kept
     (dst / "manifest.json").write_text(json.dumps(m))
     other = Runtime(dst, device="cpu")
     assert other.bundle.manifest.sampling_scale == s

@@ -69,8 +69,10 @@ class SmoothModel(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def reference():
-    """The shipped bundle's runtime and its reference model in PyTorch."""
-    rt = Runtime(device="cpu")
+    """The shipped disks-small bundle's runtime and its reference model in PyTorch. Not the default model: the
+    cases mask axes up to 5 (disks-3d has 3), and the loops are compared at tolerances that disks-3d's guidance
+    scale of 50 would amplify past the float32 rounding of PyTorch against onnxruntime (relative 1.3e-2)."""
+    rt = Runtime("disks-small", device="cpu")
     model, _ = load_reference(rt.bundle)
     return rt, model
 

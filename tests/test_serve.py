@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 
-from sami_rt.runtime import SAMPLERS, Runtime  # noqa: E402
+from sami_rt.runtime import DEFAULT_MODEL, SAMPLERS, Runtime  # noqa: E402
 from tests.helpers import EXAMPLES  # noqa: E402
 
 TIMEOUT = 60  # seconds, every request
@@ -237,7 +237,7 @@ def test_bad_requests_get_a_4xx_with_one_sentence(url, rt1, fresh_seed):
 
 def test_health_and_info(url, rt1):
     status, _, data = call(url, "/health")
-    assert status == 200 and json.loads(data) == {"status": "ok", "model": "disks-small"}
+    assert status == 200 and json.loads(data) == {"status": "ok", "model": DEFAULT_MODEL.name}
     status, _, data = call(url, "/info")
     info = json.loads(data)
     assert status == 200 and info["latent_dim"] == rt1.latent_dim and info["max_batch_size"] == 16

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from sami_rt.contract.bundle import DEFAULT_MODEL
+
 pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 
@@ -76,7 +78,7 @@ def test_serve_command_fails_in_one_line_and_cleans_up_only_what_it_started(case
     r = CliRunner().invoke(main, ["serve", "--port", "8123", *args])
     assert {s: signal.getsignal(s) for s in before} == before
     if case == "served":
-        assert r.exit_code == 0 and "serving disks-small on http://127.0.0.1:8123" in r.stderr, r.stderr
+        assert r.exit_code == 0 and f"serving {DEFAULT_MODEL.name} on http://127.0.0.1:8123" in r.stderr, r.stderr
     else:
         starting, error = r.stderr.splitlines(keepends=True)  # the progress line, then one line of error
         assert starting == "starting Ray and 2 replica(s)\n" if case == "no gpu" else starting.startswith("starting Ray")

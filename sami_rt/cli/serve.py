@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
+from sami_rt.contract.bundle import DEFAULT_MODEL
 from sami_rt.backends.precision import PRECISIONS
 from sami_rt.cli.shared import friendly, ticking
 from sami_rt.errors import BackendError
@@ -40,7 +41,7 @@ def deploy_failure(error: Exception) -> str:
 @click.command("serve")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Model bundle directory (on a cluster: a path every node holds), or the name of a model shipped "
-              "in the package (default: disks-small).")
+              f"in the package (default: {DEFAULT_MODEL.name}).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Where each replica runs its model (cuda, tensorrt: each replica reserves one GPU; the cluster "
               "must have one per replica; openvino: OpenVINO on the CPU, pip install \"sami-rt[openvino]\").")
@@ -118,7 +119,7 @@ def serve(model, device, precision, host, port, replicas, threads, max_batch_siz
                     url = start(app, host, port)
             except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
                 raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
-            click.echo(f"serving {model or 'disks-small'} on {url} ({replicas} replica(s), {threads} thread(s) each, "
+            click.echo(f"serving {model or DEFAULT_MODEL.name} on {url} ({replicas} replica(s), {threads} thread(s) each, "
                        f"batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
             _wait()
         except KeyboardInterrupt:

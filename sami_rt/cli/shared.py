@@ -17,7 +17,7 @@ from sami_rt.backends import DEVICES
 from sami_rt.backends.precision import PRECISIONS
 from sami_rt.errors import InputError, SamiError
 from sami_rt.media.images import VIDEO_EXTS  # noqa: F401 (the CLI modules take it from here)
-from sami_rt.runtime import MAX_SCALE, SAMPLERS, scale_too_large
+from sami_rt.runtime import DEFAULT_MODEL, MAX_SCALE, SAMPLERS, scale_too_large
 from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 
 
@@ -50,7 +50,7 @@ def model_options(fn):
                       "\"sami-rt[openvino]\").")(fn)
     fn = click.option("--model", type=click.Path(path_type=Path), default=None,
                       help="Model bundle directory, or the name of a model shipped in the package (`sami-rt info "
-                      "--list`; default: disks-small).")(fn)
+                      f"--list`; default: {DEFAULT_MODEL.name}).")(fn)
     return fn
 
 

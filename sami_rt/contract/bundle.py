@@ -120,7 +120,7 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "disks-small"
+DEFAULT_MODEL = MODELS_DIR / "disks-3d"
 
 
 def shipped_models() -> dict[str, Path]:
