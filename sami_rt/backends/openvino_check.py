@@ -1,11 +1,13 @@
 """A bundle's graphs through OpenVINO checked against onnxruntime once, before OpenVINO is trusted with them.
 
-OpenVINO 2026.4.1's CPU plugin computes the guidance of the ``celeba64`` architecture wrongly in float32
-(bf16 too): in its exported backward graph the product with a transposed 256x256 linear weight comes out as the
-product with the untransposed one, so the guidance term differs from onnxruntime's and the eager reference's by more than
-its own size, while the denoiser and the encoder agree to 1e-6 (benchmarks/RESULTS.md, issue 31; disks-small
-and Fashion-MNIST are not affected). A small graph with the same pattern computes correctly, so the fault
-cannot be predicted from the graph's shape: the backend checks instead. At batch 2, on fixed inputs, float32:
+OpenVINO 2026.4.1's CPU plugin computes a node wrongly when it shares a square weight constant with another node
+(a ``Conv`` and the ``ConvTranspose`` of its input gradient, a ``Gemm`` and a ``MatMul`` through a ``Transpose``):
+the second is computed with the first's prepared weights. Every guidance graph exported before 2026-12-04 had
+such pairs; the ``celeba64`` architecture's and the spatial-softmax ``disks-3d`` encoder's have square ones,
+and their guidance term came out off by more than its own size while the denoiser and the encoder agreed to
+1e-6 (benchmarks/RESULTS.md, issues 29 and 31). Today's export gives each node its own copy of a weight
+(export/compose.py, ``unshare_weights``), which cures it; bundles exported before, and faults not yet met, are
+why the backend still checks. At batch 2, on fixed inputs, float32:
 the encoder's means, the denoiser, and the guidance term (``guided_eps`` at scale 1 minus the denoiser) against
 onnxruntime's, each within ``TOLERANCE`` of its range. A pass is remembered per OpenVINO version and graph
 checksums in ``~/.cache/sami-rt/openvino-checked.json``, so each bundle pays the check (about a second for
