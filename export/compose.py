@@ -180,3 +180,11 @@ def unshare_weights(model):
             node.input[k] = copy.name
             copies += 1
     return copies
+
+
+def unshare_weights_in(path: Path) -> None:
+    """``unshare_weights`` on the ONNX file at ``path``, rewritten only where a weight was shared."""
+    onnx, _, _, _ = _onnx()
+    m = onnx.load(str(path))
+    if unshare_weights(m):
+        onnx.save(m, str(path))

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from export.compose import unshare_weights_in
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
 from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
 from sami_rt.contract.format import GRAPHS
@@ -231,7 +232,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                     except Exception as e:  # the exporter's errors are long: keep the graph and the first line
                         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                         raise ExportError(f"graph {label}: ONNX export failed: {first}") from e
-                _unshare_weights(path)
+                unshare_weights_in(path)  # each weight read by one node (an OpenVINO fault; export/compose.py)
                 err = ""
                 if validate and precision == "float32":
                     validation[name] = validate_graph(name, path, model, abar, cfg, seed)
@@ -328,17 +329,6 @@ def variance_range(encode_var: Callable[[torch.Tensor], object], cfg: Config,
     log(f"  posterior variance range: mean log variance {r.low:.2f} .. {r.high:.2f} (1% .. 99% of {r.images} "
         "held-out images)")
     return r
-
-
-def _unshare_weights(path: Path) -> None:
-    """Each weight read by one node only (export/compose.py, unshare_weights: an OpenVINO fault)."""
-    import onnx
-
-    from export.compose import unshare_weights
-
-    m = onnx.load(str(path))
-    if unshare_weights(m):
-        onnx.save(m, str(path))
 
 
 def _fused_graph(abar: torch.Tensor, cfg: Config, tmp: Path, suffix: str, path: Path) -> None:
