@@ -165,8 +165,8 @@ def test_bf16_without_cpu_support_is_one_line_and_float32(cpu_without_bf16, tmp_
     assert rt.backend.precision == "float32" and len(rt.backend.notes) == 1
     assert "neither AMX-BF16 nor AVX512-BF16" in rt.backend.notes[0] and "running float32" in rt.backend.notes[0]
     monkeypatch.chdir(tmp_path)
-    r = invoke("generate", "--model", OV_MODEL, "-n", "1", "--steps", "2", "--device", "openvino", "--precision", "bf16",
-               "-o", "g.png")
+    r = invoke("generate", "--model", OV_MODEL, "-n", "1", "--steps", "2", "--device", "openvino",
+               "--precision", "bf16", "-o", "g.png")
     assert r.exit_code == 0, r.stderr
     notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "running float32" in notes[0], r.stderr

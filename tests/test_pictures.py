@@ -170,7 +170,8 @@ def test_titles_name_the_model_and_how_it_sampled(fresh_seed):
 
     rng = np.random.default_rng(fresh_seed)
     default = Runtime(device="cpu")  # disks-3d: 100 DDPM steps, its scale over part of the noise levels
-    assert sampling_title(default, "what", "ddpm", None, None) == "disks-3d: what; ddpm 100 steps, scale 50 at levels 0.05-1"
+    want = "disks-3d: what; ddpm 100 steps, scale 50 at levels 0.05-1"
+    assert sampling_title(default, "what", "ddpm", None, None) == want
     rt = Runtime("disks-small", device="cpu")  # a recorded step count, the scale at every level
     assert sampling_title(rt, "what", "ddpm", None, None) == "disks-small: what; ddpm 10 steps, scale 3"
     steps, scale = int(rng.integers(1, 400)), float(np.round(rng.uniform(0.5, 9), 2))

@@ -55,7 +55,8 @@ def summary(rows: list[dict], index: Path, seconds: float) -> str:
 @click.option("--address", default=None, metavar="ADDRESS",
               help="With --ray: the Ray cluster to use (e.g. ray://head:10001, or auto for the one running here).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
-              help=f"Model bundle directory, or the name of a model shipped in the package (default: {DEFAULT_MODEL.name}).")
+              help="Model bundle directory, or the name of a model shipped in the package (default: "
+              f"{DEFAULT_MODEL.name}).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where to run: auto picks TensorRT, then CUDA, then CPU.")
 @friendly

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from sami_rt.backends import DEVICES
-from sami_rt.contract.bundle import DEFAULT_MODEL
 from sami_rt.backends.precision import PRECISIONS
 from sami_rt.cli.shared import friendly, ticking
+from sami_rt.contract.bundle import DEFAULT_MODEL
 from sami_rt.errors import BackendError
 from sami_rt.scale.ray_util import connect, quiet_ray_core
 
@@ -119,8 +119,8 @@ def serve(model, device, precision, host, port, replicas, threads, max_batch_siz
                     url = start(app, host, port)
             except RuntimeError as e:  # a replica that cannot start: Ray's message carries its traceback
                 raise BackendError(f"sami-rt serve: the replicas did not start ({deploy_failure(e)})") from None
-            click.echo(f"serving {model or DEFAULT_MODEL.name} on {url} ({replicas} replica(s), {threads} thread(s) each, "
-                       f"batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
+            click.echo(f"serving {model or DEFAULT_MODEL.name} on {url} ({replicas} replica(s), {threads} thread(s) "
+                       f"each, batches of up to {max_batch_size} requests); Ctrl-C stops", err=True)
             _wait()
         except KeyboardInterrupt:
             click.echo("stopping", err=True)
