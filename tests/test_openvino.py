@@ -255,16 +255,11 @@ def test_the_default_model_opens_and_agrees(tmp_path, monkeypatch, fresh_seed):
     assert np.abs(ov.guided_eps(**f) - want).max() <= 1e-4 * np.abs(want).max()
 
 
-def test_a_weight_shared_by_a_conv_and_its_transpose_is_unshared_and_openvino_agrees(fresh_seed):
-    """The minimal case of the OpenVINO fault (export/compose.py, unshare_weights): a Conv and a ConvTranspose
-    on one 64x64 weight, as a guidance graph has them; unshared, OpenVINO agrees with onnxruntime."""
-    ov_mod = pytest.importorskip("openvino")
-    import onnxruntime as ort
+def _shared_pair(rng):
+    """The minimal case of the OpenVINO fault: a Conv and a ConvTranspose on one 64x64 weight, as a guidance
+    graph has them; the ONNX model and feeds."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.compose import unshare_weights
-
-    rng = np.random.default_rng(fresh_seed)
     C, H = 64, 16
     w = numpy_helper.from_array((rng.standard_normal((C, C, 3, 3)) * 0.1).astype(np.float32), "W")
     nodes = [helper.make_node("Conv", ["x", "W"], ["y"], strides=[2, 2], pads=[1] * 4, kernel_shape=[3, 3]),
@@ -274,12 +269,44 @@ def test_a_weight_shared_by_a_conv_and_its_transpose_is_unshared_and_openvino_ag
     graph = helper.make_graph(nodes, "pair", [io("x", [2, C, H, H]), io("g", [2, C, H // 2, H // 2])],
                               [io("y", None), io("gx", None)], [w])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    assert unshare_weights(m) == 1 and [n.input[1] for n in m.graph.node] == ["W", "W__use2"]
     feed = {"x": rng.standard_normal((2, C, H, H)).astype(np.float32),
             "g": rng.standard_normal((2, C, H // 2, H // 2)).astype(np.float32)}
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-    core = ov_mod.Core()
-    c = core.compile_model(core.read_model(m.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return m, feed
+
+
+def _agrees_with_onnxruntime(ov_mod, model, onnx_model, feed):
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    c = ov_mod.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = c(feed)
     for i, w_ in enumerate(want):
         assert np.abs(got[c.outputs[i]] - w_).max() <= 1e-5 * np.abs(w_).max(), i
+
+
+def test_a_weight_shared_by_a_conv_and_its_transpose_is_unshared_and_openvino_agrees(fresh_seed):
+    """The export's cure (export/compose.py, unshare_weights) on the minimal case: unshared, OpenVINO agrees
+    with onnxruntime."""
+    ov_mod = pytest.importorskip("openvino")
+    from export.compose import unshare_weights
+
+    m, feed = _shared_pair(np.random.default_rng(fresh_seed))
+    assert unshare_weights(m) == 1 and [n.input[1] for n in m.graph.node] == ["W", "W__use2"]
+    _agrees_with_onnxruntime(ov_mod, ov_mod.Core().read_model(m.SerializeToString(), b""), m, feed)
+
+
+def test_the_backend_unshares_a_weight_at_load_for_bundles_exported_before(fresh_seed):
+    """The backend's cure in OpenVINO's own graph (backends/openvino.py, unshare_constants), for a graph whose
+    ONNX still shares the weight: one copy made, every weight constant then read by one node, and OpenVINO
+    agrees with onnxruntime."""
+    ov_mod = pytest.importorskip("openvino")
+    from sami_rt.backends.openvino import unshare_constants
+
+    m, feed = _shared_pair(np.random.default_rng(fresh_seed))
+    model = ov_mod.Core().read_model(m.SerializeToString(), b"")
+    assert unshare_constants(model) == 1
+    consts = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
+              and len(op.get_output_shape(0)) >= 2]
+    assert len(consts) == 2 and all(len(c.output(0).get_target_inputs()) == 1 for c in consts)
+    assert unshare_constants(model) == 0
+    _agrees_with_onnxruntime(ov_mod, model, m, feed)

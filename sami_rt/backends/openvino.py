@@ -8,7 +8,9 @@ so that a server whose batches take every size from 1 to 16 compiles 8 shapes, n
 the requests behind it: benchmarks/RESULTS.md, issue 31). The compiled models are kept, least recently used
 evicted beyond ``MAX_COMPILED`` shapes per graph, so a repeated shape never recompiles (``compiles`` counts
 them); ``warm_up`` compiles the ladder up to a batch size ahead of time (``sami-rt serve`` does, at start-up).
-Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is bf16, which would
+Each graph read gets every weight constant read by more than one node copied per reader (``unshare_constants``,
+the cure for an OpenVINO fault, also applied by the export), so that bundles exported before the export did it
+run correctly too. Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is bf16, which would
 change the samples' rounding without being asked. Calls are thread-safe: each compiled model keeps a pool
 of infer requests, one per concurrent caller.
 """
@@ -127,6 +129,7 @@ class OpenVinoBackend:
             if len(names) != len(want) or any(d["name"] not in n for n, d in zip(names, want)):
                 raise BundleError(f"{path.name} is not the declared {name} graph: its {side} are {names}, the "
                                   f"manifest declares {[d['name'] for d in want]}")
+        unshare_constants(model, ov=self.ov)
         return model
 
     def compiled(self, name: str, feeds: dict[str, np.ndarray]) -> _Compiled:
@@ -187,6 +190,28 @@ class OpenVinoBackend:
 
     def guided_eps(self, x_t, t, z, mask, scale) -> np.ndarray:
         return self._run("guided_eps", _feeds(x_t=x_t, t=t, z=z, mask=mask, scale=scale))[0]
+
+
+def unshare_constants(model, ov=None) -> int:
+    """Give every reader after the first of a weight constant (2 or more dimensions) its own copy, in place;
+    returns the number of copies made. OpenVINO 2026.4.1's CPU plugin computes the second of two nodes that
+    share a square weight constant (a Convolution and the ConvolutionBackpropData of its input gradient, a
+    MatMul pair) with the first's prepared weights (sami_rt/backends/openvino_check.py); the export unshares
+    the ONNX initializers (export/compose.py, ``unshare_weights``), and this does the same in OpenVINO's graph
+    for bundles exported before that."""
+    ov = ov or import_openvino()
+    copies = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or len(op.get_output_shape(0)) < 2:
+            continue
+        readers = sorted(op.output(0).get_target_inputs(),
+                         key=lambda i: (i.get_node().get_friendly_name(), i.get_index()))
+        for inp in readers[1:]:
+            inp.replace_source_output(ov.op.Constant(np.array(op.get_data(), copy=True)).output(0))
+            copies += 1
+    if copies:
+        model.validate_nodes_and_infer_types()
+    return copies
 
 
 def batch_bucket(B: int) -> int:
