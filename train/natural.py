@@ -117,12 +117,12 @@ def probe_figure(res: dict, names, D: int, path: Path) -> None:
 TOP_K = (1, 2, 3, 4, 8)  # the axes counts of the top-k curve (and the code's whole size)
 
 
-def probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit, mu, var, seed: int = 0) -> dict:
+def probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit, mu, var, seed: int = 0, cv: bool = False) -> dict:
     """The simple baselines beside the code's linear probe, by the same probe (``linear_probe``, same fit and
     test images): raw pixels, and PCA of the pixels with the code's dimension (fitted on the fit images); and
     the top-k curve (the paper's Fig. 3H claim that a few axes suffice): the probe on the code's k axes of
     smallest mean posterior variance on the test images (the most certain first) against the first k
-    principal components."""
+    principal components. ``cv``: each probe's C by cross-validation (``linear_probe``)."""
     from sklearn.decomposition import PCA
 
     p_fit = np.asarray(x_fit, np.float64).reshape(len(x_fit), -1)
@@ -133,12 +133,12 @@ def probe_baselines(x_fit, y_fit, x_test, y_test, mu_fit, mu, var, seed: int = 0
     order = np.argsort(np.asarray(var).mean(0))
     ks = sorted({k for k in TOP_K if k < D} | {D})
     mu_fit, mu = np.asarray(mu_fit), np.asarray(mu)
-    return {"pixels": linear_probe(p_fit, y_fit, p_test, y_test, seed)["accuracy"],
-            "pca": linear_probe(c_fit, y_fit, c_test, y_test, seed)["accuracy"], "dim": D,
+    return {"pixels": linear_probe(p_fit, y_fit, p_test, y_test, seed, cv)["accuracy"],
+            "pca": linear_probe(c_fit, y_fit, c_test, y_test, seed, cv)["accuracy"], "dim": D,
             "top_k": {"k": ks, "axis_order": order.tolist(),
-                      "code": [linear_probe(mu_fit[:, order[:k]], y_fit, mu[:, order[:k]], y_test, seed)["accuracy"]
-                               for k in ks],
-                      "pca": [linear_probe(c_fit[:, :k], y_fit, c_test[:, :k], y_test, seed)["accuracy"] for k in ks]}}
+                      "code": [linear_probe(mu_fit[:, order[:k]], y_fit, mu[:, order[:k]], y_test, seed,
+                                                cv)["accuracy"] for k in ks],
+                      "pca": [linear_probe(c_fit[:, :k], y_fit, c_test[:, :k], y_test, seed, cv)["accuracy"] for k in ks]}}
 
 
 def probe_baselines_figure(code: float, base: dict, path: Path) -> None:
