@@ -8,6 +8,8 @@ participation ratio, 1 when one axis decides and sqrt(D) when all D axes weigh t
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from train.metrics import _standardise
@@ -40,13 +42,16 @@ def linear_probe(codes_fit, labels_fit, codes_test, labels_test, seed: int = 0, 
     from sklearn.linear_model import LogisticRegression
 
     if cv:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.model_selection import GridSearchCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
-        g = GridSearchCV(pipe, {"logisticregression__C": list(PROBE_CS)}, cv=3).fit(
-            np.asarray(codes_fit, np.float64), labels_fit)
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+        with warnings.catch_warnings():  # a weakly regularised fit on raw pixels stops at max_iter unconverged
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            g = GridSearchCV(pipe, {"logisticregression__C": list(PROBE_CS)}, cv=3).fit(
+                np.asarray(codes_fit, np.float64), labels_fit)
         acc = float((g.predict(np.asarray(codes_test, np.float64)) == np.asarray(labels_test)).mean())
         return {"accuracy": acc, "C": float(g.best_params_["logisticregression__C"])}
     a, b = _standardise(np.asarray(codes_fit, np.float64), np.asarray(codes_test, np.float64))
