@@ -148,6 +148,34 @@ def test_labelled_analyses_write_every_figure(tmp_path, fresh_seed):
     assert b["top_k"]["pca"][-1] == b["pca"]
 
 
+def test_the_cross_validated_probe_against_a_grid_search_written_out(fresh_seed):
+    """linear_probe(cv=True) against its twin: for each C of PROBE_CS, 3 stratified folds in order, the scaler
+    fitted on each fold's training part; the C of the best mean fold accuracy (the first on a tie) refitted on
+    all fit rows and scored. Pixel-like data: many weak, correlated features and few rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from train.labelled import PROBE_CS
+
+    rng = np.random.default_rng(fresh_seed)
+    n, d = 240, 60
+    y = rng.integers(0, 3, 2 * n)
+    x = (rng.normal(size=(3, d)) * 0.3)[y] + rng.normal(size=(2 * n, d)) @ rng.normal(size=(d, d)) * 0.3
+
+    def fit(a, ya, c):
+        m, s = a.mean(0), a.std(0)
+        clf = LogisticRegression(C=c, max_iter=1000, random_state=0).fit((a - m) / s, ya)
+        return lambda b: clf.predict((b - m) / s)
+
+    folds = list(StratifiedKFold(3).split(x[:n], y[:n]))
+    score = [np.mean([(fit(x[tr], y[tr], c)(x[te]) == y[te]).mean() for tr, te in folds]) for c in PROBE_CS]
+    c = PROBE_CS[int(np.argmax(score))]
+    want = (fit(x[:n], y[:n], c)(x[n:]) == y[n:]).mean()
+    got = linear_probe(x[:n], y[:n], x[n:], y[n:], 0, cv=True)
+    assert got["C"] == c and got["accuracy"] == pytest.approx(want, abs=1e-12), (got, c, want, score)
+    assert linear_probe(x[:n], y[:n], x[n:], y[n:], 0)["C"] == 1.0
+
+
 def test_probe_baselines_against_a_code_that_is_pca(fresh_seed):
     """A code that is the pixels' PCA itself, its axes ordered by decreasing variance (smallest 'posterior
     variance' first), scores exactly PCA's top-k curve; a code of pure noise scores near chance."""
