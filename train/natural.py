@@ -281,7 +281,7 @@ def labelled_analyses(model, cfg, abar, out_dir: Path, n_fit: int = 5000, n_test
     res: dict = {"attributes": names, "code_spread": spread.tolist()}
     if y_fit is not None:
         # every probe's C chosen by cross-validation on the fit images: C = 1 under-regularises the raw pixels
-        # (0.789 against 0.823 on Fashion-MNIST), which made a weak baseline (benchmarks/RESULTS.md, issue 30)
+        # (Fashion-MNIST's pick C = 0.01), which made a weak baseline (benchmarks/RESULTS.md, issue 30)
         res["probe_accuracy"] = linear_probe(mu_fit, y_fit, mu, y, seed, cv=True)["accuracy"]
         progress("labelled analyses: the same probe on raw pixels and on PCA of the code's size")
         res["probe_baselines"] = probe_baselines(x_fit, y_fit, x, y, mu_fit, mu, var, seed, cv=True)
