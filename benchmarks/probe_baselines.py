@@ -22,6 +22,7 @@ import platform
 import time
 
 import numpy as np
+
 from sami_rt import Runtime
 from sami_rt.hardware.cpuinfo import report_machine
 from train.config import Config
