@@ -112,7 +112,8 @@ def _exit(code: int) -> None:
     """Exit with ``code``. A rank of a several-process run (``torchrun``) leaves without the interpreter's
     teardown, its work done and its process group destroyed: under load a rank sometimes aborted there
     (SIGABRT, "terminate called without an active exception": by its message a C++ thread still joinable at
-    finalisation, likely the gloo process group's), which torchrun reports as a failed run although every file was written."""
+    finalisation, likely the gloo process group's), which torchrun reports as a failed run although every
+    file was written."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
         sys.stderr.flush()

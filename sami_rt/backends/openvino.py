@@ -11,8 +11,8 @@ them); ``warm_up`` compiles the ladder up to a batch size ahead of time (``sami-
 Each graph read gets every weight constant read by more than one node copied per reader (``unshare_constants``,
 the cure for an OpenVINO fault, also applied by the export), so that bundles exported before the export did it
 run correctly too. Every compile states its inference precision: OpenVINO's own default on a CPU with bf16 is
-bf16, which would change the samples' rounding without being asked. Calls are thread-safe: each compiled model keeps a pool
-of infer requests, one per concurrent caller.
+bf16, which would change the samples' rounding without being asked. Calls are thread-safe: each compiled model
+keeps a pool of infer requests, one per concurrent caller.
 """
 
 from __future__ import annotations
