@@ -33,6 +33,9 @@ def configs(threads: int, bf16: bool) -> dict[str, dict]:
                                                      "ENABLE_CPU_PINNING": False},
         "f32, LATENCY, pinning": {**f32, **thr, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True},
         "f32, THROUGHPUT": {**f32, "PERFORMANCE_HINT": "THROUGHPUT"},
+        "f32, LATENCY, no pinning, denormals flushed": {**f32, **thr, "PERFORMANCE_HINT": "LATENCY",
+                                                        "ENABLE_CPU_PINNING": False,
+                                                        "CPU_DENORMALS_OPTIMIZATION": True},
         "f32, LATENCY, 1 thread": {**f32, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1,
                                    "ENABLE_CPU_PINNING": False},
     }
