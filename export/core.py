@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from export.compose import unshare_weights_in
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
+from export.source import carried_defaults, is_bundle, load_bundle_model, load_model  # load_model re-exported
 from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
 from sami_rt.contract.format import GRAPHS
 from sami_rt.contract.manifest import EngineEntry, FileEntry, Manifest, VarianceRange
@@ -33,26 +33,6 @@ TOLERANCE = 1e-4  # relative error (max |onnx - torch| / max |torch|) allowed at
 FP16_TOLERANCE = 2e-2
 VALIDATION_BATCHES = (1, 3, 17)
 VARIANCE_IMAGES = 256  # held-out images whose posterior variances the manifest's range is taken over
-
-
-
-
-def load_model(source: str | Path, ema: bool = True):
-    """(model, config, abar, checkpoint path) from a run directory or a checkpoint file."""
-    from train.loop import checkpoint_path, load_run
-
-    path = checkpoint_path(source)
-    if not path.is_file():
-        raise ExportError(f"no checkpoint at {path} (pass a run directory of train/run.py or its checkpoint.pt)")
-    model, cfg, abar, _ = load_run(path, ema)
-    if cfg.denoiser:  # trained on a frozen denoiser
-        from train.frozen import FrozenDenoiser
-
-        d = model.denoiser
-        if isinstance(d, FrozenDenoiser) and d.kind == "torch":
-            model.denoiser = d.net  # this project's UNet: exported like any other
-        # an ONNX denoiser is wrapped and fused as ONNX (export/compose.py); a diffusers one is traced
-    return model, cfg, abar, path
 
 
 def random_inputs(name: str, B: int, cfg: Config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -179,7 +159,9 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     """Export a run to a bundle directory ``out``; replaces ``out`` only once everything succeeded. ``log`` gets
     a line per finished graph; ``begin`` (optional) the name of each graph as its work starts. ``sampling_scale``
     replaces the run's own as the bundle's default guidance scale; ``sampling_interval`` (lo, hi) limits it to
-    those noise levels (default: every level)."""
+    those noise levels (default: every level). ``source`` may also be a bundle (``load_bundle_model``): its
+    reference weights are exported again, and its description, sampling defaults, evaluation, training
+    provenance and posterior variance range are carried over unless given here."""
     begin = begin or (lambda what: None)
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -188,7 +170,16 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             check_available()  # before any work: say at once when engines cannot be built here
         except TensorRTUnavailable as e:
             raise ExportError(str(e)) from None
-    model, cfg, abar, ckpt = load_model(source, ema)
+    carried = None  # the source bundle's manifest, when exporting again from a bundle
+    if is_bundle(source):
+        if not ema:
+            raise ExportError(f"{source} is a bundle: it holds only the weights it was exported with (--no-ema "
+                              "is for a run)")
+        model, cfg, abar, carried = load_bundle_model(source)
+        description, sampling_steps, sampling_scale, sampling_interval = carried_defaults(
+            carried, description, sampling_steps, sampling_scale, sampling_interval)
+    else:
+        model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
     sampling_interval = check_sampling_interval(sampling_interval)
     check_sampling_scale(sampling_scale)
@@ -232,7 +223,6 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
                     except Exception as e:  # the exporter's errors are long: keep the graph and the first line
                         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                         raise ExportError(f"graph {label}: ONNX export failed: {first}") from e
-                unshare_weights_in(path)  # each weight read by one node (an OpenVINO fault; export/compose.py)
                 err = ""
                 if validate and precision == "float32":
                     validation[name] = validate_graph(name, path, model, abar, cfg, seed)
@@ -264,11 +254,18 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         if not external and not cfg.denoiser:  # a plain SAMI model that load_reference can rebuild
             save_reference(model, tmp / REFERENCE_FILE)
             reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
-        ev_file = ckpt.parent / "eval.json"
-        ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
-        if ev.get("protocol") == "quick":
-            log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
-        vrange = variance_range(lambda x: model.encoder(x)[1], cfg, log)
+        if carried is not None:
+            ev = {"summary": carried.evaluation}
+            training = carried.training
+            vrange = carried.variance_range or variance_range(lambda x: model.encoder(x)[1], cfg, log)
+        else:
+            ev_file = ckpt.parent / "eval.json"
+            ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
+            if ev.get("protocol") == "quick":
+                log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full "
+                    "protocol)")
+            training = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
+            vrange = variance_range(lambda x: model.encoder(x)[1], cfg, log)
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
@@ -276,7 +273,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             sampling_scale=float(cfg.sampling_scale), sampling_steps=sampling_steps, description=description,
             sampling_interval=sampling_interval,
             variance_range=vrange,
-            training={"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"},
+            training=training,
             evaluation=ev.get("summary", {}),
             export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
                                    "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},

@@ -1,5 +1,9 @@
 """Export a trained SAMI model to a model bundle: ``python export/run.py RUN_DIR_OR_CHECKPOINT -o BUNDLE_DIR``.
 
+The source may also be a bundle: its reference weights are exported again with this version's graphs, its
+description, sampling defaults, evaluation and provenance carried over unless given here (``python
+export/run.py sami_rt/models/disks-small -o /tmp/disks-small``).
+
 Writes the encoder, denoiser, guidance and guided_eps ONNX graphs (batch axis dynamic) and manifest.json,
 after checking every graph in onnxruntime against the PyTorch model on fresh random inputs (batch 1, 3, 17;
 the guidance against torch.autograd.grad). The bundle directory is replaced only when all of it succeeded.
@@ -15,7 +19,8 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source", type=Path, help="run directory of train/run.py, or a checkpoint.pt")
+    ap.add_argument("source", type=Path, help="run directory of train/run.py, a checkpoint.pt, or a bundle to "
+                    "export again from its reference weights")
     ap.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to write")
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     ap.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
@@ -54,7 +59,9 @@ def main(argv=None) -> int:
         return 1
     finally:
         stages.close()
-    if args.sampling_steps is None:
+    from sami_rt.contract.bundle import read_bundle
+
+    if read_bundle(args.out).manifest.sampling_steps is None:
         print("note: no --sampling-steps: the bundle samples 100 DDPM steps by default (record another count with "
               "--sampling-steps N, or later with python export/annotate.py BUNDLE --sampling-steps N)")
     print(f"wrote {args.out}")

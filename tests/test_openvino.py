@@ -284,17 +284,6 @@ def _agrees_with_onnxruntime(ov_mod, model, onnx_model, feed):
         assert np.abs(got[c.outputs[i]] - w_).max() <= 1e-5 * np.abs(w_).max(), i
 
 
-def test_a_weight_shared_by_a_conv_and_its_transpose_is_unshared_and_openvino_agrees(fresh_seed):
-    """The export's cure (export/compose.py, unshare_weights) on the minimal case: unshared, OpenVINO agrees
-    with onnxruntime."""
-    ov_mod = pytest.importorskip("openvino")
-    from export.compose import unshare_weights
-
-    m, feed = _shared_pair(np.random.default_rng(fresh_seed))
-    assert unshare_weights(m) == 1 and [n.input[1] for n in m.graph.node] == ["W", "W__use2"]
-    _agrees_with_onnxruntime(ov_mod, ov_mod.Core().read_model(m.SerializeToString(), b""), m, feed)
-
-
 def test_the_backend_unshares_a_weight_at_load_for_bundles_exported_before(fresh_seed):
     """The backend's cure in OpenVINO's own graph (backends/openvino.py, unshare_constants), for a graph whose
     ONNX still shares the weight: one copy made, every weight constant then read by one node, and OpenVINO
