@@ -78,9 +78,9 @@ class PlainGroupNorm(nn.Module):
     two-pass variance (no cancellation when the mean is large). Every operation on the full-size tensor keeps
     its 4-d shape. The textbook form reshapes the activation to (B, G, C/G * H * W) instead, and a runtime
     that keeps convolution outputs channels-last (OpenVINO's CPU plugin) must then reorder each one to
-    channels-first and back, around every GroupNorm and its gradient: disks-small's guided step spent a
-    quarter of its time in those reorders, and OpenVINO float32 ran at 0.9-1.0x onnxruntime; with this form
-    1.1-1.2x, and onnxruntime itself 2-7% faster (benchmarks/RESULTS.md, issue 31).
+    channels-first and back, around every GroupNorm: disks-small's guided step spent a third of its time in
+    those reorders, and OpenVINO float32 ran at 0.93-1.06x onnxruntime; with this form 1.13-1.18x at batch 16
+    and 1.05-1.12x at 64, onnxruntime itself up to 9% faster (benchmarks/RESULTS.md, issue 31).
 
     Every size but the batch is a concrete number in the reshapes: with ``-1`` (or ``x.shape``) the symbolic
     trace of the guidance spent its time in sympy, simplifying the floor division that infers the size
