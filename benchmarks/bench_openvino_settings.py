@@ -5,11 +5,11 @@ pinning settings and which inference precision the OpenVINO backend should compi
                                                  [--threads 2] [--repeats 30] [--blocks]
 
 Every configuration compiles the bundle's ONNX graph at each batch size (static shape), read as the backend
-reads it (each shared weight copied per reader, ``unshare_constants``), and runs the contract's example
-inputs; onnxruntime runs the same inputs through the runtime's own CPU session options. Calls are
-interleaved across configurations (so that machine noise hits all alike), medians; ``--blocks`` times each
-configuration in a block of its own instead (threads of one library that spin after a call then cannot take
-the cores from the next library's call). ``default`` passes no property at all: on a CPU with bf16
+reads it (``prepare_graph``: each shared weight copied per reader, spatial means as poolings), and runs the
+contract's example inputs; onnxruntime runs the same inputs through the runtime's own CPU session options.
+Calls are interleaved across configurations (so that machine noise hits all alike), medians; ``--blocks``
+times each configuration in a block of its own instead (threads of one library that spin after a call then
+cannot take the cores from the next library's call). ``default`` passes no property at all: on a CPU with bf16
 (AVX512-BF16, AMX) OpenVINO then runs bf16, which the precision column shows. Also prints compile times,
 with and without OpenVINO's on-disk model cache (CACHE_DIR), the CPU model, its flags and the peak RSS.
 """
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     import openvino as ov
 
     from sami_rt.backends.onnxruntime import cpu_session_options
-    from sami_rt.backends.openvino import unshare_constants
+    from sami_rt.backends.openvino import prepare_graph
     from sami_rt.contract.bundle import read_bundle
     from sami_rt.contract.format import GRAPHS
     from sami_rt.hardware.cpuinfo import bf16_support, machine_line, peak_rss_mib
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         fns, info = {"onnxruntime (sami_rt's session options)": lambda: sess.run(None, f)}, {}
         for name, cfg in cfgs.items():
             m = core.read_model(path)
-            unshare_constants(m, ov)  # as the backend reads it (OpenVINO's shared-weight fault)
+            prepare_graph(m, ov)  # as the backend reads it
             m.reshape({k: list(v.shape) for k, v in f.items()})
             t0 = time.perf_counter()
             c = core.compile_model(m, "CPU", cfg)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             c2 = ov.Core()
             c2.set_property({"CACHE_DIR": d})
             m = c2.read_model(path)
-            unshare_constants(m, ov)
+            prepare_graph(m, ov)
             m.reshape({k: list(v.shape) for k, v in f.items()})
             t0 = time.perf_counter()
             c2.compile_model(m, "CPU", cfgs["f32, LATENCY, no pinning (the backend's)"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sami_rt.contract.bundle import read_bundle
+from sami_rt.contract.bundle import BundleError, read_bundle
 from sami_rt.errors import ExportError
 from sami_rt.sampling.schedule import FULL_INTERVAL
 from train.config import Config
@@ -23,7 +23,6 @@ def load_bundle_model(source: str | Path):
     how the graphs are written). The weights are the ones the bundle was exported with (EMA or raw, as its
     manifest says)."""
     from sami_reference import load_reference
-    from sami_rt.contract.bundle import BundleError
 
     try:
         b = read_bundle(source)

@@ -299,3 +299,34 @@ def test_the_backend_unshares_a_weight_at_load_for_bundles_exported_before(fresh
     assert len(consts) == 2 and all(len(c.output(0).get_target_inputs()) == 1 for c in consts)
     assert unshare_constants(model) == 0
     _agrees_with_onnxruntime(ov_mod, model, m, feed)
+
+
+def test_spatial_means_become_poolings_with_the_same_values(fresh_seed):
+    """backends/openvino.py, pool_spatial_means: a ReduceMean over both spatial axes of a 4-d tensor, keeping
+    them, becomes an AvgPool over the whole image, and OpenVINO's outputs stay onnxruntime's; means over other
+    axes, or dropping the axes, are left alone."""
+    ov_mod = pytest.importorskip("openvino")
+    from onnx import TensorProto, helper
+
+    from sami_rt.backends.openvino import pool_spatial_means
+
+    rng = np.random.default_rng(fresh_seed)
+    B, C, H, W = 3, 8, 6, 5
+    ax = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+        name, TensorProto.INT64, [len(v)], v))
+    nodes = [ax("hw", [2, 3]), ax("wh", [-1, -2]), ax("c", [1]),
+             helper.make_node("ReduceMean", ["x", "hw"], ["m"], keepdims=1),
+             helper.make_node("Sub", ["x", "m"], ["d"]),
+             helper.make_node("Mul", ["d", "d"], ["dd"]),
+             helper.make_node("ReduceMean", ["dd", "wh"], ["v"], keepdims=1),
+             helper.make_node("ReduceMean", ["x", "c"], ["mc"], keepdims=1),
+             helper.make_node("ReduceMean", ["x", "hw"], ["flat"], keepdims=0)]
+    io = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    graph = helper.make_graph(nodes, "means", [io("x", [B, C, H, W])], [io("v", None), io("mc", None), io("flat", None)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feed = {"x": (rng.standard_normal((B, C, H, W)) * 3 + rng.standard_normal((1, C, 1, 1)) * 5).astype(np.float32)}
+    model = ov_mod.Core().read_model(m.SerializeToString(), b"")
+    assert pool_spatial_means(model) == 2 and pool_spatial_means(model) == 0
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert types.count("AvgPool") == 2 and types.count("ReduceMean") == 2
+    _agrees_with_onnxruntime(ov_mod, model, m, feed)

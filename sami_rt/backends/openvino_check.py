@@ -5,10 +5,9 @@ OpenVINO 2026.4.1's CPU plugin computes a node wrongly when it shares a square w
 the second is computed with the first's prepared weights. Every guidance graph exported before 2026-12-04 had
 such pairs; the ``celeba64`` architecture's and the spatial-softmax ``disks-3d`` encoder's have square ones,
 and their guidance term came out off by more than its own size while the denoiser and the encoder agreed to
-1e-6 (benchmarks/RESULTS.md, issues 29 and 31). Today's export gives each node its own copy of a weight
-(export/compose.py, ``unshare_weights``), which cures it, and the backend does the same in OpenVINO's graph at
-load (openvino.py, ``unshare_constants``) for bundles exported before; faults not yet met are why the backend
-still checks. At batch 2, on fixed inputs, float32:
+1e-6 (benchmarks/RESULTS.md, issues 29 and 31). The backend gives each node its own copy of a weight in
+OpenVINO's graph as it reads it (openvino.py, ``unshare_constants``), which cures it; faults not yet met are
+why the backend still checks. At batch 2, on fixed inputs, float32:
 the encoder's means, the denoiser, and the guidance term (``guided_eps`` at scale 1 minus the denoiser) against
 onnxruntime's, each within ``TOLERANCE`` of its range. A pass is remembered per OpenVINO version and graph
 checksums in ``~/.cache/sami-rt/openvino-checked.json``, so each bundle pays the check (about a second for
