@@ -122,9 +122,8 @@ def compiled_step(ref, budget: float, warm_args: list):
 
 def openvino_backends(b, threads: int) -> dict:
     """OpenVINO float32 and, where the CPU has AMX-BF16 or AVX512-BF16, bfloat16 (none without OpenVINO). Opened
-    without the backend's check against onnxruntime (which OpenVINO 2026.4.1 fails on a bundle of this
-    architecture exported before the export gave each node its own weights, as ``--reuse`` may pass), so that its
-    speed is measured; its difference from eager is in the table's last column."""
+    without the backend's check against onnxruntime (a bundle that ``--reuse`` passes may be one OpenVINO gets
+    wrong), so that its speed is measured; its difference from eager is in the table's last column."""
     from sami_rt.backends import BackendError
     from sami_rt.backends.openvino import OpenVinoBackend
     from sami_rt.hardware.cpuinfo import bf16_support

@@ -80,7 +80,8 @@ class PlainGroupNorm(nn.Module):
     that keeps convolution outputs channels-last (OpenVINO's CPU plugin) must then reorder each one to
     channels-first and back, around every GroupNorm: disks-small's guided step spent a third of its time in
     those reorders, and OpenVINO float32 ran at 0.93-1.06x onnxruntime; with this form 1.13-1.18x at batch 16
-    and 1.05-1.12x at 64, onnxruntime itself up to 9% faster (benchmarks/RESULTS.md, issue 31).
+    and 1.05-1.12x at 64 (1.13-1.38x with the backend's poolings, backends/openvino.py), onnxruntime itself up
+    to 9% faster (benchmarks/RESULTS.md, issue 31).
 
     Every size but the batch is a concrete number in the reshapes: with ``-1`` (or ``x.shape``) the symbolic
     trace of the guidance spent its time in sympy, simplifying the floor division that infers the size
