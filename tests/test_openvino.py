@@ -284,10 +284,10 @@ def _agrees_with_onnxruntime(ov_mod, model, onnx_model, feed):
         assert np.abs(got[c.outputs[i]] - w_).max() <= 1e-5 * np.abs(w_).max(), i
 
 
-def test_the_backend_unshares_a_weight_at_load_for_bundles_exported_before(fresh_seed):
+def test_the_backend_unshares_a_weight_at_load(fresh_seed):
     """The backend's cure in OpenVINO's own graph (backends/openvino.py, unshare_constants), for a graph whose
-    ONNX still shares the weight: one copy made, every weight constant then read by one node, and OpenVINO
-    agrees with onnxruntime."""
+    ONNX shares the weight as every exported guidance graph does: one copy made, every weight constant then
+    read by one node, and OpenVINO agrees with onnxruntime."""
     ov_mod = pytest.importorskip("openvino")
     from sami_rt.backends.openvino import unshare_constants
 

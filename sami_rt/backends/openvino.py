@@ -204,9 +204,9 @@ def unshare_constants(model, ov=None) -> int:
     """Give every reader after the first of a weight constant (2 or more dimensions) its own copy, in place;
     returns the number of copies made. OpenVINO 2026.4.1's CPU plugin computes the second of two nodes that
     share a square weight constant (a Convolution and the ConvolutionBackpropData of its input gradient, a
-    MatMul pair) with the first's prepared weights (sami_rt/backends/openvino_check.py); the export unshares
-    the ONNX initializers (export/compose.py, ``unshare_weights``), and this does the same in OpenVINO's graph
-    for bundles exported before that."""
+    MatMul pair) with the first's prepared weights (sami_rt/backends/openvino_check.py). Every guidance graph
+    reads each encoder weight twice, in the forward node and its input gradient, from one initializer (the
+    export writes each weight once), so this runs on every graph read."""
     ov = ov or import_openvino()
     copies = 0
     for op in model.get_ordered_ops():
