@@ -322,7 +322,8 @@ def test_spatial_means_become_poolings_with_the_same_values(fresh_seed):
              helper.make_node("ReduceMean", ["x", "c"], ["mc"], keepdims=1),
              helper.make_node("ReduceMean", ["x", "hw"], ["flat"], keepdims=0)]
     io = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
-    graph = helper.make_graph(nodes, "means", [io("x", [B, C, H, W])], [io("v", None), io("mc", None), io("flat", None)])
+    outputs = [io("v", None), io("mc", None), io("flat", None)]
+    graph = helper.make_graph(nodes, "means", [io("x", [B, C, H, W])], outputs)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     feed = {"x": (rng.standard_normal((B, C, H, W)) * 3 + rng.standard_normal((1, C, 1, 1)) * 5).astype(np.float32)}
     model = ov_mod.Core().read_model(m.SerializeToString(), b"")

@@ -225,9 +225,10 @@ def unshare_constants(model, ov=None) -> int:
 def pool_spatial_means(model, ov=None) -> int:
     """Replace every ReduceMean over both spatial axes of a 4-d input (N, C, H, W) of static H and W, keeping
     its dimensions, by an average pooling with the whole image as its window, in place; returns the number
-    replaced (bundles exported before 2026-12-05 reduce reshaped 3-d activations instead, and keep theirs). The values are the same means; OpenVINO 2026.4.1's CPU plugin computes them as a pooling on its
-    channels-last layout faster than as a reduction (disks-small's guided step at batch 16 and 64: 1.28x and
-    1.19x onnxruntime, against 1.14x and 1.09x; benchmarks/RESULTS.md, issue 31). The ONNX graphs keep
+    replaced (bundles exported before 2026-12-05 reduce reshaped 3-d activations instead, and keep theirs).
+    The values are the same means; OpenVINO 2026.4.1's CPU plugin computes them as a pooling on its
+    channels-last layout faster than as a reduction (disks-small's guided step at batch 16 and 64: 1.19-1.31x
+    and 1.13-1.26x onnxruntime, against 1.14-1.18x and 1.05-1.12x without; benchmarks/RESULTS.md, issue 31). The ONNX graphs keep
     ReduceMean, which onnxruntime runs faster than a pooling."""
     ov = ov or import_openvino()
     replaced = 0
