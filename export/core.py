@@ -178,6 +178,9 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
         model, cfg, abar, carried = load_bundle_model(source)
         description, sampling_steps, sampling_scale, sampling_interval = carried_defaults(
             carried, description, sampling_steps, sampling_scale, sampling_interval)
+        fp16 = fp16 or bool(carried.graphs_fp16)  # what the bundle had, it keeps
+        if carried.engines and not tensorrt:
+            log(f"  note: {source}'s TensorRT engines are not carried over (--tensorrt builds them on a CUDA machine)")
     else:
         model, cfg, abar, ckpt = load_model(source, ema)
     check_sampling_steps(sampling_steps, cfg.T)
@@ -278,7 +281,9 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
                                    "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
                     "torch": torch.__version__, "onnx_opset": opset,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    # exported again from a bundle's reference weights: what the bundle's own export record said
+                    **({"source": {"bundle_weights": "reference.npz", "previous": carried.export}} if carried else {})})
         write_manifest(tmp, manifest)
         read_bundle(tmp)  # the reader accepts what the writer wrote
         tmp.chmod(0o755)

@@ -80,8 +80,8 @@ class PlainGroupNorm(nn.Module):
     that keeps convolution outputs channels-last (OpenVINO's CPU plugin) must then reorder each one to
     channels-first and back, around every GroupNorm: disks-small's guided step spent a third of its time in
     those reorders, and OpenVINO float32 ran at 0.93-1.06x onnxruntime; with this form 1.13-1.18x at batch 16
-    and 1.05-1.12x at 64 (1.13-1.38x with the backend's poolings, backends/openvino.py), onnxruntime itself up
-    to 9% faster (benchmarks/RESULTS.md, issue 31).
+    and 1.05-1.12x at 64 (1.13-1.38x with the backend's poolings, backends/openvino.py), onnxruntime itself
+    7-13% faster at 64 (benchmarks/RESULTS.md, issue 31).
 
     Every size but the batch is a concrete number in the reshapes: with ``-1`` (or ``x.shape``) the symbolic
     trace of the guidance spent its time in sympy, simplifying the floor division that infers the size
@@ -94,15 +94,18 @@ class PlainGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, G = x.shape[0], self.channels, self.groups
-        axes = tuple(range(2, x.dim()))  # the spatial axes
+        axes = tuple(range(2, x.dim()))  # the spatial axes (none for a (B, C) input)
         one = (1,) * (x.dim() - 2)
+
+        def channel_mean(t: torch.Tensor) -> torch.Tensor:  # (B, C, ...) -> (B, C, 1..)
+            return t.mean(axes, keepdim=True) if axes else t
 
         def group_mean(per_channel: torch.Tensor) -> torch.Tensor:  # (B, C, 1..) -> its group's mean, per channel
             m = per_channel.reshape(B, G, C // G).mean(-1, keepdim=True)
             return m.expand(B, G, C // G).reshape(B, C, *one)
 
-        d = x - group_mean(x.mean(axes, keepdim=True))
-        var = group_mean((d * d).mean(axes, keepdim=True))
+        d = x - group_mean(channel_mean(x))
+        var = group_mean(channel_mean(d * d))
         scale = self.weight.reshape(1, C, *one) / torch.sqrt(var + self.eps)
         return d * scale + self.bias.reshape(1, C, *one)
 

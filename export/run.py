@@ -33,16 +33,17 @@ def main(argv=None) -> int:
     ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
                     help="record N as the DDPM steps sampling takes by default (measure it first: python -m "
                          "benchmarks.sampler_steps --model BUNDLE for fewer than 100, or what the model is for, "
-                         "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100")
+                         "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100 (a bundle: its own)")
     ap.add_argument("--sampling-scale", type=float, default=None, metavar="S",
                     help="record S as the guidance scale sampling takes by default (measure it first, e.g. python -m "
-                         "train.disk_checks RUN --scale S --seed 1); without it the run's sampling_scale")
+                         "train.disk_checks RUN --scale S --seed 1); without it the run's sampling_scale (a bundle: "
+                         "its own)")
     ap.add_argument("--sampling-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="record that the scale applies only at noise levels t / (T - 1) in [LO, HI], 1 elsewhere "
                          "(measure it first: python -m benchmarks.disks_guidance, benchmarks/class_keeping.py "
-                         "--interval); without it every level")
+                         "--interval); without it every level (a bundle: its own)")
     ap.add_argument("--description", default="", help="one line about the model, kept in the manifest and shown "
-                    "by `sami-rt info` (e.g. what to use it for)")
+                    "by `sami-rt info` (e.g. what to use it for; a bundle: its own unless given)")
     args = ap.parse_args(argv)
     from export.core import ExportError, export_bundle
     from train.eval_protocol import Stages

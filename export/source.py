@@ -8,7 +8,6 @@ from pathlib import Path
 
 from sami_rt.contract.bundle import BundleError, read_bundle
 from sami_rt.errors import ExportError
-from sami_rt.sampling.schedule import FULL_INTERVAL
 from train.config import Config
 
 
@@ -26,6 +25,9 @@ def load_bundle_model(source: str | Path):
 
     try:
         b = read_bundle(source)
+        if b.reference is None:
+            raise ExportError(f"bundle {source} keeps no reference weights to export again (a bundle on a frozen "
+                              "denoiser, or one written before they were kept): export it from its run directory")
         model, abar = load_reference(b)
         cfg = Config.from_dict(b.manifest.training["config"])
     except (BundleError, KeyError, TypeError, ValueError) as e:
@@ -54,7 +56,6 @@ def load_model(source: str | Path, ema: bool = True):
 def carried_defaults(carried, description: str, steps, scale, interval):
     """(description, sampling steps, scale, interval) for exporting a bundle again: each one given here, else the
     source bundle's (``carried``, its manifest)."""
-    if interval is None and tuple(carried.sampling_interval) != FULL_INTERVAL:
-        interval = tuple(carried.sampling_interval)
     return (description or carried.description, steps if steps is not None else carried.sampling_steps,
-            scale if scale is not None else carried.sampling_scale, interval)
+            scale if scale is not None else carried.sampling_scale,
+            interval if interval is not None else tuple(carried.sampling_interval))

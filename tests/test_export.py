@@ -251,19 +251,29 @@ def test_reference_weights_rebuild_the_model_in_pytorch(bundles, family, fresh_s
 
 
 def test_a_bundle_exports_again_from_its_reference_weights(bundles, tmp_path, fresh_seed):
-    """export/run.py BUNDLE: the bundle's reference weights exported again give the same graphs' outputs, and
-    what the manifest records beyond the graphs is carried over unless given (here the description is given)."""
-    src = read_bundle(bundles["halfunet-attention"] / "bundle")  # records a step count and a scale
+    """export/run.py BUNDLE -o BUNDLE: the bundle's reference weights exported again onto itself give the same
+    graphs' outputs; what its manifest records beyond the graphs is carried over (here a description, scale and
+    interval set by export/annotate.py, its float16 graphs, its export record) unless given (the step count)."""
+    import shutil
+
+    from export.annotate import annotate
+
+    d, orig = tmp_path / "bundle", tmp_path / "as-it-was"
+    shutil.copytree(bundles["halfunet-attention"] / "bundle", d)
+    assert annotate(d, log=lambda s: None, sampling_scale=1.7, sampling_interval=(0.2, 1.0), description="annotated")
+    shutil.copytree(d, orig)
     with pytest.raises(ExportError, match="only the weights it was exported with"):
-        export_bundle(src.root, tmp_path / "refused", ema=False)
-    again = read_bundle(export_bundle(src.root, tmp_path / "again", description="exported again", log=lambda s: None))
+        export_bundle(d, tmp_path / "refused", ema=False)
+    src, again = read_bundle(orig), read_bundle(export_bundle(d, d, sampling_steps=9, log=lambda s: None))
     m, m0 = again.manifest, src.manifest
-    assert m.description == "exported again" and m0.description != m.description
-    assert m0.sampling_steps == SAMPLING_STEPS["halfunet-attention"]
-    for f in ("sampling_steps", "sampling_scale", "sampling_interval", "evaluation", "training", "architecture",
+    assert (m0.sampling_steps, m.sampling_steps) == (SAMPLING_STEPS["halfunet-attention"], 9)
+    assert (m.description, m.sampling_scale, tuple(m.sampling_interval)) == ("annotated", 1.7, (0.2, 1.0))
+    for f in ("description", "sampling_scale", "sampling_interval", "evaluation", "training", "architecture",
               "variance_range", "image", "latent_dim", "flops"):
         assert getattr(m, f) == getattr(m0, f), f
-    assert np.array_equal(m.abar, m0.abar) and sorted(m.graphs) == sorted(m0.graphs) and not m.graphs_fp16
+    assert m.export["source"]["previous"] == m0.export and "annotated" in m0.export
+    assert np.array_equal(m.abar, m0.abar) and sorted(m.graphs) == sorted(m0.graphs)
+    assert sorted(m.graphs_fp16) == sorted(m0.graphs_fp16) == sorted(m.graphs)
     rng = np.random.default_rng(fresh_seed)
     for name in m.graphs:
         feed = {k: torch.from_numpy(v) for k, v in GRAPHS[name].example_inputs(rng, 3, m.dims, m.T).items()}

@@ -1,6 +1,6 @@
 """export/graphs.PlainGroupNorm, the form the exported graphs compute GroupNorm in, against torch's
 nn.GroupNorm: outputs and input gradients, on inputs far from zero mean (where a one-pass variance would
-lose its digits) and on 3-d and 5-d inputs."""
+lose its digits) and on 2-d, 3-d and 5-d inputs as well as images."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from export.graphs import PlainGroupNorm
 
 
 @pytest.mark.parametrize("shape,groups", [((3, 12, 5, 7), 4), ((2, 16, 8, 8), 8), ((2, 6, 9), 3), ((2, 8, 3, 4, 5), 2),
-                                          ((4, 5, 6, 6), 5), ((1, 32, 4, 4), 1)])
+                                          ((4, 5, 6, 6), 5), ((1, 32, 4, 4), 1), ((5, 12), 3)])
 def test_plain_groupnorm_matches_torch_in_value_and_gradient(shape, groups, fresh_seed):
     g = torch.Generator().manual_seed(fresh_seed)
     C = shape[1]
@@ -21,9 +21,10 @@ def test_plain_groupnorm_matches_torch_in_value_and_gradient(shape, groups, fres
         gn.weight.copy_(torch.randn(C, generator=g, dtype=torch.float64))
         gn.bias.copy_(torch.randn(C, generator=g, dtype=torch.float64))
     plain = PlainGroupNorm(gn)
-    # per-channel offsets up to 100 standard deviations: a one-pass E[x^2] - E[x]^2 would cancel
-    x = (torch.randn(*shape, generator=g, dtype=torch.float64)
-         + 100 * torch.randn(1, C, *([1] * (len(shape) - 2)), generator=g, dtype=torch.float64)).requires_grad_(True)
+    # an offset shared by every channel, about 300 times the spread within a group (per-channel offsets of about
+    # 10 and unit noise): a one-pass E[x^2] - E[x]^2 would lose the variance to cancellation in float32
+    per_channel = 10 * torch.randn(1, C, *([1] * (len(shape) - 2)), generator=g, dtype=torch.float64)
+    x = (torch.randn(*shape, generator=g, dtype=torch.float64) + per_channel + 3e3).requires_grad_(True)
     w = torch.randn(*shape, generator=g, dtype=torch.float64)
     want = gn(x)
     (gx_want,) = torch.autograd.grad((want * w).sum(), x)
@@ -31,10 +32,15 @@ def test_plain_groupnorm_matches_torch_in_value_and_gradient(shape, groups, fres
     (gx_got,) = torch.autograd.grad((got * w).sum(), x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gx_got, gx_want, rtol=1e-8, atol=1e-8 * float(gx_want.abs().max()))
-    # in float32 as exported: within float32 rounding of the float64 result
+    # in float32 as exported: as close to the float64 result on the same (float32) input as torch's own float32
+    # GroupNorm is (measured over 32 cases: at most 2.1 times torch's error; a one-pass variance up to 1e4 times)
     with torch.no_grad():
-        got32 = PlainGroupNorm(gn.float())(x.detach().float())
-    assert float((got32.double() - want.detach()).abs().max()) <= 1e-4 * float(want.detach().abs().max())
+        x32 = x.detach().float()
+        want32 = gn(x32.double())
+        scale = float(want32.abs().max())
+        err_plain = float((PlainGroupNorm(gn.float())(x32).double() - want32).abs().max()) / scale
+        err_torch = float((gn.float()(x32).double() - want32).abs().max()) / scale
+    assert err_plain <= 4 * err_torch + 5e-6, (err_plain, err_torch)
 
 
 def test_plain_groupnorm_keeps_the_activation_four_dimensional(fresh_seed):

@@ -2,8 +2,8 @@
 
 OpenVINO 2026.4.1's CPU plugin computes a node wrongly when it shares a square weight constant with another node
 (a ``Conv`` and the ``ConvTranspose`` of its input gradient, a ``Gemm`` and a ``MatMul`` through a ``Transpose``):
-the second is computed with the first's prepared weights. Every guidance graph exported before 2026-12-04 had
-such pairs; the ``celeba64`` architecture's and the spatial-softmax ``disks-3d`` encoder's have square ones,
+the second is computed with the first's prepared weights. Every guidance graph has such pairs (the forward node
+and its input gradient read one weight); the ``celeba64`` architecture's and the spatial-softmax ``disks-3d`` encoder's have square ones,
 and their guidance term came out off by more than its own size while the denoiser and the encoder agreed to
 1e-6 (benchmarks/RESULTS.md, issues 29 and 31). The backend gives each node its own copy of a weight in
 OpenVINO's graph as it reads it (openvino.py, ``unshare_constants``), which cures it; faults not yet met are
