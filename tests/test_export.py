@@ -2,6 +2,8 @@
 
 The reader's refusals of corrupted bundles are tested on the shipped bundle (test_bundle.py), without an export."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,8 @@ def test_each_weight_is_written_once_and_openvino_unshares_it_at_load(bundles, f
 
     import onnx
 
+    from sami_rt.backends import open_backend
+
     b = read_bundle(bundles[family] / "bundle")
     g = onnx.load(str(b.path(b.graphs["guidance"]))).graph
     weights = {i.name for i in g.initializer if len(i.dims) >= 2}
@@ -146,8 +150,6 @@ def test_each_weight_is_written_once_and_openvino_unshares_it_at_load(bundles, f
     assert max(uses.values()) >= 2, uses.most_common(3)
     pytest.importorskip("openvino")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the check's record of bundles checked
-    from sami_rt.backends import open_backend
-
     ov = open_backend(b, "openvino", 1, "f32")  # checks the bundle against onnxruntime, refusing a wrong graph
     rng = np.random.default_rng(fresh_seed)
     f = GRAPHS["guided_eps"].example_inputs(rng, int(rng.integers(2, 7)), b.manifest.dims, b.manifest.T)
@@ -254,32 +256,26 @@ def test_a_bundle_exports_again_from_its_reference_weights(bundles, tmp_path, fr
     """export/run.py BUNDLE -o BUNDLE: the bundle's reference weights exported again onto itself give the same
     graphs' outputs; what its manifest records beyond the graphs is carried over (here a description, scale and
     interval set by export/annotate.py, its float16 graphs, its export record) unless given (the step count)."""
-    import shutil
-
     from export.annotate import annotate
 
     d, orig = tmp_path / "bundle", tmp_path / "as-it-was"
     shutil.copytree(bundles["halfunet-attention"] / "bundle", d)
     assert annotate(d, log=lambda s: None, sampling_scale=1.7, sampling_interval=(0.2, 1.0), description="annotated")
     shutil.copytree(d, orig)
-    with pytest.raises(ExportError, match="only the weights it was exported with"):
-        export_bundle(d, tmp_path / "refused", ema=False)
+    pytest.raises(ExportError, export_bundle, d, tmp_path / "refused", ema=False).match("only the weights it was")
     src, again = read_bundle(orig), read_bundle(export_bundle(d, d, sampling_steps=9, log=lambda s: None))
-    m, m0 = again.manifest, src.manifest
+    m, m0, rng = again.manifest, src.manifest, np.random.default_rng(fresh_seed)
     assert (m0.sampling_steps, m.sampling_steps) == (SAMPLING_STEPS["halfunet-attention"], 9)
     assert (m.description, m.sampling_scale, tuple(m.sampling_interval)) == ("annotated", 1.7, (0.2, 1.0))
     for f in ("description", "sampling_scale", "sampling_interval", "evaluation", "training", "architecture",
               "variance_range", "image", "latent_dim", "flops"):
         assert getattr(m, f) == getattr(m0, f), f
     assert m.export["source"]["previous"] == m0.export and "annotated" in m0.export
-    assert np.array_equal(m.abar, m0.abar) and sorted(m.graphs) == sorted(m0.graphs)
-    assert sorted(m.graphs_fp16) == sorted(m0.graphs_fp16) == sorted(m.graphs)
-    rng = np.random.default_rng(fresh_seed)
+    assert np.array_equal(m.abar, m0.abar) and sorted(m.graphs_fp16) == sorted(m0.graphs_fp16) == sorted(m0.graphs)
     for name in m.graphs:
         feed = {k: torch.from_numpy(v) for k, v in GRAPHS[name].example_inputs(rng, 3, m.dims, m.T).items()}
         got, want = run_onnx(again.path(again.graphs[name]), feed), run_onnx(src.path(src.graphs[name]), feed)
-        for g, w in zip(got, want):
-            assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max(), name
+        assert all(np.abs(g - w).max() <= 1e-5 * np.abs(w).max() for g, w in zip(got, want)), name
 
 
 def test_a_step_count_beyond_the_models_T_is_refused_before_the_export(runs, tmp_path):
