@@ -33,14 +33,11 @@ from sami_rt.sampling.schedule import FULL_INTERVAL, check_interval
 
 def load(src: Path):
     """(model, cfg, abar as numpy, step, guidance interval) from a bundle directory or a run directory."""
-    if (src / "manifest.json").is_file():
-        from sami_reference import load_reference
-        from sami_rt.contract.bundle import read_bundle
-        from train.config import Config
+    from export.source import is_bundle, load_bundle_model
 
-        model, abar = load_reference(read_bundle(src))
-        manifest = read_bundle(src, verify=False).manifest
-        return model, Config.from_dict(manifest.training["config"]), abar.numpy(), "bundle", manifest.sampling_interval
+    if is_bundle(src):
+        model, cfg, abar, manifest = load_bundle_model(src)
+        return model, cfg, abar.numpy(), "bundle", manifest.sampling_interval
     from train.loop import load_run
 
     model, cfg, abar, step = load_run(src)

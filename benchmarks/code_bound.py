@@ -26,15 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load(path: Path):
     """(model, config) from a run directory (EMA weights) or a bundle's reference weights."""
-    from train.config import Config
+    from export.source import is_bundle, load_bundle_model
 
-    if (path / "manifest.json").is_file():
-        from sami_reference import load_reference
-        from sami_rt.contract.bundle import read_bundle
-
-        b = read_bundle(path)
-        model, _ = load_reference(b)
-        return model, Config.from_dict(b.manifest.training["config"])
+    if is_bundle(path):
+        model, cfg, _, _ = load_bundle_model(path)
+        return model, cfg
     from train.loop import load_run
 
     model, cfg, _, _ = load_run(path)

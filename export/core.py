@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -15,7 +14,8 @@ import numpy as np
 import torch
 
 from export.graphs import DenoiserGraph, EncoderGraph, GuidanceGraph
-from export.source import carried_defaults, is_bundle, load_bundle_model, load_model  # load_model re-exported
+from export.source import (carried_defaults, is_bundle, load_bundle_model, load_model,  # load_model re-exported
+                           run_provenance)
 from sami_rt.contract.bundle import read_bundle, sha256_file, write_manifest
 from sami_rt.contract.format import GRAPHS
 from sami_rt.contract.manifest import EngineEntry, FileEntry, Manifest, VarianceRange
@@ -160,8 +160,9 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
     a line per finished graph; ``begin`` (optional) the name of each graph as its work starts. ``sampling_scale``
     replaces the run's own as the bundle's default guidance scale; ``sampling_interval`` (lo, hi) limits it to
     those noise levels (default: every level). ``source`` may also be a bundle (``load_bundle_model``): its
-    reference weights are exported again, and its description, sampling defaults, evaluation, training
-    provenance and posterior variance range are carried over unless given here."""
+    reference weights are exported again, and its description, sampling defaults, float16 graphs, evaluation,
+    training provenance and posterior variance range are carried over unless given here, its export record
+    kept as ``export.source.previous``."""
     begin = begin or (lambda what: None)
     if tensorrt:
         from export.tensorrt import TensorRTUnavailable, check_available
@@ -258,17 +259,16 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             save_reference(model, tmp / REFERENCE_FILE)
             reference = FileEntry(REFERENCE_FILE, sha256_file(tmp / REFERENCE_FILE))
         if carried is not None:
-            ev = {"summary": carried.evaluation}
-            training = carried.training
-            vrange = carried.variance_range or variance_range(lambda x: model.encoder(x)[1], cfg, log)
+            evaluation, training, vrange = carried.evaluation, carried.training, carried.variance_range
         else:
-            ev_file = ckpt.parent / "eval.json"
-            ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
-            if ev.get("protocol") == "quick":
-                log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full "
-                    "protocol)")
-            training = {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}
-            vrange = variance_range(lambda x: model.encoder(x)[1], cfg, log)
+            (evaluation, training), vrange = run_provenance(ckpt, cfg, ema, log), None
+        vrange = vrange or variance_range(lambda x: model.encoder(x)[1], cfg, log)
+        record = {"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
+                                 "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
+                  "torch": torch.__version__, "onnx_opset": opset,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if carried is not None:  # exported again from a bundle's reference weights: what its own record said
+            record["source"] = {"bundle_weights": "reference.npz", "previous": carried.export}
         manifest = manifest.replace(
             graphs=graphs["graphs"], graphs_fp16=graphs["graphs_fp16"], engines=engines, reference=reference,
             # PyTorch's counter cannot see inside an onnxruntime call: no FLOPs for an external denoiser
@@ -276,14 +276,7 @@ def export_bundle(source: str | Path, out: str | Path, opset: int = 18, ema: boo
             sampling_scale=float(cfg.sampling_scale), sampling_steps=sampling_steps, description=description,
             sampling_interval=sampling_interval,
             variance_range=vrange,
-            training=training,
-            evaluation=ev.get("summary", {}),
-            export={"validation": {"tolerance": TOLERANCE, "seed": seed, "relative_error": validation,
-                                   "fp16_tolerance": FP16_TOLERANCE, "fp16_relative_error": validation16},
-                    "torch": torch.__version__, "onnx_opset": opset,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    # exported again from a bundle's reference weights: what the bundle's own export record said
-                    **({"source": {"bundle_weights": "reference.npz", "previous": carried.export}} if carried else {})})
+            training=training, evaluation=evaluation, export=record)
         write_manifest(tmp, manifest)
         read_bundle(tmp)  # the reader accepts what the writer wrote
         tmp.chmod(0o755)

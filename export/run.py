@@ -1,8 +1,8 @@
 """Export a trained SAMI model to a model bundle: ``python export/run.py RUN_DIR_OR_CHECKPOINT -o BUNDLE_DIR``.
 
 The source may also be a bundle: its reference weights are exported again with this version's graphs, its
-description, sampling defaults, evaluation and provenance carried over unless given here (``python
-export/run.py sami_rt/models/disks-small -o /tmp/disks-small``).
+description, sampling defaults, float16 graphs, evaluation and provenance carried over unless given here
+(``python export/run.py sami_rt/models/disks-small -o /tmp/disks-small``).
 
 Writes the encoder, denoiser, guidance and guided_eps ONNX graphs (batch axis dynamic) and manifest.json,
 after checking every graph in onnxruntime against the PyTorch model on fresh random inputs (batch 1, 3, 17;
@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sampling-steps", type=int, default=None, metavar="N",
                     help="record N as the DDPM steps sampling takes by default (measure it first: python -m "
                          "benchmarks.sampler_steps --model BUNDLE for fewer than 100, or what the model is for, "
-                         "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100 (a bundle: its own)")
+                         "e.g. benchmarks/class_keeping.py --steps); without it the runtime takes 100 (a "
+                         "bundle: its own)")
     ap.add_argument("--sampling-scale", type=float, default=None, metavar="S",
                     help="record S as the guidance scale sampling takes by default (measure it first, e.g. python -m "
                          "train.disk_checks RUN --scale S --seed 1); without it the run's sampling_scale (a bundle: "
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         stages.close()
     from sami_rt.contract.bundle import read_bundle
 
-    if read_bundle(args.out).manifest.sampling_steps is None:
+    if read_bundle(args.out, verify=False).manifest.sampling_steps is None:  # the export verified its files
         print("note: no --sampling-steps: the bundle samples 100 DDPM steps by default (record another count with "
               "--sampling-steps N, or later with python export/annotate.py BUNDLE --sampling-steps N)")
     print(f"wrote {args.out}")

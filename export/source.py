@@ -4,7 +4,9 @@ changes and its run is gone)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Callable
 
 from sami_rt.contract.bundle import BundleError, read_bundle
 from sami_rt.errors import ExportError
@@ -59,3 +61,13 @@ def carried_defaults(carried, description: str, steps, scale, interval):
     return (description or carried.description, steps if steps is not None else carried.sampling_steps,
             scale if scale is not None else carried.sampling_scale,
             interval if interval is not None else tuple(carried.sampling_interval))
+
+
+def run_provenance(ckpt: Path, cfg: Config, ema: bool, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """(evaluation summary, training record) of a run exported from its checkpoint: the summary of the run's
+    eval.json (a line when it is a quick one), and the configuration, checkpoint name and weights used."""
+    ev_file = ckpt.parent / "eval.json"
+    ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
+    if ev.get("protocol") == "quick":
+        log(f"  evaluation: {ev_file} is a quick one (python train/evaluate.py {ckpt.parent} runs the full protocol)")
+    return ev.get("summary", {}), {"config": cfg.to_dict(), "checkpoint": ckpt.name, "weights": "ema" if ema else "raw"}

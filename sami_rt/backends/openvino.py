@@ -228,8 +228,8 @@ def pool_spatial_means(model, ov=None) -> int:
     replaced (bundles exported before 2026-12-05 reduce reshaped 3-d activations instead, and keep theirs).
     The values are the same means; OpenVINO 2026.4.1's CPU plugin computes them as a pooling on its
     channels-last layout faster than as a reduction (disks-small's guided step at batch 16 and 64: 1.19-1.31x
-    and 1.13-1.26x onnxruntime, against 1.14-1.18x and 1.05-1.12x without; benchmarks/RESULTS.md, issue 31). The ONNX graphs keep
-    ReduceMean, which onnxruntime runs faster than a pooling."""
+    and 1.13-1.26x onnxruntime, against 1.14-1.18x and 1.05-1.12x without; benchmarks/RESULTS.md, issue 31).
+    The ONNX graphs keep ReduceMean, which onnxruntime runs faster than a pooling."""
     ov = ov or import_openvino()
     replaced = 0
     for op in model.get_ordered_ops():
